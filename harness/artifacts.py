@@ -1,0 +1,79 @@
+"""The quantize stage: build a format's checkpoint once per artifact key, cache it, reuse it.
+
+A checkpoint is written into a temporary directory beside the cache entry and renamed
+into place only when complete, so a killed run never leaves half an artifact to reuse.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from harness import formats
+from harness.formats.base import QuantizeRequest
+from harness.isolation import StageOutcome, run_isolated
+
+META_FILE = "harness-artifact.json"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    key: str
+    path: Path
+    bytes: int
+    quantize_s: float | None  # None for a baseline (nothing was built)
+    peak_rss_bytes: int | None
+    peak_gpu_bytes: int | None
+    reused: bool
+
+
+def checkpoint_bytes(directory: Path) -> int:
+    return sum(f.stat().st_size for f in directory.iterdir() if f.suffix in (".safetensors", ".bin", ".gguf"))
+
+
+def _quantize_child(format_name: str, request: QuantizeRequest) -> float:
+    """Runs in an isolated process; returns the quantization wall time."""
+    start = time.perf_counter()
+    formats.get(format_name).quantize(request)
+    return time.perf_counter() - start
+
+
+def baseline(model_dir: Path, key: str) -> Artifact:
+    return Artifact(key, model_dir, checkpoint_bytes(model_dir), None, None, None, reused=True)
+
+
+def cached(cache_dir: Path, key: str) -> Artifact | None:
+    path = cache_dir / "artifacts" / key
+    meta = path / META_FILE
+    if not meta.is_file():
+        return None
+    data = json.loads(meta.read_text())
+    return Artifact(key, path, data["bytes"], data["quantize_s"], data["peak_rss_bytes"], data["peak_gpu_bytes"], reused=True)
+
+
+def build(cache_dir: Path, key: str, request: QuantizeRequest, log_path: Path, timeout_s: float) -> tuple[Artifact | None, StageOutcome]:
+    """Quantize into a temporary directory in an isolated process; rename it into the cache
+    when complete. request.out_dir is replaced by that temporary directory."""
+    target = cache_dir / "artifacts" / key
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=target.parent))
+    try:
+        outcome = run_isolated(_quantize_child, (request.params.name, replace(request, out_dir=staging)), log_path, timeout_s)
+        if not outcome.ok:
+            return None, outcome
+        artifact = Artifact(key, target, checkpoint_bytes(staging), outcome.value, outcome.peak_rss_bytes, outcome.peak_gpu_bytes, reused=False)
+        meta = {k: v for k, v in asdict(artifact).items() if k not in ("path", "reused")}
+        (staging / META_FILE).write_text(json.dumps(meta, indent=2))
+        os.chmod(staging, 0o755)
+        if target.exists():  # another run finished the same artifact first: keep theirs
+            return cached(cache_dir, key), outcome
+        os.replace(staging, target)
+        return Artifact(**{**asdict(artifact), "path": target}), outcome
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+

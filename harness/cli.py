@@ -1,0 +1,116 @@
+"""Command line: python -m harness {run, validate, formats}."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from harness.errors import HarnessError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Quantize, serve and benchmark LLMs from one YAML config.")
+out = Console()
+err = Console(stderr=True)
+
+
+@app.command()
+def validate(config: Path = typer.Argument(..., help="the YAML config")) -> None:
+    """Check a config without running it (exit 0 when valid, 2 when not)."""
+    from harness import matrix
+    from harness.config import load_config
+
+    cfg = load_config(config)
+    cells = matrix.expand(cfg)
+    out.print(f"{config}: valid; {len(cells)} cells: " + ", ".join(c.name for c in cells))
+
+
+@app.command()
+def run(
+    config: Path = typer.Argument(..., help="the YAML config"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="results directory (default: the config's output)"),
+) -> None:
+    """Run every cell of a config; finished cells are skipped (resume)."""
+    from harness import pipeline
+    from harness.config import load_config
+
+    cfg = load_config(config, output=output)
+    summary = pipeline.run(cfg, err)
+    _print_summary(summary)
+
+
+def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
+    from harness import results
+
+    frame = results.read_rows(summary.out_dir)
+    table = Table(title=f"results: {summary.out_dir / 'results.parquet'}")
+    for column in ("cell", "status", "engine / kernel", "out tok/s", "load s", "peak RSS GiB", "size MiB", "reason"):
+        table.add_column(column, overflow="fold")
+    for _, row in frame.iterrows():
+        def num(value: object, fmt: str) -> str:
+            return "" if value is None or value != value else format(value, fmt)  # NaN-safe
+
+        table.add_row(
+            row["cell_name"],
+            row["status"],
+            f"{row['engine']} / {row['kernels'] or '-'}",
+            num(row["output_tok_s"], ".1f"),
+            num(row["load_s"], ".1f"),
+            num(row["engine_peak_rss_bytes"] / 2**30 if row["engine_peak_rss_bytes"] == row["engine_peak_rss_bytes"] else None, ".2f"),
+            num(row["artifact_bytes"] / 2**20 if row["artifact_bytes"] == row["artifact_bytes"] else None, ".0f"),
+            (row["reason"] or "")[:160],
+        )
+    out.print(table)
+    if summary.skipped:
+        out.print(f"{len(summary.skipped)} cells were already finished and skipped.")
+
+
+@app.command("formats")
+def list_formats() -> None:
+    """List the formats, what each needs, and which engines serve them."""
+    from harness import formats
+
+    table = Table(title="formats")
+    for column in ("name", "W/A bits", "calibration", "group size", "hardware", "engines", "summary"):
+        table.add_column(column, overflow="fold")
+    for name, fmt in formats.REGISTRY.items():
+        params = fmt.params_model(name=name)
+        group = fmt.group_size(params)
+        group_text = f"{group} (default; input dims must divide by it)" if group else "-"
+        table.add_row(
+            name,
+            f"W{fmt.weight_bits}A{fmt.activation_bits}",
+            "data" if fmt.needs_calibration(params) else "none",
+            group_text,
+            fmt.hardware,
+            ", ".join(fmt.engines),
+            fmt.summary,
+        )
+    out.print(table)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except HarnessError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted; finished cells are saved, run again to resume")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

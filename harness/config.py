@@ -1,0 +1,303 @@
+"""The YAML config: pydantic models, and the only place a config is parsed and validated.
+
+Every mistake becomes one `HarnessError` line: `FILE: KEY: what is wrong (allowed ...)`.
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from harness.errors import HarnessError, config_error
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+BUILTIN_MODELS = ("smollm2-135m",)
+BUILTIN_CALIBRATION = ("code", "prose")
+KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(StrictModel):
+    source: str = Field(min_length=1, description="builtin:NAME, a hub id (org/name) or a local directory")
+    revision: str | None = None
+    dtype: Literal["bfloat16", "float16"] = "bfloat16"
+
+
+class CalibrationSpec(StrictModel):
+    name: str = Field(pattern=NAME_PATTERN)
+    source: str = Field(min_length=1, description="builtin:code, builtin:prose, hf:ORG/NAME, a file or a glob")
+    domain: str | None = None
+    samples: int = Field(16, ge=1, le=100_000)
+    seq_len: int = Field(128, ge=8, le=131_072)
+    seed: int = Field(0, ge=0)
+    column: str = "text"
+    split: str = "train"
+    subset: str | None = None
+
+    @property
+    def resolved_domain(self) -> str:
+        if self.domain:
+            return self.domain
+        if self.source.startswith("builtin:"):
+            return self.source.split(":", 1)[1]
+        return "custom"
+
+
+class WorkloadSpec(StrictModel):
+    prompts: int = Field(16, ge=1, le=1_000_000)
+    input_len: int = Field(64, ge=1, le=1_000_000)
+    output_len: int = Field(64, ge=1, le=1_000_000)
+    seed: int = Field(0, ge=0)
+
+
+class EngineSpec(StrictModel):
+    name: str = "vllm"
+    max_model_len: int | None = Field(None, ge=16)
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    tensor_parallel_size: int = Field(1, ge=1, le=64)
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
+    enforce_eager: bool | None = Field(None, description="None: True on CPU (torch.compile warm-up takes minutes), False on GPU")
+    cpu_kvcache_space_gib: float = Field(1.0, gt=0.0, description="VLLM_CPU_KVCACHE_SPACE on CPU")
+    timeout_s: int = Field(1800, ge=10, description="wall-clock limit of one engine session")
+    seed: int = Field(0, ge=0)
+
+
+class QuantizeSpec(StrictModel):
+    timeout_s: int = Field(7200, ge=10, description="wall-clock limit of one quantization")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class FormatParams(StrictModel):
+    """Base of every format's parameters; each format module subclasses it."""
+
+    name: str
+    label: str | None = Field(None, pattern=NAME_PATTERN)
+
+    @property
+    def id(self) -> str:
+        return self.label or self.name
+
+
+class RawConfig(StrictModel):
+    name: str = Field(pattern=NAME_PATTERN)
+    model: ModelSpec
+    formats: list[Any] = Field(min_length=1)
+    calibration: list[CalibrationSpec] = Field(default_factory=list)
+    workload: WorkloadSpec = WorkloadSpec()
+    engine: EngineSpec = EngineSpec()
+    quantize: QuantizeSpec = QuantizeSpec()
+    output: str | None = None
+    cache_dir: str | None = None
+
+
+class Config(StrictModel):
+    """A validated config: formats are typed parameter objects from the format registry."""
+
+    path: Path
+    name: str
+    model: ModelSpec
+    formats: tuple[FormatParams, ...]
+    calibration: tuple[CalibrationSpec, ...]
+    workload: WorkloadSpec
+    engine: EngineSpec
+    quantize: QuantizeSpec
+    output: Path
+    cache_dir: Path | None
+
+    def calibration_set(self, name: str) -> CalibrationSpec:
+        return next(c for c in self.calibration if c.name == name)
+
+
+def load_config(path: str | Path, output: str | Path | None = None) -> Config:
+    path = Path(path)
+    data = _read_yaml(path)
+    try:
+        raw = RawConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _first_error(path, exc, RawConfig) from None
+    formats = tuple(_parse_format(path, i, entry) for i, entry in enumerate(raw.formats))
+    config = Config(
+        path=path,
+        name=raw.name,
+        model=raw.model,
+        formats=formats,
+        calibration=tuple(raw.calibration),
+        workload=raw.workload,
+        engine=raw.engine,
+        quantize=raw.quantize,
+        output=Path(output) if output else Path(raw.output or f"results/{raw.name}"),
+        cache_dir=Path(raw.cache_dir).expanduser() if raw.cache_dir else None,
+    )
+    _check_semantics(config)
+    return config
+
+
+def _read_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise config_error(path, "", "no such config file (give the path of a YAML file, e.g. configs/smoke.yaml)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise config_error(path, "", "not a UTF-8 text file; a config is YAML text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise config_error(path, where, f"invalid YAML: {problem}") from None
+    if data is None:
+        raise config_error(path, "", "the file is empty; a config needs at least name, model and formats")
+    if not isinstance(data, dict):
+        raise config_error(path, "", f"the top level must be a mapping of keys (got a {type(data).__name__})")
+    return data
+
+
+def _key(loc: tuple[Any, ...], prefix: str = "") -> str:
+    key = prefix
+    for part in loc:
+        if isinstance(part, int):
+            key += f"[{part}]"
+        else:
+            key += f".{part}" if key else str(part)
+    return key
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Walk the pydantic model along loc (minus the unknown key itself) to list its fields."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part) if isinstance(current, type) and issubclass(current, BaseModel) else None
+        if field is None:
+            return []
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        current = next((a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if current is None:
+            return []
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _first_error(path: Path, exc: ValidationError, model: type[BaseModel], prefix: str = "", hidden: tuple[str, ...] = ()) -> HarnessError:
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    key = _key(loc, prefix)
+    if err["type"] == "extra_forbidden":
+        allowed = [k for k in _allowed_keys(model, loc) if k not in hidden]
+        return config_error(path, key, f"unknown key; allowed keys here: {', '.join(allowed)}")
+    if err["type"] == "missing":
+        return config_error(path, key, "required key is missing")
+    got = err.get("input")
+    shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
+    return config_error(path, key, f"{err['msg']} (got {shown})")
+
+
+def _parse_format(path: Path, index: int, entry: Any) -> FormatParams:
+    from harness.formats import REGISTRY
+
+    key = f"formats[{index}]"
+    if isinstance(entry, str):
+        entry = {"name": entry}
+    if not isinstance(entry, dict):
+        raise config_error(path, key, f"a format is a name or a mapping with a name (got {type(entry).__name__})")
+    name = entry.get("name")
+    if name is None:
+        raise config_error(path, f"{key}.name", "required key is missing; formats: " + ", ".join(REGISTRY))
+    if name not in REGISTRY:
+        raise config_error(path, f"{key}.name", f"unknown format {name!r}; formats: {', '.join(REGISTRY)}")
+    params_model = REGISTRY[name].params_model
+    try:
+        return params_model.model_validate(entry)
+    except ValidationError as exc:
+        raise _first_error(path, exc, params_model, prefix=key) from None
+
+
+def _check_semantics(config: Config) -> None:
+    from harness.formats import REGISTRY
+
+    path = config.path
+    _check_model_source(path, config.model.source)
+
+    ids = [f.id for f in config.formats]
+    for i, fid in enumerate(ids):
+        if fid in ids[:i]:
+            raise config_error(path, f"formats[{i}]", f"format {fid!r} is listed twice; give one of them a distinct 'label'")
+
+    names = [c.name for c in config.calibration]
+    for i, calib in enumerate(config.calibration):
+        if calib.name in names[:i]:
+            raise config_error(path, f"calibration[{i}].name", f"calibration set name {calib.name!r} is used twice; names must be unique")
+        _check_calibration_source(path, f"calibration[{i}].source", calib.source)
+
+    needing = [f.id for f in config.formats if REGISTRY[f.name].needs_calibration(f)]
+    if needing and not config.calibration:
+        raise config_error(
+            path, "calibration",
+            f"format(s) {', '.join(needing)} need calibration data; add a set, e.g. calibration: [{{name: code, source: builtin:code}}]",
+        )
+
+    from harness.engines import REGISTRY as ENGINES
+
+    if config.engine.name not in ENGINES:
+        raise config_error(path, "engine.name", f"unknown engine {config.engine.name!r}; engines: {', '.join(ENGINES)}")
+    for i, fmt in enumerate(config.formats):
+        served_by = REGISTRY[fmt.name].engines
+        if config.engine.name not in served_by:
+            raise config_error(path, f"formats[{i}].name", f"format {fmt.name!r} is not served by engine {config.engine.name!r} (served by: {', '.join(served_by)})")
+
+    need = config.workload.input_len + config.workload.output_len
+    if config.engine.max_model_len is not None and need > config.engine.max_model_len:
+        raise config_error(
+            path, "workload",
+            f"input_len + output_len = {need} exceeds engine.max_model_len = {config.engine.max_model_len}; shorten the workload or raise max_model_len",
+        )
+
+
+def _looks_like_path(source: str) -> bool:
+    return source.startswith(("/", "./", "../", "~")) or Path(source).expanduser().exists()
+
+
+def _check_model_source(path: Path, source: str) -> None:
+    key = "model.source"
+    if source.startswith("builtin:"):
+        name = source.split(":", 1)[1]
+        if name not in BUILTIN_MODELS:
+            raise config_error(path, key, f"unknown builtin model {name!r}; builtins: {', '.join(BUILTIN_MODELS)}")
+        return
+    if _looks_like_path(source):
+        local = Path(source).expanduser()
+        if not (local / "config.json").is_file():
+            raise config_error(path, key, f"{source} is not a model directory (no config.json in it); give a local HF model directory, a hub id or builtin:smollm2-135m")
+        return
+    if not HUB_ID.match(source):
+        raise config_error(path, key, f"{source!r} is neither builtin:NAME, a hub id like Qwen/Qwen2.5-7B-Instruct, nor an existing directory")
+
+
+def _check_calibration_source(path: Path, key: str, source: str) -> None:
+    if source.startswith("builtin:"):
+        name = source.split(":", 1)[1]
+        if name not in BUILTIN_CALIBRATION:
+            raise config_error(path, key, f"unknown builtin calibration set {name!r}; builtins: {', '.join(BUILTIN_CALIBRATION)}")
+        return
+    if source.startswith("hf:"):
+        if not HUB_ID.match(source[3:]):
+            raise config_error(path, key, f"{source!r}: a hub dataset is hf:ORG/NAME, e.g. hf:allenai/c4")
+        return
+    matches = glob.glob(str(Path(source).expanduser()), recursive=True)
+    files = [m for m in matches if Path(m).is_file()]
+    if not files:
+        raise config_error(path, key, f"no file matches {source!r}; give builtin:code, builtin:prose, hf:ORG/NAME, or existing .txt/.jsonl files")
+    bad = [f for f in files if Path(f).suffix not in (".txt", ".md", ".rst", ".py", ".jsonl", ".json")]
+    if bad:
+        raise config_error(path, key, f"{bad[0]}: unsupported file type; calibration files are .txt/.md/.rst/.py (text) or .jsonl/.json (a text column)")

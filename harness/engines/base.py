@@ -1,0 +1,61 @@
+"""The Engine protocol: start a model, generate from token prompts, stop; and read its logs."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from harness.config import EngineSpec
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    model_dir: Path
+    dtype: str  # "bfloat16", "float16", "auto" (what the checkpoint says)
+    spec: EngineSpec
+    device: str  # "cpu" or "cuda"
+    max_model_len: int
+
+
+@dataclass(frozen=True)
+class Generation:
+    prompts: int
+    input_tokens: int
+    output_tokens: int
+    seconds: float
+
+
+class EngineSession(ABC):
+    @abstractmethod
+    def generate(self, prompts: list[list[int]], max_tokens: int) -> Generation:
+        """Greedy generation of exactly max_tokens per prompt (end-of-sequence ignored)."""
+
+
+class Engine(ABC):
+    name: ClassVar[str]
+
+    @abstractmethod
+    def version(self) -> str: ...
+
+    @abstractmethod
+    def settings(self, request: EngineRequest) -> dict[str, Any]:
+        """The engine arguments actually used, recorded in every row."""
+
+    def environment(self, request: EngineRequest) -> dict[str, str]:
+        """Environment variables the engine is started with, recorded in every row."""
+        return {}
+
+    @abstractmethod
+    def start(self, request: EngineRequest) -> AbstractContextManager[EngineSession]:
+        """Load the model; the context manager always stops the engine."""
+
+    def kernels(self, log_text: str) -> list[str]:
+        """Kernels the engine said it selected, from its log."""
+        return []
+
+    def unsupported_reason(self, error: str, log_text: str) -> str | None:
+        """The engine's own words when it refused the format on this hardware, else None."""
+        return None

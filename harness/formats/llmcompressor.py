@@ -1,0 +1,150 @@
+"""Formats built with llm-compressor's `oneshot` into compressed-tensors checkpoints.
+
+vLLM loads these checkpoints as they are (quantization_config in config.json).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from harness.config import FormatParams
+from harness.formats.base import Format, QuantizeRequest
+
+GroupSize = Literal[-1, 16, 32, 64, 128, 256]
+
+
+class LlmCompressorParams(FormatParams):
+    ignore: tuple[str, ...] = Field(("lm_head",), description="module names (or re:patterns) left unquantized")
+
+
+class GroupedParams(LlmCompressorParams):
+    group_size: GroupSize = Field(128, description="-1 means one scale per output channel")
+    ignore_indivisible: bool = Field(False, description="leave Linear layers whose input dim does not divide by group_size unquantized")
+    dampening_frac: float = Field(0.01, gt=0.0, lt=1.0)
+    actorder: Literal["static", "group", "weight"] | None = None
+
+
+class W8A8Params(LlmCompressorParams):
+    smoothing_strength: float = Field(0.8, ge=0.0, le=1.0)
+    dampening_frac: float = Field(0.01, gt=0.0, lt=1.0)
+
+
+class _LlmCompressorFormat(Format):
+    engines: ClassVar[tuple[str, ...]] = ("vllm",)
+
+    def ignored_modules(self, params: FormatParams) -> tuple[str, ...]:
+        return tuple(getattr(params, "ignore", ()))
+
+    def recipe(self, params: Any, ignore: list[str]) -> list[Any]:
+        raise NotImplementedError
+
+    def quantize(self, request: QuantizeRequest) -> None:
+        import torch
+        from llmcompressor import oneshot
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        # No bf16 instructions on most CPUs: calibrating in bf16 was ~12x slower than fp32 here.
+        dtype = torch.float32 if request.device == "cpu" else "auto"
+        model = AutoModelForCausalLM.from_pretrained(request.model_dir, dtype=dtype, device_map=None if request.device == "cpu" else "auto")
+        tokenizer = AutoTokenizer.from_pretrained(request.model_dir)
+        ignore = list(self.ignored_modules(request.params)) + list(request.ignore)
+        recipe = self.recipe(request.params, ignore)
+        kwargs: dict[str, Any] = {"model": model, "recipe": recipe}
+        if request.samples is not None:
+            kwargs.update(
+                dataset=_token_dataset(request.samples),
+                max_seq_length=request.seq_len,
+                num_calibration_samples=len(request.samples),
+            )
+        oneshot(**kwargs)
+        model.save_pretrained(request.out_dir, save_compressed=True)
+        tokenizer.save_pretrained(request.out_dir)
+        _copy_generation_config(request)
+
+
+def _token_dataset(samples: list[list[int]]) -> Any:
+    from datasets import Dataset
+
+    return Dataset.from_dict({"input_ids": samples, "attention_mask": [[1] * len(s) for s in samples]})
+
+
+def _copy_generation_config(request: QuantizeRequest) -> None:
+    source = request.model_dir / "generation_config.json"
+    if source.is_file():
+        (request.out_dir / "generation_config.json").write_text(source.read_text())
+
+
+def _weight_args(bits: int, group_size: int, actorder: str | None = None) -> Any:
+    from compressed_tensors.quantization import QuantizationArgs
+
+    strategy = "channel" if group_size == -1 else "group"
+    return QuantizationArgs(
+        num_bits=bits,
+        type="int",
+        symmetric=True,
+        strategy=strategy,
+        group_size=None if group_size == -1 else group_size,
+        actorder=actorder,
+    )
+
+
+class Fp8Dynamic(_LlmCompressorFormat):
+    name = "fp8-dynamic"
+    summary = "FP8 W8A8: per-channel FP8 weights, dynamic per-token FP8 activations (no calibration data)"
+    params_model = LlmCompressorParams
+    weight_bits = 8
+    activation_bits = 8
+    hardware = "native FP8 on SM89+ (Ada, Hopper, Blackwell); weight-only FP8 Marlin on SM80; CPU: emulated (slow)"
+
+    def recipe(self, params: Any, ignore: list[str]) -> list[Any]:
+        from llmcompressor.modifiers.quantization import QuantizationModifier
+
+        return [QuantizationModifier(targets="Linear", scheme="FP8_DYNAMIC", ignore=ignore)]
+
+
+class W4A16Gptq(_LlmCompressorFormat):
+    name = "w4a16-gptq"
+    summary = "INT4 weights (GPTQ, group-wise), 16-bit activations"
+    params_model = GroupedParams
+    weight_bits = 4
+    activation_bits = 16
+    hardware = "GPU SM80+ (Marlin/Machete kernels); CPU: vLLM's cpu_gemm_wna16 needs an AVX-512 build"
+
+    def needs_calibration(self, params: FormatParams) -> bool:
+        return True
+
+    def group_size(self, params: Any) -> int | None:
+        return None if params.group_size == -1 else params.group_size
+
+    def ignore_indivisible(self, params: Any) -> bool:
+        return params.ignore_indivisible
+
+    def recipe(self, params: Any, ignore: list[str]) -> list[Any]:
+        from compressed_tensors.quantization import QuantizationScheme
+        from llmcompressor.modifiers.quantization import GPTQModifier
+
+        scheme = QuantizationScheme(targets=["Linear"], weights=_weight_args(4, params.group_size, params.actorder))
+        return [GPTQModifier(config_groups={"group_0": scheme}, ignore=ignore, dampening_frac=params.dampening_frac)]
+
+
+class W8A8Int8(_LlmCompressorFormat):
+    name = "w8a8-int8"
+    summary = "INT8 W8A8: SmoothQuant then GPTQ, per-channel weights, dynamic per-token activations"
+    params_model = W8A8Params
+    weight_bits = 8
+    activation_bits = 8
+    hardware = "GPU SM75+ (INT8 tensor cores); CPU: oneDNN INT8 GEMM"
+
+    def needs_calibration(self, params: FormatParams) -> bool:
+        return True
+
+    def recipe(self, params: Any, ignore: list[str]) -> list[Any]:
+        from llmcompressor.modifiers.quantization import GPTQModifier
+        from llmcompressor.modifiers.smoothquant import SmoothQuantModifier
+
+        return [
+            SmoothQuantModifier(smoothing_strength=params.smoothing_strength),
+            GPTQModifier(targets="Linear", scheme="W8A8", ignore=ignore, dampening_frac=params.dampening_frac),
+        ]

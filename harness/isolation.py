@@ -1,0 +1,183 @@
+"""Run one stage of a cell in a child process: its crash, hang or leak stays there.
+
+The parent samples the peak memory of the child and all its descendants (vLLM starts
+its own engine-core process), enforces a wall-clock timeout and kills the whole tree.
+The child's stdout/stderr go to a log file, which is where engines say which kernel
+they chose and why they refused a format.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    value: Any  # what the function returned, None when it failed
+    error: str | None  # "ExceptionType: message" or why the process died
+    error_trace: str | None
+    peak_rss_bytes: int
+    peak_gpu_bytes: int | None
+    wall_s: float
+    timed_out: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _child_main(fn: Callable[..., Any], args: tuple[Any, ...], log_path: str, conn: Any) -> None:
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+    try:
+        result = fn(*args)
+        conn.send(("ok", result, None))
+    except BaseException as exc:  # noqa: BLE001 - everything must reach the parent as a reason
+        trace = traceback.format_exc()
+        print(trace, file=sys.stderr, flush=True)
+        conn.send(("error", f"{type(exc).__name__}: {exc}", trace))
+    finally:
+        conn.close()
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+class _PeakSampler(threading.Thread):
+    def __init__(self, pid: int, interval_s: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.interval_s = interval_s
+        self.peak_rss = 0
+        self.peak_gpu: int | None = None
+        self._stop_event = threading.Event()
+        self._nvml = _Nvml.open()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            pids = _tree_pids(self.pid)
+            rss = 0
+            for pid in pids:
+                try:
+                    rss += psutil.Process(pid).memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak_rss = max(self.peak_rss, rss)
+            if self._nvml is not None:
+                used = self._nvml.used_by(pids)
+                self.peak_gpu = max(self.peak_gpu or 0, used)
+            self._stop_event.wait(self.interval_s)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=5)
+
+
+class _Nvml:
+    """GPU memory used by a set of processes, from NVML (absent on CPU machines)."""
+
+    def __init__(self, pynvml: Any, handles: list[Any]) -> None:
+        self.pynvml = pynvml
+        self.handles = handles
+
+    @classmethod
+    def open(cls) -> "_Nvml | None":
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            count = pynvml.nvmlDeviceGetCount()
+            return cls(pynvml, [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]) if count else None
+        except Exception:  # noqa: BLE001 - no driver, no GPU: no GPU figure
+            return None
+
+    def used_by(self, pids: set[int]) -> int:
+        total = 0
+        for handle in self.handles:
+            try:
+                for proc in self.pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                    if proc.pid in pids and proc.usedGpuMemory:
+                        total += proc.usedGpuMemory
+            except Exception:  # noqa: BLE001
+                continue
+        return total
+
+
+def _tree_pids(pid: int) -> set[int]:
+    try:
+        root = psutil.Process(pid)
+        return {pid, *(c.pid for c in root.children(recursive=True))}
+    except psutil.Error:
+        return set()
+
+
+def kill_tree(pid: int) -> None:
+    pids = _tree_pids(pid)
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def run_isolated(fn: Callable[..., Any], args: tuple[Any, ...], log_path: Path, timeout_s: float) -> StageOutcome:
+    """Run fn(*args) in a fresh (spawned) process; fn and its result must be picklable."""
+    ctx = mp.get_context("spawn")
+    parent_conn, child_conn = ctx.Pipe(duplex=False)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    proc = ctx.Process(target=_child_main, args=(fn, args, str(log_path), child_conn), daemon=False)
+    start = time.monotonic()
+    proc.start()
+    child_conn.close()
+    sampler = _PeakSampler(proc.pid)
+    sampler.start()
+    message: tuple[str, Any, Any] | None = None
+    timed_out = False
+    try:
+        deadline = start + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                timed_out = True
+                break
+            if parent_conn.poll(min(remaining, 1.0)):
+                try:
+                    message = parent_conn.recv()
+                except EOFError:
+                    message = None
+                break
+            if not proc.is_alive():
+                if parent_conn.poll(0.5):
+                    message = parent_conn.recv()
+                break
+        proc.join(timeout=30)
+    finally:
+        kill_tree(proc.pid)  # also reaps engine processes a child left behind, and on Ctrl-C
+        proc.join(timeout=10)
+        sampler.stop()
+    wall = time.monotonic() - start
+    if timed_out:
+        return StageOutcome(None, f"timed out after {timeout_s:.0f} s", None, sampler.peak_rss, sampler.peak_gpu, wall, True)
+    if message is None:
+        code = proc.exitcode
+        why = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
+        if code == -signal.SIGKILL:
+            why += " (out of memory?)"
+        return StageOutcome(None, f"process died without a result: {why}", None, sampler.peak_rss, sampler.peak_gpu, wall, False)
+    status, value, trace = message
+    if status == "ok":
+        return StageOutcome(value, None, None, sampler.peak_rss, sampler.peak_gpu, wall, False)
+    return StageOutcome(None, value, trace, sampler.peak_rss, sampler.peak_gpu, wall, False)

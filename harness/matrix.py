@@ -1,0 +1,66 @@
+"""Expand a config into Cells; a Cell's key (a hash) names its artifact and its row."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from harness import formats
+from harness.config import CalibrationSpec, Config, EngineSpec, FormatParams, WorkloadSpec
+
+# Bump when a change to the harness changes what a cell measures.
+SCHEMA_VERSION = 1
+
+
+def _hash(payload: Any) -> str:
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Cell:
+    format: FormatParams
+    calibration: CalibrationSpec | None  # None for baselines and data-free formats
+    engine: EngineSpec
+    workload: WorkloadSpec
+
+    @property
+    def name(self) -> str:
+        parts = [self.format.id]
+        if self.calibration is not None:
+            parts.append(self.calibration.name)
+        parts.append(f"kv-{self.engine.kv_cache_dtype}")
+        return "/".join(parts)
+
+    def artifact_key(self, model_identity: str, package_versions: dict[str, str]) -> str:
+        calib = None
+        if self.calibration is not None:
+            calib = self.calibration.model_dump(exclude={"name", "domain"})
+        return _hash({
+            "schema": SCHEMA_VERSION,
+            "model": model_identity,
+            "format": self.format.model_dump(exclude={"label"}),
+            "calibration": calib,
+            "packages": package_versions,
+        })
+
+    def key(self, model_identity: str, quantize_versions: dict[str, str], engine_version: str) -> str:
+        return _hash({
+            "artifact": self.artifact_key(model_identity, quantize_versions),
+            "engine": self.engine.model_dump(exclude={"timeout_s"}),
+            "engine_version": engine_version,
+            "workload": self.workload.model_dump(),
+        })
+
+
+def expand(config: Config) -> list[Cell]:
+    """formats × calibration sets (only for formats that use data)."""
+    cells: list[Cell] = []
+    for params in config.formats:
+        fmt = formats.get(params.name)
+        calibrations: tuple[CalibrationSpec | None, ...] = config.calibration if fmt.needs_calibration(params) else (None,)
+        for calib in calibrations:
+            cells.append(Cell(params, calib, config.engine, config.workload))
+    return cells

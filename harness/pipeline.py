@@ -1,0 +1,275 @@
+"""Run a config's cells: calibrate → quantize → serve + measure → record, one row per cell.
+
+A cell that fails (crash, timeout, out of memory) or that the engine refuses on this
+hardware becomes a row with its status and reason; the matrix goes on. Finished cells
+(ok / unsupported) are skipped on a resume; their artifacts are reused from the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from harness import artifacts, bench, calibration, engines, formats, hardware, matrix, models, provenance, results
+from harness.artifacts import Artifact
+from harness.calibration import CalibrationSamples
+from harness.config import Config
+from harness.engines.base import EngineRequest
+from harness.errors import HarnessError
+from harness.formats.base import QuantizeRequest
+from harness.isolation import run_isolated
+from harness.matrix import Cell
+
+STAGES = ("calibrate", "quantize", "serve + measure", "record")
+
+
+@dataclass
+class RunSummary:
+    out_dir: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # cell keys already finished
+
+
+@dataclass(frozen=True)
+class _Context:
+    config: Config
+    out_dir: Path
+    cache_dir: Path
+    model: models.ResolvedModel
+    hw: hardware.Hardware
+    run_id: str
+    config_hash: str
+    quantize_versions: dict[str, str]
+    ignore_extra: dict[str, tuple[str, ...]]  # format id → indivisible layers to leave unquantized
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def preflight(config: Config, layers: list[tuple[str, int]]) -> dict[str, tuple[str, ...]]:
+    """Check group sizes against the model's Linear layers before anything is calibrated."""
+    extra: dict[str, tuple[str, ...]] = {}
+    for index, params in enumerate(config.formats):
+        fmt = formats.get(params.name)
+        bad = fmt.indivisible_layers(params, layers)
+        if not bad:
+            continue
+        if fmt.ignore_indivisible(params):
+            extra[params.id] = tuple(name for name, _ in bad)
+            continue
+        size = fmt.group_size(params)
+        dims = sorted({dim for _, dim in bad})
+        working = [g for g in (128, 64, 32, 16) if all(dim % g == 0 for _, dim in layers)]
+        hint = f"use group_size {working[0]}" if working else "use a smaller group_size"
+        raise HarnessError(
+            f"{config.path}: formats[{index}].group_size: {size} does not divide the input size {', '.join(map(str, dims))} "
+            f"of {len(bad)} Linear layers (e.g. {bad[0][0]}); {hint}, or set ignore_indivisible: true to leave them unquantized"
+        )
+    return extra
+
+
+def run(config: Config, console: Console | None = None) -> RunSummary:
+    console = console or Console(stderr=True)
+    hw = hardware.detect()
+    cache_dir = config.cache_dir or models.default_cache_dir()
+    out_dir = config.output
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = RunSummary(out_dir)
+    with console.status(f"model {config.model.source}: resolving (the builtin is converted once, then cached)"):
+        model = models.resolve(config.model.source, config.model.revision, cache_dir)
+        layers = models.linear_layers(model.path)
+    ctx = _Context(
+        config=config,
+        out_dir=out_dir,
+        cache_dir=cache_dir,
+        model=model,
+        hw=hw,
+        run_id=_now().strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6],
+        config_hash=hashlib.sha256(config.path.read_bytes()).hexdigest()[:16],
+        quantize_versions={k: v for k, v in provenance.versions().items() if k in provenance.QUANTIZE_PACKAGES},
+        ignore_extra=preflight(config, layers),
+    )
+    engine = engines.get(config.engine.name)
+    cells = matrix.expand(config)
+    done = results.finished(out_dir)
+    samples_cache: dict[str, CalibrationSamples] = {}
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        matrix_task = progress.add_task(f"[bold]{config.name}[/]: cells", total=len(cells))
+        stage_task = progress.add_task("", total=len(STAGES))
+        for cell in cells:
+            key = cell.key(model.identity, ctx.quantize_versions, engine.version())
+            if key in done:
+                summary.skipped.append(key)
+                progress.console.print(f"[dim]skip {cell.name}: already {done[key]} in {out_dir}[/]")
+                progress.advance(matrix_task)
+                continue
+            progress.reset(stage_task, total=len(STAGES))
+            row = _run_cell(ctx, cell, key, progress, stage_task, samples_cache)
+            progress.update(stage_task, description=f"  {cell.name}: record", completed=len(STAGES) - 1)
+            results.write_row(out_dir, row)
+            progress.advance(stage_task)
+            summary.rows.append(row)
+            colour = {"ok": "green", "unsupported": "yellow"}.get(row["status"], "red")
+            why = f": {row['reason']}" if row["reason"] else ""
+            progress.console.print(f"[{colour}]{row['status']}[/] {cell.name}{why}")
+            progress.advance(matrix_task)
+    return summary
+
+
+def _stage(progress: Progress, task: Any, cell: Cell, index: int) -> None:
+    progress.update(task, description=f"  {cell.name}: {STAGES[index]}", completed=index)
+
+
+def _run_cell(ctx: _Context, cell: Cell, key: str, progress: Progress, task: Any, samples_cache: dict[str, CalibrationSamples]) -> dict[str, Any]:
+    started = _now()
+    fmt = formats.get(cell.format.name)
+    logs = ctx.out_dir / "logs" / key
+    row = _identity_row(ctx, cell, key, started)
+    device = ctx.hw.device if ctx.config.quantize.device == "auto" else ctx.config.quantize.device
+    artifact_key = cell.artifact_key(ctx.model.identity, ctx.quantize_versions)
+    row["artifact_key"] = artifact_key
+    row["parameters"] = models.parameter_count(ctx.model.path)
+
+    artifact: Artifact | None
+    if fmt.is_baseline:
+        artifact = artifacts.baseline(ctx.model.path, artifact_key)
+    else:
+        artifact = artifacts.cached(ctx.cache_dir, artifact_key)
+        if artifact is None:
+            samples = None
+            if cell.calibration is not None:
+                _stage(progress, task, cell, 0)
+                try:
+                    samples = _samples(ctx, cell, samples_cache)
+                except HarnessError as exc:
+                    return _finish(row, started, "failed", str(exc), "calibrate")
+            _stage(progress, task, cell, 1)
+            request = QuantizeRequest(
+                model_dir=ctx.model.path,
+                params=cell.format,
+                samples=samples.token_ids if samples else None,
+                seq_len=cell.calibration.seq_len if cell.calibration else 0,
+                out_dir=ctx.cache_dir,  # replaced by a staging directory
+                device=device,
+                ignore=ctx.ignore_extra.get(cell.format.id, ()),
+            )
+            artifact, outcome = artifacts.build(ctx.cache_dir, artifact_key, request, logs / "quantize.log", ctx.config.quantize.timeout_s)
+            if artifact is None:
+                row.update(quantize_peak_rss_bytes=outcome.peak_rss_bytes, quantize_peak_gpu_bytes=outcome.peak_gpu_bytes)
+                return _finish(row, started, "failed", f"quantize: {outcome.error}", "quantize")
+    row.update(_artifact_columns(artifact, row["parameters"]))
+
+    _stage(progress, task, cell, 2)
+    engine = engines.get(cell.engine.name)
+    request_engine = EngineRequest(
+        model_dir=artifact.path,
+        dtype=fmt.serving_dtype(cell.format) or ctx.config.model.dtype,
+        spec=cell.engine,
+        device=ctx.hw.device,
+        max_model_len=cell.engine.max_model_len or (cell.workload.input_len + cell.workload.output_len),
+    )
+    row["engine_settings"] = json.dumps(engine.settings(request_engine), sort_keys=True)
+    row["engine_env"] = json.dumps(engine.environment(request_engine), sort_keys=True)
+    log_path = logs / "engine.log"
+    outcome = run_isolated(bench.offline_throughput, (cell.engine.name, request_engine, cell.workload), log_path, cell.engine.timeout_s)
+    log_text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    row["kernels"] = "; ".join(engine.kernels(log_text))
+    row.update(engine_peak_rss_bytes=outcome.peak_rss_bytes, engine_peak_gpu_bytes=outcome.peak_gpu_bytes)
+    if not outcome.ok:
+        reason = engine.unsupported_reason(outcome.error or "", log_text)
+        if reason is not None:
+            return _finish(row, started, "unsupported", f"{engine.name} on {ctx.hw.device}: {reason}", "serve")
+        return _finish(row, started, "failed", f"serve: {outcome.error}", "serve")
+    measured: bench.OfflineMeasurement = outcome.value
+    row.update(
+        load_s=measured.load_s,
+        generate_s=measured.generate_s,
+        input_tokens=measured.input_tokens,
+        output_tokens=measured.output_tokens,
+        output_tok_s=measured.output_tok_s,
+        total_tok_s=measured.total_tok_s,
+        requests_per_s=measured.requests_per_s,
+    )
+    _stage(progress, task, cell, 3)
+    return _finish(row, started, "ok", None, None)
+
+
+def _samples(ctx: _Context, cell: Cell, cache: dict[str, CalibrationSamples]) -> CalibrationSamples:
+    assert cell.calibration is not None
+    if cell.calibration.name not in cache:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(ctx.model.path)
+        cache[cell.calibration.name] = calibration.build_samples(cell.calibration, tokenizer)
+    return cache[cell.calibration.name]
+
+
+def _artifact_columns(artifact: Artifact, parameters: int) -> dict[str, Any]:
+    return {
+        "artifact_path": str(artifact.path),
+        "artifact_bytes": artifact.bytes,
+        "bits_per_weight": 8 * artifact.bytes / parameters if parameters else None,
+        "artifact_reused": artifact.reused,
+        "quantize_s": artifact.quantize_s,
+        "quantize_peak_rss_bytes": artifact.peak_rss_bytes,
+        "quantize_peak_gpu_bytes": artifact.peak_gpu_bytes,
+    }
+
+
+def _identity_row(ctx: _Context, cell: Cell, key: str, started: datetime) -> dict[str, Any]:
+    fmt = formats.get(cell.format.name)
+    calib = cell.calibration
+    ignored = list(fmt.ignored_modules(cell.format)) + list(ctx.ignore_extra.get(cell.format.id, ()))
+    row: dict[str, Any] = {
+        "run_id": ctx.run_id,
+        "config_name": ctx.config.name,
+        "config_path": str(ctx.config.path),
+        "config_hash": ctx.config_hash,
+        "cell_key": key,
+        "cell_name": cell.name,
+        "model_source": ctx.model.source,
+        "model_identity": ctx.model.identity,
+        "model_note": ctx.model.note or None,
+        "format": cell.format.name,
+        "format_id": cell.format.id,
+        "format_params": json.dumps(cell.format.model_dump(), sort_keys=True),
+        "weight_bits": fmt.weight_bits,
+        "activation_bits": fmt.activation_bits,
+        "group_size": fmt.group_size(cell.format),
+        "ignored_modules": json.dumps(ignored),
+        "calibration_name": calib.name if calib else None,
+        "calibration_domain": calib.resolved_domain if calib else None,
+        "calibration_source": calib.source if calib else None,
+        "calibration_samples": calib.samples if calib else None,
+        "calibration_seq_len": calib.seq_len if calib else None,
+        "calibration_seed": calib.seed if calib else None,
+        "kv_cache_dtype": cell.engine.kv_cache_dtype,
+        "engine": cell.engine.name,
+        "engine_version": engines.get(cell.engine.name).version(),
+        "workload_prompts": cell.workload.prompts,
+        "workload_input_len": cell.workload.input_len,
+        "workload_output_len": cell.workload.output_len,
+        "workload_seed": cell.workload.seed,
+        "harness_git_sha": provenance.git_sha(),
+        "packages": json.dumps(provenance.versions(), sort_keys=True),
+        "started_at": started,
+    }
+    row.update(ctx.hw.as_row())
+    row.update(provenance.host())
+    return row
+
+
+def _finish(row: dict[str, Any], started: datetime, status: str, reason: str | None, stage: str | None) -> dict[str, Any]:
+    finished = _now()
+    row.update(status=status, reason=reason, failed_stage=stage, finished_at=finished, wall_s=(finished - started).total_seconds())
+    return row

@@ -1,0 +1,155 @@
+"""The results table: one row per cell, in parquet.
+
+On disk, in the output directory:
+  rows/<cell_key>.parquet   one file per finished cell, written to a temporary file and
+                            renamed: a killed run leaves whole rows or none, and two runs
+                            on the same directory never write the same file half-way.
+  results.parquet           every row merged, rewritten atomically after each cell.
+  logs/<cell_key>/          each stage's log (engines say there which kernel they chose).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+STATUSES = ("ok", "failed", "unsupported")
+# Final statuses are not recomputed on a resume; "failed" cells are tried again.
+FINAL_STATUSES = ("ok", "unsupported")
+
+SCHEMA = pa.schema([
+    # identity
+    ("run_id", pa.string()),
+    ("config_name", pa.string()),
+    ("config_path", pa.string()),
+    ("config_hash", pa.string()),
+    ("cell_key", pa.string()),
+    ("cell_name", pa.string()),
+    ("model_source", pa.string()),
+    ("model_identity", pa.string()),
+    ("model_note", pa.string()),
+    ("format", pa.string()),
+    ("format_id", pa.string()),
+    ("format_params", pa.string()),  # JSON
+    ("weight_bits", pa.int32()),
+    ("activation_bits", pa.int32()),
+    ("group_size", pa.int32()),
+    ("ignored_modules", pa.string()),  # JSON list
+    ("calibration_name", pa.string()),
+    ("calibration_domain", pa.string()),
+    ("calibration_source", pa.string()),
+    ("calibration_samples", pa.int32()),
+    ("calibration_seq_len", pa.int32()),
+    ("calibration_seed", pa.int32()),
+    ("kv_cache_dtype", pa.string()),
+    ("engine", pa.string()),
+    ("engine_version", pa.string()),
+    ("engine_settings", pa.string()),  # JSON: the arguments the engine ran with
+    ("engine_env", pa.string()),  # JSON: environment variables set for the engine
+    ("kernels", pa.string()),  # "; "-joined "Kernel for Layer" lines from the engine log
+    ("workload_prompts", pa.int32()),
+    ("workload_input_len", pa.int32()),
+    ("workload_output_len", pa.int32()),
+    ("workload_seed", pa.int32()),
+    # outcome
+    ("status", pa.string()),
+    ("reason", pa.string()),
+    ("failed_stage", pa.string()),
+    # artifact
+    ("artifact_key", pa.string()),
+    ("artifact_path", pa.string()),
+    ("artifact_bytes", pa.int64()),
+    ("parameters", pa.int64()),
+    ("bits_per_weight", pa.float64()),  # 8 * checkpoint bytes / parameters (scales included)
+    ("artifact_reused", pa.bool_()),
+    ("quantize_s", pa.float64()),
+    ("quantize_peak_rss_bytes", pa.int64()),
+    ("quantize_peak_gpu_bytes", pa.int64()),
+    # engine figures (offline throughput)
+    ("load_s", pa.float64()),
+    ("generate_s", pa.float64()),
+    ("input_tokens", pa.int64()),
+    ("output_tokens", pa.int64()),
+    ("output_tok_s", pa.float64()),
+    ("total_tok_s", pa.float64()),
+    ("requests_per_s", pa.float64()),
+    ("engine_peak_rss_bytes", pa.int64()),
+    ("engine_peak_gpu_bytes", pa.int64()),
+    # environment
+    ("harness_git_sha", pa.string()),
+    ("harness_version", pa.string()),
+    ("packages", pa.string()),  # JSON {distribution: version}
+    ("hw_device", pa.string()),
+    ("hw_name", pa.string()),
+    ("hw_count", pa.int32()),
+    ("hw_memory_bytes", pa.int64()),
+    ("hw_compute_capability", pa.string()),
+    ("hw_driver", pa.string()),
+    ("hw_cpu_flags", pa.string()),
+    ("hostname", pa.string()),
+    ("python", pa.string()),
+    ("started_at", pa.timestamp("ms", tz="UTC")),
+    ("finished_at", pa.timestamp("ms", tz="UTC")),
+    ("wall_s", pa.float64()),
+])
+COLUMNS = tuple(SCHEMA.names)
+
+
+def _atomic_write_table(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def row_table(row: dict[str, Any]) -> pa.Table:
+    unknown = set(row) - set(COLUMNS)
+    if unknown:
+        raise KeyError(f"columns not in the results schema: {sorted(unknown)}")
+    if row.get("status") not in STATUSES:
+        raise ValueError(f"status must be one of {STATUSES}, got {row.get('status')!r}")
+    return pa.Table.from_pylist([{c: row.get(c) for c in COLUMNS}], schema=SCHEMA)
+
+
+def write_row(out_dir: Path, row: dict[str, Any]) -> Path:
+    """Write one cell's row atomically, then refresh the merged table."""
+    path = out_dir / "rows" / f"{row['cell_key']}.parquet"
+    _atomic_write_table(row_table(row), path)
+    merge(out_dir)
+    return path
+
+
+def read_rows(out_dir: Path) -> pd.DataFrame:
+    files = sorted((out_dir / "rows").glob("*.parquet"))
+    if not files:
+        return pd.DataFrame({name: pd.Series(dtype=object) for name in COLUMNS})
+    tables = [pq.read_table(f, schema=SCHEMA) for f in files]
+    frame = pa.concat_tables(tables).to_pandas()
+    return frame.sort_values("finished_at").drop_duplicates("cell_key", keep="last").reset_index(drop=True)
+
+
+def merge(out_dir: Path) -> Path:
+    path = out_dir / "results.parquet"
+    frame = read_rows(out_dir)
+    _atomic_write_table(pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False), path)
+    return path
+
+
+def finished(out_dir: Path) -> dict[str, str]:
+    """cell_key → status, for rows that need no recomputation."""
+    frame = read_rows(out_dir)
+    done = frame[frame["status"].isin(FINAL_STATUSES)]
+    return dict(zip(done["cell_key"], done["status"]))

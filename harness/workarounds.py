@@ -1,0 +1,38 @@
+"""Workarounds for upstream bugs, in one place.
+
+Each names the upstream symptom and has a test in tests/test_workarounds.py that
+fails once the workaround is no longer needed, so it can be removed then.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def rebuild_without_gguf_quantization(model: Any, dtype: Any) -> Any:
+    """transformers 5.17: `save_pretrained` refuses a model loaded from a GGUF file
+    ("quantization ... not serializable"), because its config keeps the GGUF
+    `quantization_config` although the weights were dequantized on load.
+    Rebuild the model from a config without it and copy the dense weights over."""
+    from transformers import AutoModelForCausalLM
+
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.dtype = dtype
+    rebuilt = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    rebuilt.load_state_dict(model.state_dict())
+    rebuilt.generation_config = model.generation_config
+    return rebuilt.eval()
+
+
+def set_eos_token(model: Any, tokenizer: Any, eos_token: str) -> None:
+    """transformers 5.17 reads SmolLM2-Instruct's GGUF eos as `<|im_start|>` (id 1);
+    its chat turns end with `<|im_end|>` (id 2). Without this, generation never stops
+    where the chat template expects."""
+    tokenizer.eos_token = eos_token
+    eos_id = tokenizer.convert_tokens_to_ids(eos_token)
+    model.config.eos_token_id = eos_id
+    model.generation_config.eos_token_id = eos_id
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
