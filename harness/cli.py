@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness import pipeline
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Quantize, serve and benchmark LLMs from one YAML config.")
 out = Console()
@@ -42,26 +45,27 @@ def run(
     _print_summary(summary)
 
 
-def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
+def _print_summary(summary: "pipeline.RunSummary") -> None:
     from harness import results
 
     frame = results.read_rows(summary.out_dir)
     table = Table(title=f"results: {summary.out_dir / 'results.parquet'}")
-    for column in ("cell", "status", "engine / kernel", "out tok/s", "load s", "peak RSS GiB", "size MiB", "reason"):
+    for column in ("cell", "status", "kernel", "out tok/s", "load s", "peak RSS GiB", "size MiB", "reason"):
         table.add_column(column, overflow="fold")
-    for _, row in frame.iterrows():
-        def num(value: object, fmt: str) -> str:
-            return "" if value is None or value != value else format(value, fmt)  # NaN-safe
 
+    def num(value: object, fmt: str, scale: float = 1.0) -> str:
+        return "" if value is None else format(float(value) / scale, fmt)  # type: ignore[arg-type]
+
+    for row in frame.astype(object).where(frame.notna(), None).to_dict("records"):
         table.add_row(
             row["cell_name"],
             row["status"],
-            f"{row['engine']} / {row['kernels'] or '-'}",
+            ", ".join(k.split(" for ")[0] for k in (row["kernels"] or "-").split("; ")),
             num(row["output_tok_s"], ".1f"),
             num(row["load_s"], ".1f"),
-            num(row["engine_peak_rss_bytes"] / 2**30 if row["engine_peak_rss_bytes"] == row["engine_peak_rss_bytes"] else None, ".2f"),
-            num(row["artifact_bytes"] / 2**20 if row["artifact_bytes"] == row["artifact_bytes"] else None, ".0f"),
-            (row["reason"] or "")[:160],
+            num(row["engine_peak_rss_bytes"], ".2f", 2**30),
+            num(row["artifact_bytes"], ".0f", 2**20),
+            (row["reason"] or "")[:200],
         )
     out.print(table)
     if summary.skipped:

@@ -66,7 +66,7 @@ class EngineSpec(StrictModel):
     tensor_parallel_size: int = Field(1, ge=1, le=64)
     kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
     enforce_eager: bool | None = Field(None, description="None: True on CPU (torch.compile warm-up takes minutes), False on GPU")
-    cpu_kvcache_space_gib: float = Field(1.0, gt=0.0, description="VLLM_CPU_KVCACHE_SPACE on CPU")
+    cpu_kvcache_space_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE (whole GiB) on CPU")
     timeout_s: int = Field(1800, ge=10, description="wall-clock limit of one engine session")
     seed: int = Field(0, ge=0)
 

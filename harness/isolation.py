@@ -163,7 +163,8 @@ def run_isolated(fn: Callable[..., Any], args: tuple[Any, ...], log_path: Path, 
                 if parent_conn.poll(0.5):
                     message = parent_conn.recv()
                 break
-        proc.join(timeout=30)
+        if not timed_out:
+            proc.join(timeout=30)  # let it exit on its own (engine shutdown) before the kill below
     finally:
         kill_tree(proc.pid)  # also reaps engine processes a child left behind, and on Ctrl-C
         proc.join(timeout=10)

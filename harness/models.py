@@ -116,6 +116,7 @@ def convert_gguf_to_hf(gguf: Path, out_dir: Path, builtin: Builtin) -> None:
     model = workarounds.rebuild_without_gguf_quantization(loaded, torch.bfloat16)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     workarounds.set_eos_token(model, tokenizer, builtin.eos_token)
+    tokenizer.clean_up_tokenization_spaces = False  # a BPE tokenizer: clean-up would corrupt decoded text
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     (out_dir / "harness-model.json").write_text(json.dumps({"gguf": gguf.name, "note": builtin.note}, indent=2))

@@ -271,5 +271,7 @@ def _identity_row(ctx: _Context, cell: Cell, key: str, started: datetime) -> dic
 
 def _finish(row: dict[str, Any], started: datetime, status: str, reason: str | None, stage: str | None) -> dict[str, Any]:
     finished = _now()
+    if reason is not None:
+        reason = " ".join(reason.split())[:2000]  # one line, whatever the engine printed
     row.update(status=status, reason=reason, failed_stage=stage, finished_at=finished, wall_s=(finished - started).total_seconds())
     return row

@@ -16,7 +16,7 @@ from harness.engines.base import Engine, EngineRequest, EngineSession, Generatio
 # and "Using MarlinLinearKernel for CompressedTensorsWNA16".
 _KERNEL_LINES = (
     re.compile(r"Selected (\w+) for (\w+)"),
-    re.compile(r"Using (\w+Kernel\w*) for (\w+)"),
+    re.compile(r"Using (\w+Kernel\w*) for ([A-Z]\w+)"),
 )
 # Errors that mean "this format has no kernel on this hardware", not "the engine broke".
 _UNSUPPORTED = (

@@ -59,9 +59,24 @@ class _LlmCompressorFormat(Format):
                 num_calibration_samples=len(request.samples),
             )
         oneshot(**kwargs)
+        if request.device == "cpu":
+            # Calibrated in fp32; save unquantized tensors (embeddings, norms, scales) in the
+            # source dtype, as a GPU run would, or the checkpoint doubles their bytes.
+            model.to(_source_dtype(request.model_dir))
+            model.config.dtype = _source_dtype(request.model_dir)
         model.save_pretrained(request.out_dir, save_compressed=True)
         tokenizer.save_pretrained(request.out_dir)
         _copy_generation_config(request)
+
+
+def _source_dtype(model_dir: Any) -> Any:
+    import torch
+    from transformers import AutoConfig
+
+    dtype = getattr(AutoConfig.from_pretrained(model_dir), "dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    return dtype if isinstance(dtype, torch.dtype) else torch.bfloat16
 
 
 def _token_dataset(samples: list[list[int]]) -> Any:
