@@ -37,7 +37,18 @@ class StageOutcome:
         return self.error is None
 
 
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this process when the harness dies, even by SIGKILL."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _child_main(fn: Callable[..., Any], args: tuple[Any, ...], log_path: str, conn: Any) -> None:
+    _die_with_parent()
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)

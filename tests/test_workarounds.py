@@ -1,0 +1,41 @@
+"""Each workaround in harness/workarounds.py has a test here that fails once upstream is fixed.
+
+When one of these fails, the upstream bug is gone: delete the workaround and this test.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from harness.models import BUILTINS, _builtin_gguf
+
+
+@pytest.fixture(scope="module")
+def gguf() -> Path:
+    return _builtin_gguf(BUILTINS["smollm2-135m"])[0]
+
+
+def test_gguf_model_still_refuses_save_pretrained(gguf: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    with tempfile.TemporaryDirectory() as out, pytest.raises(Exception):
+        model.save_pretrained(out)
+
+
+def test_gguf_tokenizer_still_has_the_wrong_eos(gguf: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    assert tokenizer.eos_token != "<|im_end|>", "transformers now reads SmolLM2's eos right: drop workarounds.set_eos_token"
+
+
+def test_converted_model_has_the_right_eos(smollm2_dir: Path, tokenizer) -> None:
+    import json
+
+    assert tokenizer.eos_token == "<|im_end|>"
+    assert json.loads((smollm2_dir / "config.json").read_text())["eos_token_id"] == tokenizer.convert_tokens_to_ids("<|im_end|>")
