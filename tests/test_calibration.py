@@ -40,7 +40,7 @@ def test_calibration_and_evaluation_parts_are_disjoint(kind: str) -> None:
 
 
 def test_code_samples_look_like_python(tokenizer) -> None:
-    text = "".join(tokenizer.decode(s) for s in build_samples(spec(samples=8), tokenizer).token_ids)
+    text = "".join(tokenizer.decode(s) for s in build_samples(spec(samples=32), tokenizer).token_ids)
     assert any(word in text for word in ("def ", "import ", "class ", "return", "self"))
 
 
