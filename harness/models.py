@@ -14,8 +14,10 @@ import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from harness.errors import HarnessError
+from harness.isolation import run_isolated
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,13 @@ def _resolve_builtin(builtin: Builtin, cache_dir: Path) -> ResolvedModel:
     if not (target / "config.json").is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        log = target.parent / f"{target.name}.convert.log"
         try:
-            convert_gguf_to_hf(gguf, staging, builtin)
+            # In a child process: transformers' progress bars go to the log, its memory is freed.
+            outcome = run_isolated(convert_gguf_to_hf, (gguf, staging, builtin), log, timeout_s=1800)
+            if not outcome.ok:
+                raise HarnessError(f"model.source: converting {gguf.name} failed ({outcome.error}); see {log}")
+            os.chmod(staging, 0o755)
             os.replace(staging, target)  # complete or absent: never half a model
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -122,23 +129,21 @@ def convert_gguf_to_hf(gguf: Path, out_dir: Path, builtin: Builtin) -> None:
     (out_dir / "harness-model.json").write_text(json.dumps({"gguf": gguf.name, "note": builtin.note}, indent=2))
 
 
-def linear_layers(model_dir: Path) -> list[tuple[str, int]]:
-    """(module name, input features) of every Linear layer, from config.json alone
-    (the model is built on the meta device: no weights are read)."""
+def _meta_model(model_dir: Path) -> Any:
+    """The model built from config.json on the meta device: shapes without reading weights."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(model_dir)
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    return [(name, module.in_features) for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
+        return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
+
+
+def linear_layers(model_dir: Path) -> list[tuple[str, int]]:
+    """(module name, input features) of every Linear layer."""
+    import torch
+
+    return [(name, m.in_features) for name, m in _meta_model(model_dir).named_modules() if isinstance(m, torch.nn.Linear)]
 
 
 def parameter_count(model_dir: Path) -> int:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    config = AutoConfig.from_pretrained(model_dir)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    return sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in _meta_model(model_dir).parameters())

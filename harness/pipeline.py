@@ -49,6 +49,7 @@ class _Context:
     config_hash: str
     quantize_versions: dict[str, str]
     ignore_extra: dict[str, tuple[str, ...]]  # format id → indivisible layers to leave unquantized
+    parameters: int
 
 
 def _now() -> datetime:
@@ -97,6 +98,7 @@ def run(config: Config, console: Console | None = None) -> RunSummary:
         config_hash=hashlib.sha256(config.path.read_bytes()).hexdigest()[:16],
         quantize_versions={k: v for k, v in provenance.versions().items() if k in provenance.QUANTIZE_PACKAGES},
         ignore_extra=preflight(config, layers),
+        parameters=models.parameter_count(model.path),
     )
     engine = engines.get(config.engine.name)
     cells = matrix.expand(config)
@@ -105,7 +107,7 @@ def run(config: Config, console: Console | None = None) -> RunSummary:
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         matrix_task = progress.add_task(f"[bold]{config.name}[/]: cells", total=len(cells))
-        stage_task = progress.add_task("", total=len(STAGES))
+        stage_task = progress.add_task("", total=len(STAGES), visible=False)
         for cell in cells:
             key = cell.key(model.identity, ctx.quantize_versions, engine.version())
             if key in done:
@@ -113,7 +115,7 @@ def run(config: Config, console: Console | None = None) -> RunSummary:
                 progress.console.print(f"[dim]skip {cell.name}: already {done[key]} in {out_dir}[/]")
                 progress.advance(matrix_task)
                 continue
-            progress.reset(stage_task, total=len(STAGES))
+            progress.reset(stage_task, total=len(STAGES), visible=True)
             row = _run_cell(ctx, cell, key, progress, stage_task, samples_cache)
             progress.update(stage_task, description=f"  {cell.name}: record", completed=len(STAGES) - 1)
             results.write_row(out_dir, row)
@@ -138,7 +140,7 @@ def _run_cell(ctx: _Context, cell: Cell, key: str, progress: Progress, task: Any
     device = ctx.hw.device if ctx.config.quantize.device == "auto" else ctx.config.quantize.device
     artifact_key = cell.artifact_key(ctx.model.identity, ctx.quantize_versions)
     row["artifact_key"] = artifact_key
-    row["parameters"] = models.parameter_count(ctx.model.path)
+    row["parameters"] = ctx.parameters
 
     artifact: Artifact | None
     if fmt.is_baseline:

@@ -3,58 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from harness import hardware
-from tests.conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.integration
 
-CONFIG = """
-name: it-smoke
-model: {source: builtin:smollm2-135m}
-formats:
-  - bf16
-  - fp8-dynamic
-  - {name: w4a16-gptq, group_size: 64}
-  - w8a8-int8
-calibration:
-  - {name: code, source: builtin:code, samples: 16, seq_len: 128}
-workload: {prompts: 4, input_len: 32, output_len: 16}
-engine: {name: vllm, max_model_len: 128, timeout_s: 600}
-"""
 
 
 def _rows(out: Path) -> pd.DataFrame:
     return pd.read_parquet(out / "results.parquet").set_index("format_id")
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> dict:
-    """Run 1 is killed (SIGKILL) after its first row; run 2 resumes; run 3 finds all done."""
-    work = tmp_path_factory.mktemp("smoke")
-    config = work / "smoke.yaml"
-    config.write_text(CONFIG)
-    out = work / "results"
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(config), "--output", str(out)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline and proc.poll() is None and not list((out / "rows").glob("*.parquet")):
-        time.sleep(0.5)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    first = {p.name: p.stat().st_mtime_ns for p in (out / "rows").glob("*.parquet")}
-    resumed = run_cli("run", str(config), "--output", str(out), timeout=2400)
-    again_start = time.monotonic()
-    again = run_cli("run", str(config), "--output", str(out), timeout=600)
-    return {"out": out, "first": first, "resumed": resumed, "again": again, "again_s": time.monotonic() - again_start}
 
 
 def test_killed_run_lost_nothing_and_resumed(smoke: dict) -> None:

