@@ -77,3 +77,29 @@ def build(cache_dir: Path, key: str, request: QuantizeRequest, log_path: Path, t
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
+
+
+def describe_scheme(directory: Path) -> str | None:
+    """What the checkpoint itself says its quantization is (config.json quantization_config)."""
+    config = directory / "config.json"
+    if not config.is_file():
+        return None
+    quant = json.loads(config.read_text()).get("quantization_config")
+    if not quant:
+        return None
+    parts = []
+    for name, group in sorted((quant.get("config_groups") or {}).items()):
+        for role in ("weights", "input_activations"):
+            args = group.get(role)
+            if not args:
+                continue
+            text = f"{role.split('_')[0]} {args.get('type')}{args.get('num_bits')} {args.get('strategy')}"
+            if args.get("group_size"):
+                text += f" {args['group_size']}"
+            text += " sym" if args.get("symmetric") else " asym"
+            if args.get("dynamic"):
+                text += " dynamic"
+            parts.append(text)
+    if quant.get("kv_cache_scheme"):
+        parts.append(f"kv {quant['kv_cache_scheme'].get('type')}{quant['kv_cache_scheme'].get('num_bits')}")
+    return f"{quant.get('format') or quant.get('quant_method')}: " + "; ".join(parts)

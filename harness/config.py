@@ -19,7 +19,7 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 BUILTIN_MODELS = ("smollm2-135m",)
 BUILTIN_CALIBRATION = ("code", "prose")
-KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
+KvCacheDtype = Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"]
 
 
 class StrictModel(BaseModel):
@@ -64,11 +64,13 @@ class EngineSpec(StrictModel):
     max_model_len: int | None = Field(None, ge=16)
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
     tensor_parallel_size: int = Field(1, ge=1, le=64)
-    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
+    kv_cache_dtype: KvCacheDtype | list[KvCacheDtype] = Field("auto", description="one dtype, or a list: the KV-cache axis of the matrix")
     enforce_eager: bool | None = Field(None, description="None: True on CPU (torch.compile warm-up takes minutes), False on GPU")
     cpu_kvcache_space_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE (whole GiB) on CPU")
     timeout_s: int = Field(1800, ge=10, description="wall-clock limit of one engine session")
     seed: int = Field(0, ge=0)
+    batch_size: int = Field(16, ge=1, le=4096, description="prompts per generate call (transformers engine)")
+    threads: int | None = Field(None, ge=1, description="CPU threads (llamacpp engine; default: all cores)")
 
 
 class QuantizeSpec(StrictModel):
@@ -93,7 +95,7 @@ class RawConfig(StrictModel):
     formats: list[Any] = Field(min_length=1)
     calibration: list[CalibrationSpec] = Field(default_factory=list)
     workload: WorkloadSpec = WorkloadSpec()
-    engine: EngineSpec = EngineSpec()
+    engine: EngineSpec | list[EngineSpec] = EngineSpec()
     quantize: QuantizeSpec = QuantizeSpec()
     output: str | None = None
     cache_dir: str | None = None
@@ -108,7 +110,7 @@ class Config(StrictModel):
     formats: tuple[FormatParams, ...]
     calibration: tuple[CalibrationSpec, ...]
     workload: WorkloadSpec
-    engine: EngineSpec
+    engines: tuple[EngineSpec, ...]  # one per engine × KV-cache dtype, each with a single kv_cache_dtype
     quantize: QuantizeSpec
     output: Path
     cache_dir: Path | None
@@ -125,6 +127,7 @@ def load_config(path: str | Path, output: str | Path | None = None) -> Config:
     except ValidationError as exc:
         raise _first_error(path, exc, RawConfig) from None
     formats = tuple(_parse_format(path, i, entry) for i, entry in enumerate(raw.formats))
+    _check_engines(path, raw)
     config = Config(
         path=path,
         name=raw.name,
@@ -132,13 +135,22 @@ def load_config(path: str | Path, output: str | Path | None = None) -> Config:
         formats=formats,
         calibration=tuple(raw.calibration),
         workload=raw.workload,
-        engine=raw.engine,
+        engines=_expand_engines(raw.engine),
         quantize=raw.quantize,
         output=Path(output) if output else Path(raw.output or f"results/{raw.name}"),
         cache_dir=Path(raw.cache_dir).expanduser() if raw.cache_dir else None,
     )
     _check_semantics(config)
     return config
+
+
+def _expand_engines(raw: EngineSpec | list[EngineSpec]) -> tuple[EngineSpec, ...]:
+    specs = raw if isinstance(raw, list) else [raw]
+    expanded = []
+    for spec in specs:
+        kv_dtypes = spec.kv_cache_dtype if isinstance(spec.kv_cache_dtype, list) else [spec.kv_cache_dtype]
+        expanded.extend(spec.model_copy(update={"kv_cache_dtype": kv}) for kv in dict.fromkeys(kv_dtypes))
+    return tuple(expanded)
 
 
 def _read_yaml(path: Path) -> Any:
@@ -189,12 +201,19 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return []
 
 
-def _first_error(path: Path, exc: ValidationError, model: type[BaseModel], prefix: str = "", hidden: tuple[str, ...] = ()) -> HarnessError:
-    err = exc.errors()[0]
-    loc = tuple(err["loc"])
+def _is_union_tag(part: Any) -> bool:
+    """pydantic puts the union member it tried into loc: 'EngineSpec', 'list[...]', 'literal[...]'."""
+    return isinstance(part, str) and ("[" in part or part[:1].isupper())
+
+
+def _first_error(path: Path, exc: ValidationError, model: type[BaseModel], prefix: str = "") -> HarnessError:
+    # Of a union's alternatives, report the one that got deepest into the user's input.
+    errors = [{**e, "loc": tuple(p for p in e["loc"] if not _is_union_tag(p))} for e in exc.errors()]
+    err = max(errors, key=lambda e: len(e["loc"]))
+    loc = err["loc"]
     key = _key(loc, prefix)
     if err["type"] == "extra_forbidden":
-        allowed = [k for k in _allowed_keys(model, loc) if k not in hidden]
+        allowed = _allowed_keys(model, loc)
         return config_error(path, key, f"unknown key; allowed keys here: {', '.join(allowed)}")
     if err["type"] == "missing":
         return config_error(path, key, "required key is missing")
@@ -247,21 +266,31 @@ def _check_semantics(config: Config) -> None:
             f"format(s) {', '.join(needing)} need calibration data; add a set, e.g. calibration: [{{name: code, source: builtin:code}}]",
         )
 
-    from harness.engines import REGISTRY as ENGINES
-
-    if config.engine.name not in ENGINES:
-        raise config_error(path, "engine.name", f"unknown engine {config.engine.name!r}; engines: {', '.join(ENGINES)}")
+    names = {spec.name for spec in config.engines}
     for i, fmt in enumerate(config.formats):
         served_by = REGISTRY[fmt.name].engines
-        if config.engine.name not in served_by:
-            raise config_error(path, f"formats[{i}].name", f"format {fmt.name!r} is not served by engine {config.engine.name!r} (served by: {', '.join(served_by)})")
+        if not names & set(served_by):
+            raise config_error(path, f"formats[{i}].name", f"format {fmt.name!r} is served by {', '.join(served_by)}, none of which the config's engine lists")
 
-    need = config.workload.input_len + config.workload.output_len
-    if config.engine.max_model_len is not None and need > config.engine.max_model_len:
-        raise config_error(
-            path, "workload",
-            f"input_len + output_len = {need} exceeds engine.max_model_len = {config.engine.max_model_len}; shorten the workload or raise max_model_len",
-        )
+
+def _check_engines(path: Path, raw: RawConfig) -> None:
+    from harness.engines import REGISTRY as ENGINES
+
+    specs = raw.engine if isinstance(raw.engine, list) else [raw.engine]
+    for i, spec in enumerate(specs):
+        key = f"engine[{i}]" if isinstance(raw.engine, list) else "engine"
+        if spec.name not in ENGINES:
+            raise config_error(path, f"{key}.name", f"unknown engine {spec.name!r}; engines: {', '.join(ENGINES)}")
+        allowed_kv = ENGINES[spec.name].kv_cache_dtypes
+        for kv in spec.kv_cache_dtype if isinstance(spec.kv_cache_dtype, list) else [spec.kv_cache_dtype]:
+            if kv not in allowed_kv:
+                raise config_error(path, f"{key}.kv_cache_dtype", f"engine {spec.name} supports KV-cache dtypes {', '.join(allowed_kv)} (got {kv!r})")
+        need = raw.workload.input_len + raw.workload.output_len
+        if spec.max_model_len is not None and need > spec.max_model_len:
+            raise config_error(
+                path, "workload",
+                f"input_len + output_len = {need} exceeds {key}.max_model_len = {spec.max_model_len}; shorten the workload or raise max_model_len",
+            )
 
 
 def _looks_like_path(source: str) -> bool:

@@ -11,7 +11,7 @@ from harness import formats
 from harness.config import CalibrationSpec, Config, EngineSpec, FormatParams, WorkloadSpec
 
 # Bump when a change to the harness changes what a cell measures.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _hash(payload: Any) -> str:
@@ -31,6 +31,7 @@ class Cell:
         parts = [self.format.id]
         if self.calibration is not None:
             parts.append(self.calibration.name)
+        parts.append(self.engine.name)
         parts.append(f"kv-{self.engine.kv_cache_dtype}")
         return "/".join(parts)
 
@@ -56,11 +57,14 @@ class Cell:
 
 
 def expand(config: Config) -> list[Cell]:
-    """formats × calibration sets (only for formats that use data)."""
+    """formats × calibration sets (only for formats that use data) × engines that serve
+    the format × KV-cache dtypes."""
     cells: list[Cell] = []
     for params in config.formats:
         fmt = formats.get(params.name)
         calibrations: tuple[CalibrationSpec | None, ...] = config.calibration if fmt.needs_calibration(params) else (None,)
         for calib in calibrations:
-            cells.append(Cell(params, calib, config.engine, config.workload))
+            for engine in config.engines:
+                if engine.name in fmt.engines:
+                    cells.append(Cell(params, calib, engine, config.workload))
     return cells

@@ -100,7 +100,6 @@ def run(config: Config, console: Console | None = None) -> RunSummary:
         ignore_extra=preflight(config, layers),
         parameters=models.parameter_count(model.path),
     )
-    engine = engines.get(config.engine.name)
     cells = matrix.expand(config)
     done = results.finished(out_dir)
     samples_cache: dict[str, CalibrationSamples] = {}
@@ -109,7 +108,7 @@ def run(config: Config, console: Console | None = None) -> RunSummary:
         matrix_task = progress.add_task(f"[bold]{config.name}[/]: cells", total=len(cells))
         stage_task = progress.add_task("", total=len(STAGES), visible=False)
         for cell in cells:
-            key = cell.key(model.identity, ctx.quantize_versions, engine.version())
+            key = cell.key(model.identity, ctx.quantize_versions, engines.get(cell.engine.name).version())
             if key in done:
                 summary.skipped.append(key)
                 progress.console.print(f"[dim]skip {cell.name}: already {done[key]} in {out_dir}[/]")
@@ -172,6 +171,9 @@ def _run_cell(ctx: _Context, cell: Cell, key: str, progress: Progress, task: Any
     row.update(_artifact_columns(artifact, row["parameters"]))
 
     _stage(progress, task, cell, 2)
+    refusal = fmt.unsupported_reason(cell.format, ctx.hw)
+    if refusal is not None:
+        return _finish(row, started, "unsupported", refusal, "serve")
     engine = engines.get(cell.engine.name)
     request_engine = EngineRequest(
         model_dir=artifact.path,
@@ -222,6 +224,7 @@ def _artifact_columns(artifact: Artifact, parameters: int) -> dict[str, Any]:
         "artifact_bytes": artifact.bytes,
         "bits_per_weight": 8 * artifact.bytes / parameters if parameters else None,
         "artifact_reused": artifact.reused,
+        "scheme": artifacts.describe_scheme(artifact.path),
         "quantize_s": artifact.quantize_s,
         "quantize_peak_rss_bytes": artifact.peak_rss_bytes,
         "quantize_peak_gpu_bytes": artifact.peak_gpu_bytes,
@@ -258,6 +261,7 @@ def _identity_row(ctx: _Context, cell: Cell, key: str, started: datetime) -> dic
         "kv_cache_dtype": cell.engine.kv_cache_dtype,
         "engine": cell.engine.name,
         "engine_version": engines.get(cell.engine.name).version(),
+        "engine_speed_class": engines.get(cell.engine.name).speed_class,
         "workload_prompts": cell.workload.prompts,
         "workload_input_len": cell.workload.input_len,
         "workload_output_len": cell.workload.output_len,

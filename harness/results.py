@@ -41,6 +41,7 @@ SCHEMA = pa.schema([
     ("activation_bits", pa.int32()),
     ("group_size", pa.int32()),
     ("ignored_modules", pa.string()),  # JSON list
+    ("scheme", pa.string()),  # from the artifact's quantization_config, e.g. "pack-quantized: weights int4 group 64 sym"
     ("calibration_name", pa.string()),
     ("calibration_domain", pa.string()),
     ("calibration_source", pa.string()),
@@ -50,6 +51,7 @@ SCHEMA = pa.schema([
     ("kv_cache_dtype", pa.string()),
     ("engine", pa.string()),
     ("engine_version", pa.string()),
+    ("engine_speed_class", pa.string()),  # "serving" (vLLM, llama.cpp) or "reference" (transformers): never compare across
     ("engine_settings", pa.string()),  # JSON: the arguments the engine ran with
     ("engine_env", pa.string()),  # JSON: environment variables set for the engine
     ("kernels", pa.string()),  # "; "-joined "Kernel for Layer" lines from the engine log

@@ -6,6 +6,8 @@ fails once the workaround is no longer needed, so it can be removed then.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -36,3 +38,23 @@ def set_eos_token(model: Any, tokenizer: Any, eos_token: str) -> None:
     model.generation_config.eos_token_id = eos_id
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+
+
+@contextmanager
+def no_pinned_memory_without_accelerator() -> Iterator[None]:
+    """llm-compressor 0.14 AWQ pins its cached activations (`IntermediatesCache.pin_memory`)
+    for faster host-to-GPU copies; without an accelerator torch raises "Cannot access
+    accelerator device when none is available". Pinning only speeds up GPU transfers,
+    so on a machine without one it is skipped."""
+    import torch
+    from llmcompressor.pipelines.cache import IntermediatesCache
+
+    if torch.accelerator.is_available():
+        yield
+        return
+    original = IntermediatesCache.pin_memory
+    IntermediatesCache.pin_memory = lambda self, *args, **kwargs: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        IntermediatesCache.pin_memory = original  # type: ignore[method-assign]

@@ -56,6 +56,8 @@ MALFORMED = [
     ("gpu memory utilisation above 1", GOOD.replace("name: vllm,", "name: vllm, gpu_memory_utilization: 1.5,"), "engine.gpu_memory_utilization", "less than or equal to 1"),
     ("tensor parallel zero", GOOD.replace("name: vllm,", "name: vllm, tensor_parallel_size: 0,"), "engine.tensor_parallel_size", "greater than or equal to 1"),
     ("workload longer than max_model_len", GOOD.replace("max_model_len: 64", "max_model_len: 16").replace("input_len: 8", "input_len: 12"), "workload", "max_model_len"),
+    ("bad kv cache dtype in a list", GOOD.replace("name: vllm,", "name: vllm, kv_cache_dtype: [auto, int4],"), "engine.kv_cache_dtype[1]", "fp8"),
+    ("unknown engine in a list", GOOD.replace("engine: {name: vllm, max_model_len: 64}", "engine: [{name: vllm}, {name: tgi}]"), "engine[1].name", "vllm"),
     ("enforce_eager not a bool", GOOD.replace("name: vllm,", "name: vllm, enforce_eager: sometimes,"), "engine.enforce_eager", "boolean"),
 ]
 

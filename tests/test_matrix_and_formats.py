@@ -33,13 +33,23 @@ def load(tmp_path: Path, text: str = CONFIG):
 def test_calibration_multiplies_only_formats_that_use_data(tmp_path: Path) -> None:
     cells = matrix.expand(load(tmp_path))
     assert [c.name for c in cells] == [
-        "bf16/kv-auto",
-        "fp8-dynamic/kv-auto",
-        "w4a16-gptq/code/kv-auto",
-        "w4a16-gptq/prose/kv-auto",
-        "gptq-g32/code/kv-auto",
-        "gptq-g32/prose/kv-auto",
+        "bf16/vllm/kv-auto",
+        "fp8-dynamic/vllm/kv-auto",
+        "w4a16-gptq/code/vllm/kv-auto",
+        "w4a16-gptq/prose/vllm/kv-auto",
+        "gptq-g32/code/vllm/kv-auto",
+        "gptq-g32/prose/vllm/kv-auto",
     ]
+
+
+def test_kv_cache_dtype_is_its_own_axis(tmp_path: Path) -> None:
+    text = CONFIG + "engine: {name: vllm, kv_cache_dtype: [auto, fp8]}\n"
+    cells = matrix.expand(load(tmp_path, text))
+    assert len(cells) == 12
+    assert [c.name for c in cells[:2]] == ["bf16/vllm/kv-auto", "bf16/vllm/kv-fp8"]
+    # the KV dtype changes the row, never the weight artifact
+    assert cells[0].artifact_key("m", {}) == cells[1].artifact_key("m", {})
+    assert cells[0].key("m", {}, "v") != cells[1].key("m", {}, "v")
 
 
 def test_keys_are_stable_and_sensitive(tmp_path: Path) -> None:

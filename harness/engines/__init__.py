@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from harness.engines.base import Engine
+from harness.engines.llamacpp import LlamaCppEngine
+from harness.engines.transformers import TransformersEngine
 from harness.engines.vllm import VllmEngine
 
 REGISTRY: dict[str, Engine] = {
     e.name: e
     for e in (
         VllmEngine(),
+        TransformersEngine(),
+        LlamaCppEngine(),
     )
 }
 

@@ -36,6 +36,10 @@ class EngineSession(ABC):
 
 class Engine(ABC):
     name: ClassVar[str]
+    kv_cache_dtypes: ClassVar[tuple[str, ...]] = ("auto",)
+    #: what its speed figures are: "serving" engines are compared with each other, a
+    #: "reference" engine's speed is labelled and never mixed into those comparisons
+    speed_class: ClassVar[str] = "serving"
 
     @abstractmethod
     def version(self) -> str: ...

@@ -57,6 +57,7 @@ class VllmSession(EngineSession):
 
 class VllmEngine(Engine):
     name = "vllm"
+    kv_cache_dtypes = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
 
     def version(self) -> str:
         return _vllm_distribution() or "vllm (not installed)"

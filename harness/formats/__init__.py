@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from harness.formats.base import Format
 from harness.formats.baseline import Bf16, Fp16
-from harness.formats.llmcompressor import Fp8Dynamic, W4A16Gptq, W8A8Int8
+from harness.formats.gguf import gguf_formats
+from harness.formats.llmcompressor import Fp8Dynamic, Fp8Static, Mxfp4, Mxfp4A16, Nvfp4, Nvfp4A16, W4A16Awq, W4A16Gptq, W8A8Int8
 
 REGISTRY: dict[str, Format] = {
     f.name: f
@@ -14,6 +15,13 @@ REGISTRY: dict[str, Format] = {
         Fp8Dynamic(),
         W4A16Gptq(),
         W8A8Int8(),
+        W4A16Awq(),
+        Fp8Static(),
+        Nvfp4(),
+        Nvfp4A16(),
+        Mxfp4(),
+        Mxfp4A16(),
+        *gguf_formats(),
     )
 }
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from harness.config import FormatParams
+
+if TYPE_CHECKING:
+    from harness.hardware import Hardware
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,11 @@ class Format(ABC):
 
     def ignore_indivisible(self, params: FormatParams) -> bool:
         return False
+
+    def unsupported_reason(self, params: FormatParams, hw: "Hardware") -> str | None:
+        """Why this format cannot be served on this hardware, decided before the engine starts
+        (None: let the engine try, and take its own verdict)."""
+        return None
 
     def serving_dtype(self, params: FormatParams) -> str | None:
         """A dtype the engine must use for this artifact, or None for the config's."""

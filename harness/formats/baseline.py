@@ -9,6 +9,7 @@ from harness.formats.base import Format, QuantizeRequest
 
 class _Baseline(Format):
     is_baseline: ClassVar[bool] = True
+    engines: ClassVar[tuple[str, ...]] = ("vllm", "transformers")
     activation_bits: ClassVar[int] = 16
     weight_bits: ClassVar[int] = 16
     hardware: ClassVar[str] = "any GPU; on CPU bf16 is slow without AVX-512 BF16"

@@ -26,13 +26,25 @@ class GroupedParams(LlmCompressorParams):
     actorder: Literal["static", "group", "weight"] | None = None
 
 
+class AwqParams(GroupedParams):
+    symmetric: bool = Field(False, description="AWQ's usual scheme is asymmetric (zero points)")
+    duo_scaling: bool = True
+    n_grid: int = Field(20, ge=2, le=100, description="grid points of the scale search")
+
+
+class Fp4Params(LlmCompressorParams):
+    weight_only_fallback: bool = Field(
+        False, description="on a GPU without FP4 tensor cores (pre-Blackwell), run the W4A4 checkpoint weight-only instead of marking it unsupported"
+    )
+
+
 class W8A8Params(LlmCompressorParams):
     smoothing_strength: float = Field(0.8, ge=0.0, le=1.0)
     dampening_frac: float = Field(0.01, gt=0.0, lt=1.0)
 
 
 class _LlmCompressorFormat(Format):
-    engines: ClassVar[tuple[str, ...]] = ("vllm",)
+    engines: ClassVar[tuple[str, ...]] = ("vllm", "transformers")
 
     def ignored_modules(self, params: FormatParams) -> tuple[str, ...]:
         return tuple(getattr(params, "ignore", ()))
@@ -91,14 +103,14 @@ def _copy_generation_config(request: QuantizeRequest) -> None:
         (request.out_dir / "generation_config.json").write_text(source.read_text())
 
 
-def _weight_args(bits: int, group_size: int, actorder: str | None = None) -> Any:
+def _weight_args(bits: int, group_size: int, actorder: str | None = None, symmetric: bool = True) -> Any:
     from compressed_tensors.quantization import QuantizationArgs
 
     strategy = "channel" if group_size == -1 else "group"
     return QuantizationArgs(
         num_bits=bits,
         type="int",
-        symmetric=True,
+        symmetric=symmetric,
         strategy=strategy,
         group_size=None if group_size == -1 else group_size,
         actorder=actorder,
@@ -163,3 +175,130 @@ class W8A8Int8(_LlmCompressorFormat):
             SmoothQuantModifier(smoothing_strength=params.smoothing_strength),
             GPTQModifier(targets="Linear", scheme="W8A8", ignore=ignore, dampening_frac=params.dampening_frac),
         ]
+
+
+class W4A16Awq(_LlmCompressorFormat):
+    """AWQ through llm-compressor's AWQModifier: AutoAWQ is archived upstream."""
+
+    name = "w4a16-awq"
+    summary = "INT4 weights (AWQ activation-aware scaling, group-wise, asymmetric), 16-bit activations"
+    params_model = AwqParams
+    weight_bits = 4
+    activation_bits = 16
+    hardware = "GPU SM80+ (AWQ-Marlin / Marlin kernels); CPU: vLLM's cpu_gemm_wna16 needs an AVX-512 build"
+
+    def needs_calibration(self, params: FormatParams) -> bool:
+        return True
+
+    def group_size(self, params: Any) -> int | None:
+        return None if params.group_size == -1 else params.group_size
+
+    def ignore_indivisible(self, params: Any) -> bool:
+        return params.ignore_indivisible
+
+    def recipe(self, params: Any, ignore: list[str]) -> list[Any]:
+        from compressed_tensors.quantization import QuantizationScheme
+        from llmcompressor.modifiers.quantization import QuantizationModifier
+        from llmcompressor.modifiers.transform.awq import AWQModifier
+
+        scheme = QuantizationScheme(targets=["Linear"], weights=_weight_args(4, params.group_size, params.actorder, params.symmetric))
+        return [
+            AWQModifier(duo_scaling=params.duo_scaling, n_grid=params.n_grid),
+            QuantizationModifier(config_groups={"group_0": scheme}, ignore=ignore),
+        ]
+
+    def quantize(self, request: QuantizeRequest) -> None:
+        from harness import workarounds
+
+        with workarounds.no_pinned_memory_without_accelerator():
+            super().quantize(request)
+
+
+class Fp8Static(_LlmCompressorFormat):
+    name = "fp8-static"
+    summary = "FP8 W8A8: per-channel FP8 weights, static per-tensor FP8 activation scales from calibration"
+    params_model = LlmCompressorParams
+    weight_bits = 8
+    activation_bits = 8
+    hardware = "native FP8 on SM89+ (Ada, Hopper, Blackwell); weight-only FP8 Marlin on SM80; CPU: emulated (slow)"
+
+    def needs_calibration(self, params: FormatParams) -> bool:
+        return True
+
+    def recipe(self, params: Any, ignore: list[str]) -> list[Any]:
+        from llmcompressor.modifiers.quantization import QuantizationModifier
+
+        return [QuantizationModifier(targets="Linear", scheme="FP8", ignore=ignore)]
+
+
+class _Fp4(_LlmCompressorFormat):
+    scheme: ClassVar[str]
+    preset_group_size: ClassVar[int]
+    weight_bits = 4
+    #: FP4 activations need FP4 tensor cores: compute capability 10.0+ (Blackwell)
+    min_capability_for_activations: ClassVar[float] = 10.0
+
+    def group_size(self, params: Any) -> int | None:
+        return self.preset_group_size
+
+    def recipe(self, params: Any, ignore: list[str]) -> list[Any]:
+        from llmcompressor.modifiers.quantization import QuantizationModifier
+
+        return [QuantizationModifier(targets="Linear", scheme=self.scheme, ignore=ignore)]
+
+    def serving_dtype(self, params: FormatParams) -> str | None:
+        # FP4 checkpoints fail in fp32 ("expected m1 and m2 to have the same dtype").
+        return "bfloat16"
+
+    def unsupported_reason(self, params: Any, hw: Any) -> str | None:
+        if self.activation_bits != 4 or hw.device != "cuda" or hw.compute_capability is None:
+            return None
+        if float(hw.compute_capability) >= self.min_capability_for_activations or params.weight_only_fallback:
+            return None
+        return (
+            f"{self.name} quantizes activations to FP4, which needs FP4 tensor cores (Blackwell, SM 10.0+); "
+            f"this GPU is SM {hw.compute_capability}. Set weight_only_fallback: true to serve it weight-only, or use {self.name}a16"
+        )
+
+
+class Nvfp4(_Fp4):
+    name = "nvfp4"
+    summary = "NVFP4 W4A4: FP4 (E2M1) weights and activations, FP8 scales per 16 values + a global scale"
+    params_model = Fp4Params
+    scheme = "NVFP4"
+    preset_group_size = 16
+    activation_bits = 4
+    hardware = "native on Blackwell (SM100+); older GPUs: weight-only via Marlin FP4 with weight_only_fallback; CPU: no kernel"
+
+    def needs_calibration(self, params: FormatParams) -> bool:
+        return True  # global activation scales
+
+
+class Nvfp4A16(_Fp4):
+    name = "nvfp4a16"
+    summary = "NVFP4 weight-only: FP4 (E2M1) weights with FP8 scales per 16 values, 16-bit activations"
+    params_model = LlmCompressorParams
+    scheme = "NVFP4A16"
+    preset_group_size = 16
+    activation_bits = 16
+    hardware = "Blackwell native; SM80+ via Marlin FP4; CPU: no kernel (quality via the transformers engine)"
+
+
+class Mxfp4(_Fp4):
+    name = "mxfp4"
+    summary = "MXFP4 W4A4 (OCP microscaling): FP4 weights and dynamic FP4 activations, E8M0 scale per 32 values"
+    params_model = Fp4Params
+    scheme = "MXFP4"
+    preset_group_size = 32
+    activation_bits = 4
+    hardware = "native on Blackwell (SM100+); older GPUs: weight-only with weight_only_fallback; CPU: no kernel"
+
+
+class Mxfp4A16(_Fp4):
+    name = "mxfp4a16"
+    summary = "MXFP4 weight-only: FP4 weights with an E8M0 scale per 32 values, 16-bit activations"
+    params_model = LlmCompressorParams
+    scheme = "MXFP4A16"
+    preset_group_size = 32
+    activation_bits = 16
+    hardware = "Blackwell native; SM80+ via Marlin; CPU: no kernel (quality via the transformers engine)"

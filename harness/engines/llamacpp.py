@@ -1,0 +1,73 @@
+"""llama.cpp through its Python bindings (llama-cpp-python): the engine of record for GGUF."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from harness import llamacpp_tools
+from harness.engines.base import Engine, EngineRequest, EngineSession, Generation
+
+# llama.cpp's loader lists the tensor types it found: "llama_model_loader: - type q4_K:   97 tensors"
+_TENSOR_TYPES = re.compile(r"llama_model_loader: - type\s+(\w+):\s+(\d+) tensors")
+
+
+class LlamaCppSession(EngineSession):
+    def __init__(self, llm: Any) -> None:
+        self.llm = llm
+
+    def generate(self, prompts: list[list[int]], max_tokens: int) -> Generation:
+        """One sequence at a time (the bindings have no batch API); exactly max_tokens each,
+        greedy, end-of-sequence ignored."""
+        start = time.perf_counter()
+        out_tokens = 0
+        for prompt in prompts:
+            self.llm.reset()
+            for count, _token in enumerate(self.llm.generate(prompt, temp=0.0, top_k=1, reset=True), start=1):
+                if count >= max_tokens:
+                    break
+            out_tokens += count
+        seconds = time.perf_counter() - start
+        return Generation(len(prompts), sum(len(p) for p in prompts), out_tokens, seconds)
+
+
+class LlamaCppEngine(Engine):
+    name = "llamacpp"
+
+    def version(self) -> str:
+        return f"llama-cpp-python=={llamacpp_tools.bindings_version() or 'not installed'}"
+
+    def settings(self, request: EngineRequest) -> dict[str, Any]:
+        return {
+            "model_path": str(request.model_dir / "model.gguf"),
+            "n_ctx": request.max_model_len,
+            "n_threads": request.spec.threads or os.cpu_count() or 1,
+            "n_batch": 512,
+            "n_gpu_layers": -1 if request.device == "cuda" else 0,
+            "seed": request.spec.seed,
+            "sequences": "one at a time",
+        }
+
+    @contextmanager
+    def start(self, request: EngineRequest) -> Iterator[LlamaCppSession]:
+        llamacpp_tools.require_bindings()
+        from llama_cpp import Llama
+
+        args = {k: v for k, v in self.settings(request).items() if k != "sequences"}
+        llm = Llama(**args, verbose=True)  # verbose: the loader's tensor-type lines go to the log
+        try:
+            yield LlamaCppSession(llm)
+        finally:
+            llm.close()
+
+    def kernels(self, log_text: str) -> list[str]:
+        """The GGUF tensor types llama.cpp loaded: shows K-quant fallbacks (e.g. q5_0 where a
+        dimension is not a multiple of 256)."""
+        counts: dict[str, int] = {}
+        for kind, count in _TENSOR_TYPES.findall(log_text):
+            counts[kind] = int(count)
+        return [f"ggml {kind} x{count}" for kind, count in counts.items()]

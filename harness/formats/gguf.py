@@ -1,0 +1,60 @@
+"""GGUF quantization types (K-quants and legacy types) built with llama.cpp's own tools and
+served by llama.cpp: the CPU/edge formats."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from harness import llamacpp_tools
+from harness.config import FormatParams
+from harness.formats.base import Format, QuantizeRequest
+
+# Bits per weight as llama.cpp's quantize tool lists them (on a 7B Llama).
+GGUF_TYPES: dict[str, float] = {
+    "Q2_K": 2.96, "Q3_K_S": 3.41, "Q3_K_M": 3.74, "Q3_K_L": 4.03, "Q4_0": 4.34, "Q4_1": 4.78,
+    "Q4_K_S": 4.37, "Q4_K_M": 4.58, "Q5_0": 5.21, "Q5_1": 5.65, "Q5_K_S": 5.21, "Q5_K_M": 5.33,
+    "Q6_K": 6.14, "Q8_0": 7.96, "F16": 16.0, "BF16": 16.0,
+}
+GGUF_FILE = "model.gguf"
+
+
+class GgufParams(FormatParams):
+    intermediate: str = Field("bf16", pattern="^(f16|bf16|f32)$", description="the converter's output type before quantizing")
+
+
+class Gguf(Format):
+    """`gguf-<type>` for each llama.cpp type: gguf-q4_k_m, gguf-q5_k_m, gguf-q8_0, ..."""
+
+    params_model = GgufParams
+    engines: ClassVar[tuple[str, ...]] = ("llamacpp",)
+    activation_bits = 16
+    hardware = "CPU (AVX2/AVX-512/NEON), Apple Metal, CUDA through llama.cpp; K-quants need dims divisible by 256 or fall back per tensor"
+
+    def __init__(self, quant_type: str) -> None:
+        self.type = quant_type.upper()
+        self.name = f"gguf-{quant_type.lower()}"  # type: ignore[misc]
+        self.weight_bits = int("".join(ch for ch in self.type.split("_")[0] if ch.isdigit()))  # type: ignore[misc]
+        self.summary = f"llama.cpp {self.type} (~{GGUF_TYPES[self.type]} bits/weight on a 7B Llama): convert_hf_to_gguf.py, then llama_model_quantize"  # type: ignore[misc]
+
+    def quant_type(self, params: Any) -> str:
+        return self.type
+
+    def quantize(self, request: QuantizeRequest) -> None:
+        llamacpp_tools.require_bindings()
+        params: Any = request.params
+        log = request.out_dir / "convert.log"
+        intermediate = request.out_dir / f"model-{params.intermediate}.gguf"
+        llamacpp_tools.convert_hf_to_gguf(request.model_dir, intermediate, params.intermediate, log)
+        target = self.quant_type(params)
+        if target.lower() == params.intermediate:
+            os.replace(intermediate, request.out_dir / GGUF_FILE)
+            return
+        llamacpp_tools.quantize(intermediate, request.out_dir / GGUF_FILE, llamacpp_tools.ftype(target), threads=os.cpu_count() or 1)
+        intermediate.unlink()
+
+
+def gguf_formats() -> list[Gguf]:
+    return [Gguf(t) for t in GGUF_TYPES]
