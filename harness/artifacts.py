@@ -43,7 +43,8 @@ def _quantize_child(format_name: str, request: QuantizeRequest) -> float:
     return time.perf_counter() - start
 
 
-def baseline(model_dir: Path, key: str) -> Artifact:
+def existing(model_dir: Path, key: str) -> Artifact:
+    """A checkpoint served as it is (a baseline, or a user's pre-quantized model)."""
     return Artifact(key, model_dir, checkpoint_bytes(model_dir), None, None, None, reused=True)
 
 

@@ -20,6 +20,10 @@ from harness.errors import HarnessError
 from harness.isolation import run_isolated
 
 
+# Bump when convert_gguf_to_hf changes what it writes: a new identity, a new cache entry.
+CONVERSION_VERSION = 2
+
+
 @dataclass(frozen=True)
 class ResolvedModel:
     source: str
@@ -94,8 +98,8 @@ def _builtin_gguf(builtin: Builtin) -> tuple[Path, str]:
 
 def _resolve_builtin(builtin: Builtin, cache_dir: Path) -> ResolvedModel:
     gguf, version = _builtin_gguf(builtin)
-    identity = f"builtin:{builtin.name}@{builtin.package}=={version}"
-    target = cache_dir / "models" / f"{builtin.name}-{version}"
+    identity = f"builtin:{builtin.name}@{builtin.package}=={version}+c{CONVERSION_VERSION}"
+    target = cache_dir / "models" / f"{builtin.name}-{version}-c{CONVERSION_VERSION}"
     if not (target / "config.json").is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -123,9 +127,9 @@ def convert_gguf_to_hf(gguf: Path, out_dir: Path, builtin: Builtin) -> None:
     model = workarounds.rebuild_without_gguf_quantization(loaded, torch.bfloat16)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     workarounds.set_eos_token(model, tokenizer, builtin.eos_token)
-    tokenizer.clean_up_tokenization_spaces = False  # a BPE tokenizer: clean-up would corrupt decoded text
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    workarounds.byte_level_bpe_tokenizer_files(out_dir)
     (out_dir / "harness-model.json").write_text(json.dumps({"gguf": gguf.name, "note": builtin.note}, indent=2))
 
 

@@ -142,8 +142,9 @@ def _run_cell(ctx: _Context, cell: Cell, key: str, progress: Progress, task: Any
     row["parameters"] = ctx.parameters
 
     artifact: Artifact | None
-    if fmt.is_baseline:
-        artifact = artifacts.baseline(ctx.model.path, artifact_key)
+    existing = fmt.existing_checkpoint(cell.format, ctx.model.path)
+    if existing is not None:
+        artifact = artifacts.existing(existing, artifact_key)
     else:
         artifact = artifacts.cached(ctx.cache_dir, artifact_key)
         if artifact is None:

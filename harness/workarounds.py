@@ -6,7 +6,9 @@ fails once the workaround is no longer needed, so it can be removed then.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from contextlib import contextmanager
 from typing import Any
 
@@ -58,3 +60,21 @@ def no_pinned_memory_without_accelerator() -> Iterator[None]:
         yield
     finally:
         IntermediatesCache.pin_memory = original  # type: ignore[method-assign]
+
+
+def byte_level_bpe_tokenizer_files(model_dir: Path) -> None:
+    """transformers 5.17 writes SmolLM2's GGUF tokenizer (a GPT-2 style byte-level BPE) with
+    `byte_fallback: true`, a SentencePiece-style decoder and `tokenizer_class:
+    TokenizersBackend`. Converting that directory back to GGUF then gives tokenizer model
+    `llama` instead of `gpt2`, and llama.cpp aborts (`unordered_map::at`) on any newline.
+    Restore what the original tokenizer files say."""
+    tokenizer_json = model_dir / "tokenizer.json"
+    data = json.loads(tokenizer_json.read_text())
+    data["model"]["byte_fallback"] = False
+    data["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True}
+    tokenizer_json.write_text(json.dumps(data, ensure_ascii=False))
+    config_json = model_dir / "tokenizer_config.json"
+    config = json.loads(config_json.read_text())
+    config["tokenizer_class"] = "GPT2Tokenizer"
+    config["clean_up_tokenization_spaces"] = False  # a BPE tokenizer: clean-up corrupts decoded text
+    config_json.write_text(json.dumps(config, indent=2))

@@ -101,3 +101,45 @@ def test_real_model_shapes(smollm2_dir: Path) -> None:
     assert layers["model.layers.0.self_attn.q_proj"] == 576
     assert layers["model.layers.0.mlp.down_proj"] == 1536
     assert 130e6 < parameter_count(smollm2_dir) < 140e6
+
+
+def _gpu(capability: str):
+    from harness.hardware import Hardware
+
+    return Hardware("cuda", "test GPU", 1, 80 * 2**30, capability, "555.0", ())
+
+
+def test_fp4_activations_need_blackwell() -> None:
+    nvfp4 = formats.get("nvfp4")
+    strict = nvfp4.params_model(name="nvfp4")
+    reason = nvfp4.unsupported_reason(strict, _gpu("9.0"))
+    assert reason and "SM 9.0" in reason and "weight_only_fallback" in reason
+    assert nvfp4.unsupported_reason(strict, _gpu("10.0")) is None
+    assert nvfp4.unsupported_reason(nvfp4.params_model(name="nvfp4", weight_only_fallback=True), _gpu("9.0")) is None
+    weight_only = formats.get("nvfp4a16")
+    assert weight_only.unsupported_reason(weight_only.params_model(name="nvfp4a16"), _gpu("8.0")) is None
+
+
+def test_calibrated_kv_scales_make_a_data_free_format_use_data() -> None:
+    fp8 = formats.get("fp8-dynamic")
+    assert not fp8.needs_calibration(fp8.params_model(name="fp8-dynamic"))
+    assert fp8.needs_calibration(fp8.params_model(name="fp8-dynamic", kv_cache_scheme="fp8"))
+
+
+def test_gguf_types_are_registered_by_name() -> None:
+    for name, bits in (("gguf-q4_k_m", 4), ("gguf-q5_k_m", 5), ("gguf-q8_0", 8)):
+        fmt = formats.get(name)
+        assert fmt.engines == ("llamacpp",) and fmt.weight_bits == bits
+
+
+def test_prequantized_needs_a_quantized_checkpoint(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "config.json").write_text('{"model_type": "llama"}')
+    text = CONFIG.replace("  - bf16\n", f"  - {{name: prequantized, path: {plain}}}\n")
+    with pytest.raises(HarnessError, match="formats\\[0\\].path: .*no quantization_config"):
+        load(tmp_path, text)
+    (plain / "config.json").write_text('{"model_type": "llama", "quantization_config": {"quant_method": "gptq", "bits": 4}}')
+    cells = matrix.expand(load(tmp_path, text))
+    assert cells[0].name == "prequantized/vllm/kv-auto"
+    assert formats.get("prequantized").existing_checkpoint(cells[0].format, tmp_path) == plain.resolve()

@@ -39,3 +39,18 @@ def test_converted_model_has_the_right_eos(smollm2_dir: Path, tokenizer) -> None
 
     assert tokenizer.eos_token == "<|im_end|>"
     assert json.loads((smollm2_dir / "config.json").read_text())["eos_token_id"] == tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+
+def test_gguf_tokenizer_still_saves_with_byte_fallback(gguf: Path, tmp_path: Path) -> None:
+    import json
+
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "tokenizer.json").read_text())
+    assert saved["model"]["byte_fallback"] is True, "transformers now writes the byte-level BPE right: drop workarounds.byte_level_bpe_tokenizer_files"
+
+
+def test_converted_tokenizer_round_trips_text(tokenizer) -> None:
+    text = "def f(x):\n    return x  # naïve, ünïcode\n"
+    assert tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text

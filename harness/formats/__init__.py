@@ -5,6 +5,7 @@ from __future__ import annotations
 from harness.formats.base import Format
 from harness.formats.baseline import Bf16, Fp16
 from harness.formats.gguf import gguf_formats
+from harness.formats.prequantized import Prequantized
 from harness.formats.llmcompressor import Fp8Dynamic, Fp8Static, Mxfp4, Mxfp4A16, Nvfp4, Nvfp4A16, W4A16Awq, W4A16Gptq, W8A8Int8
 
 REGISTRY: dict[str, Format] = {
@@ -21,6 +22,7 @@ REGISTRY: dict[str, Format] = {
         Nvfp4A16(),
         Mxfp4(),
         Mxfp4A16(),
+        Prequantized(),
         *gguf_formats(),
     )
 }

@@ -34,11 +34,15 @@ class Format(ABC):
     weight_bits: ClassVar[int]
     activation_bits: ClassVar[int]
     hardware: ClassVar[str]  # what the hardware needs to run it fast, in words
-    #: a baseline serves the source model as it is; quantized formats write a new checkpoint
+    #: the unquantized reference every other cell of a model is compared with
     is_baseline: ClassVar[bool] = False
 
     def needs_calibration(self, params: FormatParams) -> bool:
         return False
+
+    def existing_checkpoint(self, params: FormatParams, model_dir: Path) -> Path | None:
+        """A checkpoint served as it is (baselines, pre-quantized models): nothing is built."""
+        return None
 
     def group_size(self, params: FormatParams) -> int | None:
         """The weight group size, when quantization is group-wise (dims must divide by it)."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
+from harness.config import FormatParams
 from harness.formats.base import Format, QuantizeRequest
 
 
@@ -15,8 +17,11 @@ class _Baseline(Format):
     hardware: ClassVar[str] = "any GPU; on CPU bf16 is slow without AVX-512 BF16"
     dtype: ClassVar[str]
 
-    def serving_dtype(self, params) -> str | None:
+    def serving_dtype(self, params: FormatParams) -> str | None:
         return self.dtype
+
+    def existing_checkpoint(self, params: FormatParams, model_dir: Path) -> Path | None:
+        return model_dir
 
     def quantize(self, request: QuantizeRequest) -> None:
         raise NotImplementedError("a baseline serves the source model directory; it has no quantize step")

@@ -17,6 +17,9 @@ GroupSize = Literal[-1, 16, 32, 64, 128, 256]
 
 class LlmCompressorParams(FormatParams):
     ignore: tuple[str, ...] = Field(("lm_head",), description="module names (or re:patterns) left unquantized")
+    kv_cache_scheme: Literal["fp8"] | None = Field(
+        None, description="calibrate static FP8 KV-cache scales into the checkpoint (vLLM uses them with kv_cache_dtype: fp8)"
+    )
 
 
 class GroupedParams(LlmCompressorParams):
@@ -45,6 +48,10 @@ class W8A8Params(LlmCompressorParams):
 
 class _LlmCompressorFormat(Format):
     engines: ClassVar[tuple[str, ...]] = ("vllm", "transformers")
+    uses_data: ClassVar[bool] = False
+
+    def needs_calibration(self, params: FormatParams) -> bool:
+        return self.uses_data or getattr(params, "kv_cache_scheme", None) is not None
 
     def ignored_modules(self, params: FormatParams) -> tuple[str, ...]:
         return tuple(getattr(params, "ignore", ()))
@@ -103,6 +110,14 @@ def _copy_generation_config(request: QuantizeRequest) -> None:
         (request.out_dir / "generation_config.json").write_text(source.read_text())
 
 
+def _kv_scheme(params: Any) -> Any:
+    if getattr(params, "kv_cache_scheme", None) != "fp8":
+        return None
+    from compressed_tensors.quantization import QuantizationArgs
+
+    return QuantizationArgs(num_bits=8, type="float", strategy="tensor", dynamic=False, symmetric=True)
+
+
 def _weight_args(bits: int, group_size: int, actorder: str | None = None, symmetric: bool = True) -> Any:
     from compressed_tensors.quantization import QuantizationArgs
 
@@ -128,7 +143,7 @@ class Fp8Dynamic(_LlmCompressorFormat):
     def recipe(self, params: Any, ignore: list[str]) -> list[Any]:
         from llmcompressor.modifiers.quantization import QuantizationModifier
 
-        return [QuantizationModifier(targets="Linear", scheme="FP8_DYNAMIC", ignore=ignore)]
+        return [QuantizationModifier(targets="Linear", scheme="FP8_DYNAMIC", ignore=ignore, kv_cache_scheme=_kv_scheme(params))]
 
 
 class W4A16Gptq(_LlmCompressorFormat):
@@ -139,8 +154,7 @@ class W4A16Gptq(_LlmCompressorFormat):
     activation_bits = 16
     hardware = "GPU SM80+ (Marlin/Machete kernels); CPU: vLLM's cpu_gemm_wna16 needs an AVX-512 build"
 
-    def needs_calibration(self, params: FormatParams) -> bool:
-        return True
+    uses_data = True
 
     def group_size(self, params: Any) -> int | None:
         return None if params.group_size == -1 else params.group_size
@@ -153,7 +167,7 @@ class W4A16Gptq(_LlmCompressorFormat):
         from llmcompressor.modifiers.quantization import GPTQModifier
 
         scheme = QuantizationScheme(targets=["Linear"], weights=_weight_args(4, params.group_size, params.actorder))
-        return [GPTQModifier(config_groups={"group_0": scheme}, ignore=ignore, dampening_frac=params.dampening_frac)]
+        return [GPTQModifier(config_groups={"group_0": scheme}, ignore=ignore, dampening_frac=params.dampening_frac, kv_cache_scheme=_kv_scheme(params))]
 
 
 class W8A8Int8(_LlmCompressorFormat):
@@ -164,8 +178,7 @@ class W8A8Int8(_LlmCompressorFormat):
     activation_bits = 8
     hardware = "GPU SM75+ (INT8 tensor cores); CPU: oneDNN INT8 GEMM"
 
-    def needs_calibration(self, params: FormatParams) -> bool:
-        return True
+    uses_data = True
 
     def recipe(self, params: Any, ignore: list[str]) -> list[Any]:
         from llmcompressor.modifiers.quantization import GPTQModifier
@@ -173,7 +186,7 @@ class W8A8Int8(_LlmCompressorFormat):
 
         return [
             SmoothQuantModifier(smoothing_strength=params.smoothing_strength),
-            GPTQModifier(targets="Linear", scheme="W8A8", ignore=ignore, dampening_frac=params.dampening_frac),
+            GPTQModifier(targets="Linear", scheme="W8A8", ignore=ignore, dampening_frac=params.dampening_frac, kv_cache_scheme=_kv_scheme(params)),
         ]
 
 
@@ -187,8 +200,7 @@ class W4A16Awq(_LlmCompressorFormat):
     activation_bits = 16
     hardware = "GPU SM80+ (AWQ-Marlin / Marlin kernels); CPU: vLLM's cpu_gemm_wna16 needs an AVX-512 build"
 
-    def needs_calibration(self, params: FormatParams) -> bool:
-        return True
+    uses_data = True
 
     def group_size(self, params: Any) -> int | None:
         return None if params.group_size == -1 else params.group_size
@@ -204,7 +216,7 @@ class W4A16Awq(_LlmCompressorFormat):
         scheme = QuantizationScheme(targets=["Linear"], weights=_weight_args(4, params.group_size, params.actorder, params.symmetric))
         return [
             AWQModifier(duo_scaling=params.duo_scaling, n_grid=params.n_grid),
-            QuantizationModifier(config_groups={"group_0": scheme}, ignore=ignore),
+            QuantizationModifier(config_groups={"group_0": scheme}, ignore=ignore, kv_cache_scheme=_kv_scheme(params)),
         ]
 
     def quantize(self, request: QuantizeRequest) -> None:
@@ -222,13 +234,12 @@ class Fp8Static(_LlmCompressorFormat):
     activation_bits = 8
     hardware = "native FP8 on SM89+ (Ada, Hopper, Blackwell); weight-only FP8 Marlin on SM80; CPU: emulated (slow)"
 
-    def needs_calibration(self, params: FormatParams) -> bool:
-        return True
+    uses_data = True
 
     def recipe(self, params: Any, ignore: list[str]) -> list[Any]:
         from llmcompressor.modifiers.quantization import QuantizationModifier
 
-        return [QuantizationModifier(targets="Linear", scheme="FP8", ignore=ignore)]
+        return [QuantizationModifier(targets="Linear", scheme="FP8", ignore=ignore, kv_cache_scheme=_kv_scheme(params))]
 
 
 class _Fp4(_LlmCompressorFormat):
@@ -244,7 +255,7 @@ class _Fp4(_LlmCompressorFormat):
     def recipe(self, params: Any, ignore: list[str]) -> list[Any]:
         from llmcompressor.modifiers.quantization import QuantizationModifier
 
-        return [QuantizationModifier(targets="Linear", scheme=self.scheme, ignore=ignore)]
+        return [QuantizationModifier(targets="Linear", scheme=self.scheme, ignore=ignore, kv_cache_scheme=_kv_scheme(params))]
 
     def serving_dtype(self, params: FormatParams) -> str | None:
         # FP4 checkpoints fail in fp32 ("expected m1 and m2 to have the same dtype").
@@ -270,8 +281,7 @@ class Nvfp4(_Fp4):
     activation_bits = 4
     hardware = "native on Blackwell (SM100+); older GPUs: weight-only via Marlin FP4 with weight_only_fallback; CPU: no kernel"
 
-    def needs_calibration(self, params: FormatParams) -> bool:
-        return True  # global activation scales
+    uses_data = True  # global activation scales
 
 
 class Nvfp4A16(_Fp4):
