@@ -82,6 +82,8 @@ def build(cache_dir: Path, key: str, request: QuantizeRequest, log_path: Path, t
 
 def describe_scheme(directory: Path) -> str | None:
     """What the checkpoint itself says its quantization is (config.json quantization_config)."""
+    if (directory / "model.gguf").is_file():
+        return _describe_gguf(directory / "model.gguf")
     config = directory / "config.json"
     if not config.is_file():
         return None
@@ -104,3 +106,13 @@ def describe_scheme(directory: Path) -> str | None:
     if quant.get("kv_cache_scheme"):
         parts.append(f"kv {quant['kv_cache_scheme'].get('type')}{quant['kv_cache_scheme'].get('num_bits')}")
     return f"{quant.get('format') or quant.get('quant_method')}: " + "; ".join(parts)
+
+
+def _describe_gguf(path: Path) -> str:
+    """The tensor types inside a GGUF file, most frequent first (K-quant fallbacks show here)."""
+    from collections import Counter
+
+    from gguf import GGUFReader
+
+    counts = Counter(tensor.tensor_type.name for tensor in GGUFReader(path).tensors)
+    return "gguf: " + ", ".join(f"{kind} x{n}" for kind, n in counts.most_common())

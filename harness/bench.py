@@ -37,15 +37,15 @@ def make_prompts(tokenizer_dir: Path, workload: WorkloadSpec) -> list[list[int]]
     return [rng.choice(allowed, size=workload.input_len).tolist() for _ in range(workload.prompts)]
 
 
-def offline_throughput(engine_name: str, request: EngineRequest, workload: WorkloadSpec) -> OfflineMeasurement:
-    """Runs inside an isolated process (harness.isolation)."""
+def offline_throughput(engine_name: str, request: EngineRequest, prompts: list[list[int]], output_len: int) -> OfflineMeasurement:
+    """Runs inside an isolated process (harness.isolation). The prompts come from the source
+    model's tokenizer (a GGUF artifact has none of its own), the same for every cell."""
     engine = engines.get(engine_name)
-    prompts = make_prompts(request.model_dir, workload)
     start = time.perf_counter()
     with engine.start(request) as session:
         load_s = time.perf_counter() - start
         session.generate(prompts[:1], 4)  # warm-up: first-call allocations are not throughput
-        result = session.generate(prompts, workload.output_len)
+        result = session.generate(prompts, output_len)
     return OfflineMeasurement(
         load_s=load_s,
         generate_s=result.seconds,

@@ -186,7 +186,8 @@ def _run_cell(ctx: _Context, cell: Cell, key: str, progress: Progress, task: Any
     row["engine_settings"] = json.dumps(engine.settings(request_engine), sort_keys=True)
     row["engine_env"] = json.dumps(engine.environment(request_engine), sort_keys=True)
     log_path = logs / "engine.log"
-    outcome = run_isolated(bench.offline_throughput, (cell.engine.name, request_engine, cell.workload), log_path, cell.engine.timeout_s)
+    prompts = bench.make_prompts(ctx.model.path, cell.workload)
+    outcome = run_isolated(bench.offline_throughput, (cell.engine.name, request_engine, prompts, cell.workload.output_len), log_path, cell.engine.timeout_s)
     log_text = log_path.read_text(errors="replace") if log_path.exists() else ""
     row["kernels"] = "; ".join(engine.kernels(log_text))
     row.update(engine_peak_rss_bytes=outcome.peak_rss_bytes, engine_peak_gpu_bytes=outcome.peak_gpu_bytes)

@@ -22,6 +22,7 @@ _KERNEL_LINES = (
 _UNSUPPORTED = (
     re.compile(r"cpu_gemm_wna16"),
     re.compile(r"Failed to find a kernel", re.IGNORECASE),
+    re.compile(r"kernel \w+ is not supported", re.IGNORECASE),
     re.compile(r"not supported (on|by|for) (this|the current|CPU)", re.IGNORECASE),
     re.compile(r"(requires|needs) (a )?(GPU|CUDA|compute capability|capability)", re.IGNORECASE),
     re.compile(r"is not supported on (CPU|this platform|the current platform)", re.IGNORECASE),

@@ -14,13 +14,14 @@ import torch
 torch.cpu._is_avx512_supported = lambda: False
 
 if __name__ == "__main__":
-    from harness.bench import offline_throughput
+    from harness.bench import make_prompts, offline_throughput
     from harness.config import EngineSpec, WorkloadSpec
     from harness.engines.base import EngineRequest
 
     request = EngineRequest(Path(sys.argv[1]), "bfloat16", EngineSpec(), "cpu", 64)
     try:
-        result = offline_throughput("vllm", request, WorkloadSpec(prompts=2, input_len=16, output_len=8))
+        prompts = make_prompts(Path(sys.argv[1]), WorkloadSpec(prompts=2, input_len=16, output_len=8))
+        result = offline_throughput("vllm", request, prompts, 8)
         print(json.dumps({"ok": True, "output_tok_s": result.output_tok_s}))
     except Exception as exc:  # noqa: BLE001
         print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}))
