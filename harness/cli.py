@@ -96,6 +96,39 @@ def list_formats() -> None:
     out.print(table)
 
 
+@app.command()
+def memory(
+    model: str = typer.Option(..., "--model", help="a known shape (llama-3.1-70b, qwen2.5-7b, smollm2-135m, ...), a config.json or a model directory"),
+    batch: int = typer.Option(128, "--batch", min=1, help="concurrent sequences"),
+    context: int = typer.Option(2048, "--context", min=1, help="tokens per sequence (prompt + output)"),
+    gpu: str = typer.Option("h100-80gb", "--gpu", help="a GPU from harness/gpus.py"),
+    utilization: float = typer.Option(0.9, "--utilization", min=0.05, max=1.0, help="vLLM gpu_memory_utilization"),
+    tensor_parallel: int = typer.Option(1, "--tensor-parallel", min=1),
+    kv: list[str] = typer.Option(["auto", "fp8"], "--kv", help="KV-cache dtypes (repeatable)"),
+    format_names: Optional[list[str]] = typer.Option(None, "--format", help="formats (repeatable; default: the main families)"),
+    max_num_batched_tokens: Optional[int] = typer.Option(None, "--max-num-batched-tokens", min=1),
+) -> None:
+    """Planned GPU memory (weights + KV cache + activations) per format and KV dtype: what fits."""
+    from harness import memory as planner
+
+    rows = planner.plan_all(
+        model, batch, context, gpu, kv_dtypes=kv, formats=format_names or planner.DEFAULT_FORMATS,
+        utilization=utilization, tensor_parallel=tensor_parallel, max_num_batched_tokens=max_num_batched_tokens,
+    )
+    first = rows[0]
+    table = Table(title=f"{first.model} on {gpu} x{tensor_parallel}: {batch} sequences x {context} tokens, capacity {first.capacity_bytes / 2**30:.2f} GiB per GPU")
+    for column in ("format", "KV", "bits/weight", "weights GiB", "KV GiB", "activations GiB", "total GiB", "fits", "max batch", "note"):
+        table.add_column(column, overflow="fold")
+    for plan in rows:
+        row = plan.as_row()
+        table.add_row(
+            plan.format, plan.kv_dtype, f"{plan.bits_per_weight:.2f}", f"{row['weights_gib']:.2f}", f"{row['kv_gib']:.2f}",
+            f"{row['activations_gib']:.2f}", f"{row['total_gib']:.2f}", "[green]yes[/]" if plan.fits else "[red]no[/]",
+            str(plan.max_batch), plan.note or "",
+        )
+    out.print(table)
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)

@@ -12,12 +12,11 @@ from harness import llamacpp_tools
 from harness.config import FormatParams
 from harness.formats.base import Format, QuantizeRequest
 
-# Bits per weight as llama.cpp's quantize tool lists them (on a 7B Llama).
-GGUF_TYPES: dict[str, float] = {
-    "Q2_K": 2.96, "Q3_K_S": 3.41, "Q3_K_M": 3.74, "Q3_K_L": 4.03, "Q4_0": 4.34, "Q4_1": 4.78,
-    "Q4_K_S": 4.37, "Q4_K_M": 4.58, "Q5_0": 5.21, "Q5_1": 5.65, "Q5_K_S": 5.21, "Q5_K_M": 5.33,
-    "Q6_K": 6.14, "Q8_0": 7.96, "F16": 16.0, "BF16": 16.0,
-}
+# The llama.cpp quantization types offered as formats (llama_cpp.LLAMA_FTYPE_MOSTLY_<TYPE>).
+GGUF_TYPES: tuple[str, ...] = (
+    "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q4_1", "Q4_K_S", "Q4_K_M",
+    "Q5_0", "Q5_1", "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0", "F16", "BF16",
+)
 GGUF_FILE = "model.gguf"
 
 
@@ -37,7 +36,7 @@ class Gguf(Format):
         self.type = quant_type.upper()
         self.name = f"gguf-{quant_type.lower()}"  # type: ignore[misc]
         self.weight_bits = int("".join(ch for ch in self.type.split("_")[0] if ch.isdigit()))  # type: ignore[misc]
-        self.summary = f"llama.cpp {self.type} (~{GGUF_TYPES[self.type]} bits/weight on a 7B Llama): convert_hf_to_gguf.py, then llama_model_quantize"  # type: ignore[misc]
+        self.summary = f"llama.cpp {self.type}: convert_hf_to_gguf.py, then llama_model_quantize"  # type: ignore[misc]
 
     def quant_type(self, params: Any) -> str:
         return self.type
