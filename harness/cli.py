@@ -35,12 +35,15 @@ def validate(config: Path = typer.Argument(..., help="the YAML config")) -> None
 def run(
     config: Path = typer.Argument(..., help="the YAML config"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="results directory (default: the config's output)"),
+    allow_code_execution: bool = typer.Option(False, "--allow-code-execution", help="run HumanEval's model-generated code (in the sandbox), as evals.allow_code_execution: true"),
 ) -> None:
     """Run every cell of a config; finished cells are skipped (resume)."""
     from harness import pipeline
     from harness.config import load_config
 
     cfg = load_config(config, output=output)
+    if allow_code_execution and cfg.evals is not None:
+        cfg = cfg.model_copy(update={"evals": cfg.evals.model_copy(update={"allow_code_execution": True})})
     summary = pipeline.run(cfg, err)
     _print_summary(summary)
 
@@ -50,7 +53,7 @@ def _print_summary(summary: "pipeline.RunSummary") -> None:
 
     frame = results.read_rows(summary.out_dir)
     table = Table(title=f"results: {summary.out_dir / 'results.parquet'}")
-    for column in ("cell", "status", "kernel", "out tok/s", "load s", "peak RSS GiB", "size MiB", "reason"):
+    for column in ("cell", "status", "kernel", "out tok/s", "peak RSS GiB", "size MiB", "Pass@1", "MATH", "ppl", "KLD", "reason"):
         table.add_column(column, overflow="fold")
 
     def num(value: object, fmt: str, scale: float = 1.0) -> str:
@@ -62,10 +65,13 @@ def _print_summary(summary: "pipeline.RunSummary") -> None:
             row["status"],
             ", ".join(k.split(" for ")[0] for k in (row["kernels"] or "-").split("; ")),
             num(row["output_tok_s"], ".1f"),
-            num(row["load_s"], ".1f"),
             num(row["engine_peak_rss_bytes"], ".2f", 2**30),
             num(row["artifact_bytes"], ".0f", 2**20),
-            (row["reason"] or "")[:200],
+            num(row["pass_at_1"], ".3f"),
+            num(row["math_exact_match"], ".3f"),
+            num(row["perplexity"], ".2f"),
+            num(row["kld_mean"], ".4f"),
+            (row["reason"] or row["eval_note"] or "")[:200],
         )
     out.print(table)
     if summary.skipped:

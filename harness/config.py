@@ -78,6 +78,23 @@ class QuantizeSpec(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+class KldSpec(StrictModel):
+    windows: int = Field(4, ge=1, le=10_000, description="held-out prose windows scored by the baseline and every cell")
+    seq_len: int = Field(256, ge=16, le=32_768)
+    top_k: int = Field(32, ge=1, le=1000, description="tokens per position kept from the baseline's distribution")
+
+
+class EvalSpec(StrictModel):
+    tasks: list[str] = Field(default_factory=list, description="humaneval, math500, perplexity (offline), or any lm-eval task name")
+    limit: int | None = Field(20, ge=1, description="documents per task (None: all)")
+    max_gen_toks: int = Field(256, ge=1, le=32_768)
+    max_model_len: int = Field(2048, ge=64, description="context for evaluation (few-shot prompts are long)")
+    batch_size: int = Field(8, ge=1, le=1024)
+    allow_code_execution: bool = Field(False, description="run model-generated code (HumanEval) in the sandbox; off: HumanEval is skipped and the row says why")
+    kld: KldSpec | None = KldSpec()
+    timeout_s: int = Field(3600, ge=10)
+
+
 class FormatParams(StrictModel):
     """Base of every format's parameters; each format module subclasses it."""
 
@@ -97,6 +114,7 @@ class RawConfig(StrictModel):
     workload: WorkloadSpec = WorkloadSpec()
     engine: EngineSpec | list[EngineSpec] = EngineSpec()
     quantize: QuantizeSpec = QuantizeSpec()
+    evals: EvalSpec | None = None
     output: str | None = None
     cache_dir: str | None = None
 
@@ -112,6 +130,7 @@ class Config(StrictModel):
     workload: WorkloadSpec
     engines: tuple[EngineSpec, ...]  # one per engine × KV-cache dtype, each with a single kv_cache_dtype
     quantize: QuantizeSpec
+    evals: EvalSpec | None
     output: Path
     cache_dir: Path | None
 
@@ -137,6 +156,7 @@ def load_config(path: str | Path, output: str | Path | None = None) -> Config:
         workload=raw.workload,
         engines=_expand_engines(raw.engine),
         quantize=raw.quantize,
+        evals=raw.evals,
         output=Path(output) if output else Path(raw.output or f"results/{raw.name}"),
         cache_dir=Path(raw.cache_dir).expanduser() if raw.cache_dir else None,
     )

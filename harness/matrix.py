@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness import formats
-from harness.config import CalibrationSpec, Config, EngineSpec, FormatParams, WorkloadSpec
+from harness.config import CalibrationSpec, Config, EngineSpec, EvalSpec, FormatParams, WorkloadSpec
 
 # Bump when a change to the harness changes what a cell measures.
 SCHEMA_VERSION = 2
@@ -25,6 +25,7 @@ class Cell:
     calibration: CalibrationSpec | None  # None for baselines and data-free formats
     engine: EngineSpec
     workload: WorkloadSpec
+    evals: EvalSpec | None = None
 
     @property
     def name(self) -> str:
@@ -53,18 +54,20 @@ class Cell:
             "engine": self.engine.model_dump(exclude={"timeout_s"}),
             "engine_version": engine_version,
             "workload": self.workload.model_dump(),
+            "evals": self.evals.model_dump(exclude={"timeout_s"}) if self.evals else None,
         })
 
 
 def expand(config: Config) -> list[Cell]:
     """formats × calibration sets (only for formats that use data) × engines that serve
-    the format × KV-cache dtypes."""
+    the format × KV-cache dtypes. Baselines come first: quality is measured against them."""
     cells: list[Cell] = []
-    for params in config.formats:
+    ordered = sorted(config.formats, key=lambda p: not formats.get(p.name).is_baseline)
+    for params in ordered:
         fmt = formats.get(params.name)
         calibrations: tuple[CalibrationSpec | None, ...] = config.calibration if fmt.needs_calibration(params) else (None,)
         for calib in calibrations:
             for engine in config.engines:
                 if engine.name in fmt.engines:
-                    cells.append(Cell(params, calib, engine, config.workload))
+                    cells.append(Cell(params, calib, engine, config.workload, config.evals))
     return cells

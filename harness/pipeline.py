@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from harness import artifacts, bench, calibration, engines, formats, hardware, matrix, models, provenance, results
+from harness import artifacts, bench, calibration, engines, evaluate, formats, hardware, matrix, models, provenance, results
 from harness.artifacts import Artifact
 from harness.calibration import CalibrationSamples
 from harness.config import Config
@@ -28,7 +28,7 @@ from harness.formats.base import QuantizeRequest
 from harness.isolation import run_isolated
 from harness.matrix import Cell
 
-STAGES = ("calibrate", "quantize", "serve + measure", "record")
+STAGES = ("calibrate", "quantize", "serve + measure", "evaluate", "record")
 
 
 @dataclass
@@ -206,7 +206,14 @@ def _run_cell(ctx: _Context, cell: Cell, key: str, progress: Progress, task: Any
         total_tok_s=measured.total_tok_s,
         requests_per_s=measured.requests_per_s,
     )
-    _stage(progress, task, cell, 3)
+    if cell.evals is not None:
+        _stage(progress, task, cell, 3)
+        row.update(evaluate.run_stage(
+            out_dir=ctx.out_dir, cache_dir=ctx.cache_dir, model_dir=ctx.model.path, model_identity=ctx.model.identity,
+            spec=cell.evals, engine=cell.engine.name, engine_request=request_engine, is_baseline=fmt.is_baseline,
+            log_path=logs / "evaluate.log",
+        ))
+        row.update(evaluate.recovery(row, ctx.out_dir))
     return _finish(row, started, "ok", None, None)
 
 

@@ -83,6 +83,30 @@ SCHEMA = pa.schema([
     ("requests_per_s", pa.float64()),
     ("engine_peak_rss_bytes", pa.int64()),
     ("engine_peak_gpu_bytes", pa.int64()),
+    # quality (lm-eval; KLD against the baseline cell on the same held-out tokens)
+    ("pass_at_1", pa.float64()),  # HumanEval, greedy, n=1, temperature 0
+    ("math_exact_match", pa.float64()),
+    ("gsm8k_strict_match", pa.float64()),
+    ("gsm8k_flexible_match", pa.float64()),
+    ("perplexity", pa.float64()),  # word perplexity on held-out prose
+    ("bits_per_byte", pa.float64()),
+    ("kld_mean", pa.float64()),
+    ("kld_p99", pa.float64()),
+    ("top1_agreement", pa.float64()),
+    ("kld_positions", pa.int64()),
+    ("kld_reference", pa.string()),  # the baseline cell the KLD is against
+    ("pass_at_1_recovery_pct", pa.float64()),  # % of the baseline's value (perplexity: baseline / cell)
+    ("math_exact_match_recovery_pct", pa.float64()),
+    ("gsm8k_strict_match_recovery_pct", pa.float64()),
+    ("perplexity_recovery_pct", pa.float64()),
+    ("recovery_reference", pa.string()),
+    ("eval_limit", pa.int32()),
+    ("eval_samples", pa.string()),  # JSON {task: documents scored}
+    ("eval_task_versions", pa.string()),  # JSON {task: version}
+    ("eval_settings", pa.string()),  # JSON: generation settings (greedy, n=1, temperature 0, max_gen_toks)
+    ("lm_eval_version", pa.string()),
+    ("eval_note", pa.string()),  # e.g. why HumanEval was skipped
+    ("eval_s", pa.float64()),
     # environment
     ("harness_git_sha", pa.string()),
     ("harness_version", pa.string()),

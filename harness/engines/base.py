@@ -18,6 +18,7 @@ class EngineRequest:
     spec: EngineSpec
     device: str  # "cpu" or "cuda"
     max_model_len: int
+    logprobs_k: int = 0  # top log-probabilities per position the engine must be able to return
 
 
 @dataclass(frozen=True)

