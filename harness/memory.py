@@ -64,17 +64,14 @@ KNOWN_SHAPES: dict[str, dict[str, Any]] = {
         "model_type": "qwen2", "num_hidden_layers": 28, "hidden_size": 3584, "intermediate_size": 18944,
         "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064, "tie_word_embeddings": False,
     },
-    # Qwen/Qwen2.5-Coder-7B: the shape of Qwen2.5-7B
-    "qwen2.5-coder-7b": {
-        "model_type": "qwen2", "num_hidden_layers": 28, "hidden_size": 3584, "intermediate_size": 18944,
-        "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064, "tie_word_embeddings": False,
-    },
     # HuggingFaceTB/SmolLM2-135M (the harness's builtin model)
     "smollm2-135m": {
         "model_type": "llama", "num_hidden_layers": 30, "hidden_size": 576, "intermediate_size": 1536,
         "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152, "tie_word_embeddings": True,
     },
 }
+
+KNOWN_SHAPES["qwen2.5-coder-7b"] = KNOWN_SHAPES["qwen2.5-7b"]  # Qwen/Qwen2.5-Coder-7B: the same shape
 
 _REQUIRED = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "vocab_size")
 #: config keys of architectures this Llama-style count would get wrong

@@ -146,14 +146,11 @@ class Fp8Dynamic(_LlmCompressorFormat):
         return [QuantizationModifier(targets="Linear", scheme="FP8_DYNAMIC", ignore=ignore, kv_cache_scheme=_kv_scheme(params))]
 
 
-class W4A16Gptq(_LlmCompressorFormat):
-    name = "w4a16-gptq"
-    summary = "INT4 weights (GPTQ, group-wise), 16-bit activations"
-    params_model = GroupedParams
+class _GroupedInt4(_LlmCompressorFormat):
+    """INT4 weights in groups along the input dimension, 16-bit activations."""
+
     weight_bits = 4
     activation_bits = 16
-    hardware = "GPU SM80+ (Marlin/Machete kernels); CPU: vLLM's cpu_gemm_wna16 needs an AVX-512 build"
-
     uses_data = True
 
     def group_size(self, params: Any) -> int | None:
@@ -161,6 +158,13 @@ class W4A16Gptq(_LlmCompressorFormat):
 
     def ignore_indivisible(self, params: Any) -> bool:
         return params.ignore_indivisible
+
+
+class W4A16Gptq(_GroupedInt4):
+    name = "w4a16-gptq"
+    summary = "INT4 weights (GPTQ, group-wise), 16-bit activations"
+    params_model = GroupedParams
+    hardware = "GPU SM80+ (Marlin/Machete kernels); CPU: vLLM's cpu_gemm_wna16 needs an AVX-512 build"
 
     def recipe(self, params: Any, ignore: list[str]) -> list[Any]:
         from compressed_tensors.quantization import QuantizationScheme
@@ -190,23 +194,13 @@ class W8A8Int8(_LlmCompressorFormat):
         ]
 
 
-class W4A16Awq(_LlmCompressorFormat):
+class W4A16Awq(_GroupedInt4):
     """AWQ through llm-compressor's AWQModifier: AutoAWQ is archived upstream."""
 
     name = "w4a16-awq"
     summary = "INT4 weights (AWQ activation-aware scaling, group-wise, asymmetric), 16-bit activations"
     params_model = AwqParams
-    weight_bits = 4
-    activation_bits = 16
     hardware = "GPU SM80+ (AWQ-Marlin / Marlin kernels); CPU: vLLM's cpu_gemm_wna16 needs an AVX-512 build"
-
-    uses_data = True
-
-    def group_size(self, params: Any) -> int | None:
-        return None if params.group_size == -1 else params.group_size
-
-    def ignore_indivisible(self, params: Any) -> bool:
-        return params.ignore_indivisible
 
     def recipe(self, params: Any, ignore: list[str]) -> list[Any]:
         from compressed_tensors.quantization import QuantizationScheme
