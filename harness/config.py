@@ -91,6 +91,7 @@ class EvalSpec(StrictModel):
     max_model_len: int = Field(2048, ge=64, description="context for evaluation (few-shot prompts are long)")
     batch_size: int = Field(8, ge=1, le=1024)
     allow_code_execution: bool = Field(False, description="run model-generated code (HumanEval) in the sandbox; off: HumanEval is skipped and the row says why")
+    add_bos_token: bool | None = Field(None, description="lm-eval's add_bos_token (llm-compressor's examples set true for Llama-3-style models); None: the tokenizer's default")
     kld: KldSpec | None = KldSpec()
     timeout_s: int = Field(3600, ge=10)
 

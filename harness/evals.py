@@ -30,13 +30,17 @@ from harness.engines.base import EngineRequest
 TASKS_DIR = Path(__file__).with_name("tasks")
 # Friendly names → the harness's offline lm-eval tasks.
 OFFLINE_TASKS = {"humaneval": "harness_humaneval", "math500": "harness_math500", "perplexity": "harness_prose_ppl"}
-CODE_TASKS = ("harness_humaneval", "humaneval", "humaneval_plus", "mbpp")
+CODE_TASKS = ("harness_humaneval",)
+# lm-eval tasks that execute generated code with HF evaluate's code_eval, outside harness.sandbox:
+# refused (HumanEval itself runs as harness_humaneval, same problems, sandboxed).
+UNSANDBOXED_CODE_TASKS = ("humaneval_plus", "humaneval_64", "humaneval_instruct", "mbpp", "mbpp_plus", "ds1000")
 # (task, lm-eval metric key) → result column
 METRIC_COLUMNS = {
     ("harness_humaneval", "pass_at_1,create_test"): "pass_at_1",
     ("humaneval", "pass@1,create_test"): "pass_at_1",
     ("harness_math500", "exact_match,none"): "math_exact_match",
     ("minerva_math500", "exact_match,none"): "math_exact_match",
+    ("hendrycks_math500", "exact_match,none"): "math_exact_match",
     ("gsm8k", "exact_match,strict-match"): "gsm8k_strict_match",
     ("gsm8k", "exact_match,flexible-extract"): "gsm8k_flexible_match",
     ("harness_prose_ppl", "word_perplexity,none"): "perplexity",
@@ -72,6 +76,7 @@ class EvalRequest:
     limit: int | None
     allow_code_execution: bool
     batch_size: int
+    add_bos_token: bool | None = None
     kld_windows: list[list[int]] = field(default_factory=list)
     kld_top_k: int = 0
 
@@ -97,11 +102,11 @@ def lm_eval_model(request: EvalRequest) -> Any:
         VLLM = workarounds.lm_eval_vllm_class()
         settings = engine.settings(er)
         settings.pop("model")
-        return VLLM(pretrained=str(er.model_dir), batch_size="auto", **settings)
+        return VLLM(pretrained=str(er.model_dir), batch_size="auto", add_bos_token=request.add_bos_token, **settings)
     if request.engine == "transformers":
         from lm_eval.models.huggingface import HFLM
 
-        return HFLM(pretrained=str(er.model_dir), dtype=er.dtype, batch_size=request.batch_size, device=er.device)
+        return HFLM(pretrained=str(er.model_dir), dtype=er.dtype, batch_size=request.batch_size, device=er.device, add_bos_token=request.add_bos_token)
     if request.engine == "llamacpp":
         from harness.lm_eval_llamacpp import LlamaCppLM
 

@@ -26,13 +26,17 @@ RECOVERED = {"pass_at_1": True, "math_exact_match": True, "gsm8k_strict_match": 
 def lm_eval_tasks(spec: EvalSpec) -> tuple[list[str], str | None]:
     """lm-eval task names, and a note when HumanEval is skipped for lack of permission."""
     tasks = [evals.OFFLINE_TASKS.get(name, name) for name in spec.tasks]
-    note = None
+    notes = []
+    unsandboxed = [t for t in tasks if t in evals.UNSANDBOXED_CODE_TASKS]
+    if unsandboxed:
+        tasks = [t for t in tasks if t not in unsandboxed]
+        notes.append(f"{', '.join(unsandboxed)} refused: lm-eval runs its code outside harness.sandbox")
     if not spec.allow_code_execution:
         skipped = [t for t in tasks if t in evals.CODE_TASKS]
         if skipped:
             tasks = [t for t in tasks if t not in skipped]
-            note = f"{', '.join(skipped)} skipped: it runs model-generated code; set evals.allow_code_execution: true to run it in the sandbox"
-    return tasks, note
+            notes.append(f"{', '.join(skipped)} skipped: it runs model-generated code; set evals.allow_code_execution: true to run it in the sandbox")
+    return tasks, "; ".join(notes) or None
 
 
 def kld_windows(model_dir: Path, cache_dir: Path, spec: EvalSpec) -> list[list[int]]:
@@ -80,6 +84,7 @@ def run_stage(
         limit=spec.limit,
         allow_code_execution=spec.allow_code_execution,
         batch_size=spec.batch_size,
+        add_bos_token=spec.add_bos_token,
         kld_windows=kld_windows(model_dir, cache_dir, spec),
         kld_top_k=spec.kld.top_k if spec.kld else 0,
     )

@@ -47,3 +47,13 @@ def test_different_positions_are_refused() -> None:
     ids, lp = _top(np.zeros((3, 8)), 4)
     with pytest.raises(ValueError):
         kl_divergence(ids, lp, ids[:2], lp[:2])
+
+
+def test_code_tasks_run_only_sandboxed_and_only_when_allowed() -> None:
+    from harness.config import EvalSpec
+    from harness.evaluate import lm_eval_tasks
+
+    tasks, note = lm_eval_tasks(EvalSpec(tasks=["humaneval", "mbpp", "gsm8k"], allow_code_execution=True))
+    assert tasks == ["harness_humaneval", "gsm8k"] and "mbpp refused" in note
+    tasks, note = lm_eval_tasks(EvalSpec(tasks=["humaneval", "perplexity"], allow_code_execution=False))
+    assert tasks == ["harness_prose_ppl"] and "allow_code_execution" in note
