@@ -135,6 +135,58 @@ def memory(
     out.print(table)
 
 
+@app.command()
+def report(
+    results: list[Path] = typer.Argument(..., help="results.parquet files, or the directories holding them"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="where report.html, report.md and plots/ go (default: report/ beside the first table)"),
+    threshold: float = typer.Option(5.0, "--threshold", help="flag a regression: output tok/s down or perplexity up by more than this % between runs"),
+) -> None:
+    """Build the comparison report (self-contained HTML + Markdown) from results tables (docs/report.md)."""
+    from harness.report import build_report
+
+    first = results[0]
+    files = build_report(results, out_dir or (first if first.is_dir() else first.parent) / "report", threshold)
+    for path in (files.html, files.markdown, *files.plots):
+        out.print(str(path), markup=False, highlight=False, soft_wrap=True)
+    for regression in files.regressions:
+        out.print(f"regression: {regression.line()}", markup=False, highlight=False, soft_wrap=True, style="red")
+
+
+@app.command()
+def pick(
+    hardware: str = typer.Option(..., "--hardware", help="cpu, or a GPU of harness/gpus.py (h100-80gb, h200, b200, l40s, ...)"),
+    model: str = typer.Option(..., "--model", help="a known shape (llama-3.1-70b, qwen2.5-coder-7b, ...), a size (70b, 7b) or a model directory"),
+    workload: str = typer.Option(..., "--workload", help="chat, code, reasoning, math, medical, long-context"),
+    tolerance: str = typer.Option(..., "--tolerance", help="strict (99 % recovery), balanced (97), aggressive (94)"),
+    multi_lora: bool = typer.Option(False, "--multi-lora", help="serve many LoRA adapters on one base (vLLM)"),
+    concurrency: int = typer.Option(128, "--concurrency", min=1, help="concurrent sequences"),
+    context: int = typer.Option(2048, "--context", min=16, help="tokens per sequence (prompt + output)"),
+    results: Optional[Path] = typer.Option(None, "--results", help="a results.parquet whose measured rows override the rules"),
+    write_config: Optional[Path] = typer.Option(None, "--write-config", help="write the validation config for harness run here"),
+) -> None:
+    """Pick a format, engine and KV-cache dtype, with the reasons and a validation plan (docs/picker.md)."""
+    from rich.markup import escape
+
+    from harness import picker
+
+    rec = picker.pick(hardware, model, workload, tolerance, multi_lora, concurrency, context, results)
+    table = Table(title=f"{rec.model} on {rec.hardware}: {rec.workload}, {rec.tolerance} (floor {rec.floor_pct:g} %), {concurrency} x {context}")
+    for column in ("format", "engine", "KV cache", "fits", "max batch", "decided by rows"):
+        table.add_column(column, overflow="fold")
+    fits = {True: "[green]yes[/]", False: "[red]no[/]", None: "not planned (CPU)"}[rec.fits]
+    table.add_row(rec.format, rec.engine, rec.kv_cache_dtype, fits, "" if rec.max_batch is None else str(rec.max_batch), escape(", ".join(rec.decided_by_rows)))
+    out.print(table)
+    out.print("[bold]why[/]")
+    for reason in rec.reasons:
+        out.print(f"  - {escape(reason)}")
+    out.print("[bold]validation plan[/]")
+    for line in rec.plan.lines():
+        out.print(f"  {escape(line)}")
+    if write_config is not None:
+        write_config.write_text(rec.config_yaml(), encoding="utf-8")
+        out.print(f"config written: {escape(str(write_config))} (python -m harness run {escape(str(write_config))})")
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)
