@@ -49,13 +49,15 @@ class Cell:
         })
 
     def key(self, model_identity: str, quantize_versions: dict[str, str], engine_version: str) -> str:
-        return _hash({
+        payload = {
             "artifact": self.artifact_key(model_identity, quantize_versions),
             "engine": self.engine.model_dump(exclude={"timeout_s"}),
             "engine_version": engine_version,
             "workload": self.workload.model_dump(),
-            "evals": self.evals.model_dump(exclude={"timeout_s"}) if self.evals else None,
-        })
+        }
+        if self.evals is not None:  # absent, not None: configs without evals keep their keys
+            payload["evals"] = self.evals.model_dump(exclude={"timeout_s"})
+        return _hash(payload)
 
 
 def expand(config: Config) -> list[Cell]:
