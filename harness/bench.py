@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from functools import lru_cache
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ class OfflineMeasurement:
     requests_per_s: float
 
 
+@lru_cache(maxsize=8)  # every cell of a model shares them: tokenizer loaded once per run
 def make_prompts(tokenizer_dir: Path, workload: WorkloadSpec) -> list[list[int]]:
     """Random token ids (special tokens excluded), seeded: the same prompts for every cell
     of a model, exactly input_len tokens each, as vLLM's own random benchmark dataset."""
