@@ -24,6 +24,7 @@ class OfflineMeasurement:
     output_tok_s: float
     total_tok_s: float
     requests_per_s: float
+    weights_bytes: int | None  # as the engine loaded them (None: it can't say)
 
 
 @lru_cache(maxsize=8)  # every cell of a model shares them: tokenizer loaded once per run
@@ -48,6 +49,7 @@ def offline_throughput(engine_name: str, request: EngineRequest, prompts: list[l
         load_s = time.perf_counter() - start
         session.generate(prompts[:1], 4)  # warm-up: first-call allocations are not throughput
         result = session.generate(prompts, output_len)
+        weights_bytes = session.weights_bytes()
     return OfflineMeasurement(
         load_s=load_s,
         generate_s=result.seconds,
@@ -57,4 +59,5 @@ def offline_throughput(engine_name: str, request: EngineRequest, prompts: list[l
         output_tok_s=result.output_tokens / result.seconds,
         total_tok_s=(result.input_tokens + result.output_tokens) / result.seconds,
         requests_per_s=result.prompts / result.seconds,
+        weights_bytes=weights_bytes,
     )

@@ -153,6 +153,31 @@ def report(
 
 
 @app.command()
+def gate(
+    results: list[Path] = typer.Argument(..., help="this run's results.parquet files, or the directories holding them"),
+    config: Optional[list[Path]] = typer.Option(None, "--config", "-c", help="a config whose gate: section sets the recovery floors of its rows (repeatable)"),
+    baseline: Optional[list[Path]] = typer.Option(None, "--baseline", help="the previous run's results (file or directory, repeatable): tok/s are compared with them"),
+    max_throughput_regression_pct: Optional[float] = typer.Option(
+        None, "--max-throughput-regression-pct", help="largest output tok/s drop (%) against the baseline (default: the config's gate setting, else 10)"),
+    summary: Optional[Path] = typer.Option(None, "--summary", help="append the verdict as Markdown to this file (e.g. $GITHUB_STEP_SUMMARY)"),
+) -> None:
+    """Fail (exit 1) on failed cells, recovery below the config's floor, or a tok/s drop against the baseline (docs/production.md)."""
+    from harness import gate as gating
+    from harness.config import load_config
+
+    configs = [load_config(path) for path in config or []]
+    verdict = gating.evaluate(results, configs, baseline or None, max_throughput_regression_pct)
+    for line in verdict.lines():
+        style = "red" if line.startswith("FAIL") or not verdict.passed and line == verdict.verdict() else None
+        out.print(line, markup=False, highlight=False, soft_wrap=True, style=style)
+    if summary is not None:
+        with summary.open("a", encoding="utf-8") as handle:
+            handle.write(verdict.markdown())
+    if not verdict.passed:
+        raise SystemExit(1)  # not typer.Exit: main() runs the app with standalone_mode=False, where click returns its code
+
+
+@app.command()
 def pick(
     hardware: str = typer.Option(..., "--hardware", help="cpu, or a GPU of harness/gpus.py (h100-80gb, h200, b200, l40s, ...)"),
     model: str = typer.Option(..., "--model", help="a known shape (llama-3.1-70b, qwen2.5-coder-7b, ...), a size (70b, 7b) or a model directory"),

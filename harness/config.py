@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from harness.errors import HarnessError, config_error
 
@@ -59,6 +60,33 @@ class WorkloadSpec(StrictModel):
     seed: int = Field(0, ge=0)
 
 
+class SloSpec(StrictModel):
+    """Service-level objective of one request; goodput counts the requests that meet every one set."""
+
+    ttft_ms: float | None = Field(None, gt=0, description="time to first token")
+    tpot_ms: float | None = Field(None, gt=0, description="time per output token after the first")
+    e2el_ms: float | None = Field(None, gt=0, description="end-to-end latency")
+
+
+class ServingSpec(StrictModel):
+    """The online benchmark: the cell's model behind an OpenAI-compatible server on 127.0.0.1,
+    driven by a streaming client. Prompts and lengths come from `workload` unless
+    `prompts_file` is set (one prompt per line, or JSONL with a "prompt" field)."""
+
+    concurrency: list[int] = Field(default_factory=lambda: [1, 8], description="in-flight request limits, one sweep point each")
+    request_rates: list[float] = Field(default_factory=list, description="Poisson arrival rates (requests/s), one sweep point each")
+    requests: int = Field(16, ge=1, le=100_000, description="requests per sweep point")
+    prompts_file: str | None = Field(None, description="local prompts (text lines, or JSONL with a prompt field)")
+    output_len_jitter: float = Field(0.0, ge=0.0, lt=1.0, description="output lengths drawn uniformly from output_len x [1-j, 1+j]")
+    slo: SloSpec = SloSpec()
+    seed: int = Field(0, ge=0)
+    startup_timeout_s: int = Field(900, ge=10, description="from the server's start to its /health answering")
+    request_timeout_s: int = Field(600, ge=1)
+    warmup_requests: int = Field(1, ge=0, le=64, description="requests sent before the sweep, not measured")
+    port: int | None = Field(None, ge=1, le=65535, description="the server's port on 127.0.0.1 (None: a free one)")
+    formats: list[str] | None = Field(None, description="format ids (names or labels) to serve under load (None: every cell)")
+
+
 class EngineSpec(StrictModel):
     name: str = "vllm"
     max_model_len: int | None = Field(None, ge=16)
@@ -96,6 +124,45 @@ class EvalSpec(StrictModel):
     timeout_s: int = Field(3600, ge=10)
 
 
+#: the quality figures a recovery % exists for (results column: METRIC_recovery_pct)
+RECOVERY_METRICS = ("pass_at_1", "math_exact_match", "gsm8k_strict_match", "perplexity")
+
+
+class GateSpec(StrictModel):
+    """What `harness gate` fails on (docs/production.md). Not part of any cell's key: it judges
+    rows, it never changes what a cell measures."""
+
+    recovery_floor_pct: float | dict[str, float] | None = Field(
+        None, description="lowest recovery % a cell may have: one number for every recovery metric, or per metric")
+    max_throughput_regression_pct: float | None = Field(
+        None, gt=0, lt=100, description="largest output tok/s drop (%) against the stored previous run; None: harness gate's default")
+
+    @field_validator("recovery_floor_pct", mode="before")
+    @classmethod
+    def _floor(cls, value: Any) -> Any:
+        def percent(number: Any, where: str) -> float:
+            if isinstance(number, bool) or not isinstance(number, (int, float)) or not 0 < number <= 100:
+                got = f" (got {number!r})" if where else ""  # the top-level value is shown by _first_error
+                raise PydanticCustomError("gate_floor", f"{where}a floor is a recovery percent, above 0 and at most 100{got}")
+            return float(number)
+
+        if value is None:
+            return None
+        if isinstance(value, dict):
+            for metric in value:
+                if metric not in RECOVERY_METRICS:
+                    raise PydanticCustomError("gate_floor", f"unknown metric {metric!r}; recovery metrics: {', '.join(RECOVERY_METRICS)}")
+            return {metric: percent(number, f"{metric}: ") for metric, number in value.items()}
+        return percent(value, "")
+
+    def floors(self) -> dict[str, float]:
+        """metric → floor %, for the metrics this gate sets one for."""
+        floor = self.recovery_floor_pct
+        if floor is None:
+            return {}
+        return dict(floor) if isinstance(floor, dict) else dict.fromkeys(RECOVERY_METRICS, floor)
+
+
 class FormatParams(StrictModel):
     """Base of every format's parameters; each format module subclasses it."""
 
@@ -116,6 +183,8 @@ class RawConfig(StrictModel):
     engine: EngineSpec | list[EngineSpec] = EngineSpec()
     quantize: QuantizeSpec = QuantizeSpec()
     evals: EvalSpec | None = None
+    serving: ServingSpec | None = None
+    gate: GateSpec | None = None
     output: str | None = None
     cache_dir: str | None = None
 
@@ -132,6 +201,8 @@ class Config(StrictModel):
     engines: tuple[EngineSpec, ...]  # one per engine × KV-cache dtype, each with a single kv_cache_dtype
     quantize: QuantizeSpec
     evals: EvalSpec | None
+    serving: ServingSpec | None
+    gate: GateSpec | None
     output: Path
     cache_dir: Path | None
 
@@ -158,6 +229,8 @@ def load_config(path: str | Path, output: str | Path | None = None) -> Config:
         engines=_expand_engines(raw.engine),
         quantize=raw.quantize,
         evals=raw.evals,
+        serving=raw.serving,
+        gate=raw.gate,
         output=Path(output) if output else Path(raw.output or f"results/{raw.name}"),
         cache_dir=Path(raw.cache_dir).expanduser() if raw.cache_dir else None,
     )
@@ -292,6 +365,27 @@ def _check_semantics(config: Config) -> None:
         served_by = REGISTRY[fmt.name].engines
         if not names & set(served_by):
             raise config_error(path, f"formats[{i}].name", f"format {fmt.name!r} is served by {', '.join(served_by)}, none of which the config's engine lists")
+    if config.serving is not None:
+        _check_serving(path, config.serving, config.formats)
+
+
+def _check_serving(path: Path, serving: ServingSpec, formats: tuple[FormatParams, ...]) -> None:
+    if not serving.concurrency and not serving.request_rates:
+        raise config_error(path, "serving", "neither concurrency nor request_rates lists a sweep point; give e.g. concurrency: [1, 8]")
+    for i, level in enumerate(serving.concurrency):
+        if level < 1:
+            raise config_error(path, f"serving.concurrency[{i}]", f"a concurrency is a number of in-flight requests, at least 1 (got {level})")
+    for i, rate in enumerate(serving.request_rates):
+        if not rate > 0:
+            raise config_error(path, f"serving.request_rates[{i}]", f"a Poisson rate is requests per second, above 0 (got {rate})")
+    ids = [f.id for f in formats]
+    for i, fid in enumerate(serving.formats or []):
+        if fid not in ids:
+            raise config_error(path, f"serving.formats[{i}]", f"{fid!r} is not one of the config's formats ({', '.join(ids)})")
+    if serving.prompts_file is not None:
+        prompts = Path(serving.prompts_file).expanduser()
+        if not prompts.is_file():
+            raise config_error(path, "serving.prompts_file", f"no such file {serving.prompts_file!r}; give a text file (a prompt per line) or JSONL with a prompt field")
 
 
 def _check_engines(path: Path, raw: RawConfig) -> None:
@@ -324,6 +418,24 @@ def _check_model_source(path: Path, source: str) -> None:
         name = source.split(":", 1)[1]
         if name not in BUILTIN_MODELS:
             raise config_error(path, key, f"unknown builtin model {name!r}; builtins: {', '.join(BUILTIN_MODELS)}")
+        return
+    if source.startswith("synthetic:"):  # an architecture with random weights (docs/synthetic.md)
+        from harness.memory import KNOWN_SHAPES  # not at the top: harness.memory imports this module
+
+        spec = source.split(":", 1)[1].strip()
+        if spec.removeprefix("builtin:").lower() in KNOWN_SHAPES:
+            return
+        local = Path(spec).expanduser()
+        if _looks_like_path(spec):
+            if not (local.is_file() or (local / "config.json").is_file()):
+                raise config_error(path, key, f"synthetic:{spec}: neither a config.json file nor a directory holding one")
+            return
+        if not HUB_ID.match(spec):
+            raise config_error(
+                path, key,
+                f"synthetic:{spec!r}: give a known architecture ({', '.join(KNOWN_SHAPES)}), a local config.json "
+                "(or a directory holding one), or a hub id like meta-llama/Llama-3.1-70B (only its config.json is downloaded)",
+            )
         return
     if _looks_like_path(source):
         local = Path(source).expanduser()

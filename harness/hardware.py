@@ -1,13 +1,24 @@
-"""What this machine is: GPU (from NVML) or CPU, recorded in every row."""
+"""What this machine is: GPU (from NVML) or CPU, recorded in every row; and its peaks for the
+roofline (peak_for: a GPU's datasheet figures from harness.gpus, a CPU's measured once and cached)."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import platform
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 import psutil
+
+from harness.errors import HarnessError
+from harness.gpus import GPUS, Gpu
 
 
 @dataclass(frozen=True)
@@ -67,3 +78,185 @@ def detect() -> Hardware:
             pass
     name, flags = _cpu_model_and_flags()
     return Hardware("cpu", name, psutil.cpu_count(logical=True) or 1, psutil.virtual_memory().total, None, None, flags)
+
+
+# ---------------------------------------------------------------------------------------------
+# Peaks for the roofline: a GPU's datasheet figures, or a CPU's measured ones
+
+
+#: Bump when the CPU measurement changes: old cache files are then ignored.
+CPU_PEAK_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Peak:
+    """What one device can do at best: memory bandwidth and dense matmul FLOP/s."""
+
+    bandwidth_bytes_s: float
+    flops: float
+    source: str  # where the figures come from, written into each row
+
+    def times(self, n: int) -> "Peak":
+        """The aggregate of n such devices (tensor parallelism over n GPUs, communication ignored)."""
+        if n == 1:
+            return self
+        return Peak(self.bandwidth_bytes_s * n, self.flops * n, f"{n} x {self.source}")
+
+
+def gpu_spec(hw: Hardware) -> Gpu:
+    """The datasheet row of harness.gpus whose product name is this GPU's NVML name."""
+    wanted = " ".join(hw.name.split()).lower()
+    for gpu in GPUS.values():
+        if gpu.product.lower() == wanted:
+            return gpu
+    known = ", ".join(g.product for g in GPUS.values())
+    raise HarnessError(f"no datasheet figures for GPU {hw.name!r} in harness/gpus.py (known: {known}); add a row to get a roofline")
+
+
+def peak_for(hw: Hardware, cache_dir: Path | None, remeasure: bool = False) -> Peak:
+    """Per device: a GPU's datasheet bandwidth and dense BF16 FLOP/s (harness/gpus.py), or this
+    CPU's measured figures (measured once, then read from cache_dir/hardware/*.json; cache_dir
+    None: measured every time).
+
+    Raises HarnessError for a GPU harness/gpus.py does not know (the message is the row's reason).
+    """
+    if hw.device == "cuda":
+        gpu = gpu_spec(hw)
+        return Peak(
+            gpu.bandwidth_bytes_s,
+            gpu.bf16_flops,
+            f"{gpu.name} datasheet: {gpu.bandwidth_bytes_s / 1e12:g} TB/s, {gpu.bf16_flops / 1e12:g} dense BF16 TFLOP/s ({gpu.source})",
+        )
+    return cpu_peak(hw, cache_dir, remeasure)
+
+
+def cpu_peak_cache_file(hw: Hardware, cache_dir: Path) -> Path:
+    slug = re.sub(r"[^a-z0-9]+", "-", hw.name.lower()).strip("-") or "cpu"
+    return Path(cache_dir) / "hardware" / f"cpu-peak-{slug}-{hw.count}c-v{CPU_PEAK_VERSION}.json"
+
+
+def cpu_peak(hw: Hardware, cache_dir: Path | None, remeasure: bool = False) -> Peak:
+    """This CPU's peak, measured by measure_cpu_peak() on the first call and cached as JSON keyed
+    by CPU model, core count and CPU_PEAK_VERSION (delete the file, or remeasure=True, to redo it)."""
+    path = cpu_peak_cache_file(hw, cache_dir) if cache_dir is not None else None
+    figures: dict[str, Any] | None = None
+    if path is not None and not remeasure and path.is_file():
+        try:
+            figures = json.loads(path.read_text(encoding="utf-8"))
+            float(figures["bandwidth_bytes_s"]), float(figures["flops"])
+        except (OSError, ValueError, KeyError, TypeError):
+            figures = None  # unreadable: measure again
+    if figures is None:
+        figures = {"cpu": hw.name, "cores": hw.count, "version": CPU_PEAK_VERSION,
+                   "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **measure_cpu_peak()}
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staging = path.with_name(f".{path.name}.{os.getpid()}")
+            staging.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+            os.replace(staging, path)
+    return Peak(
+        float(figures["bandwidth_bytes_s"]),
+        float(figures["flops"]),
+        f"measured on this host ({hw.name}, {hw.count} cores, {figures.get('measured_at', '?')}): "
+        f"{float(figures['bandwidth_bytes_s']) / 1e9:.1f} GB/s numpy copy/add, "
+        f"{float(figures['flops']) / 1e9:.1f} GFLOP/s torch {figures.get('flops_dtype', '?')} matmul",
+    )
+
+
+def _l3_bytes() -> int:
+    """Total L3 over the distinct caches (sysfs); 32 MiB when it cannot be read."""
+    seen: dict[str, int] = {}
+    for index in Path("/sys/devices/system/cpu").glob("cpu[0-9]*/cache/index3"):
+        try:
+            shared = (index / "shared_cpu_list").read_text().strip()
+            size = (index / "size").read_text().strip().upper()
+        except OSError:
+            continue
+        unit = {"K": 2**10, "M": 2**20, "G": 2**30}.get(size[-1:], 1)
+        seen[shared] = int(size.rstrip("KMG")) * unit
+    return sum(seen.values()) or 32 * 2**20
+
+
+def _usable_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def measure_cpu_peak(budget_s: float = 8.0, array_bytes: int | None = None, matmul_n: int = 2048) -> dict[str, Any]:
+    """Measure this CPU's memory bandwidth and dense FLOP/s, using every usable core.
+
+    Bandwidth, STREAM-style: float64 arrays of `array_bytes` each (default 4 x the L3, at least
+    64 MiB, at most 512 MiB and 1/8 of free memory), split into one slice per thread (numpy
+    releases the GIL, so the slices run in parallel). copy a = b counts 2 x array_bytes (read +
+    write), add a = b + c 3 x (STREAM's convention: the write-allocate read is not counted); the
+    best of a few repeats of each, the higher of the two is the figure.
+    FLOP/s: torch matmuls of matmul_n x matmul_n in float32 and bfloat16, 2 n^3 FLOPs each, the
+    best repeat; the higher dtype is the figure (a ceiling: on CPUs without native BF16 the
+    float32 one is far higher than what a BF16 model runs at).
+    Takes about budget_s seconds (bandwidth 40 %, float32 30 %, bfloat16 the rest).
+    """
+    import numpy as np
+    import torch
+
+    threads = _usable_threads()
+    start = time.perf_counter()
+    if array_bytes is None:
+        array_bytes = min(max(4 * _l3_bytes(), 64 * 2**20), 512 * 2**20, psutil.virtual_memory().available // 8)
+    n = max(threads * 1024, array_bytes // 8)
+    a, b, c = np.zeros(n), np.full(n, 1.0), np.full(n, 2.0)  # np.full touches every page
+    bounds = np.linspace(0, n, threads + 1, dtype=np.int64)
+    slices = [slice(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+    def timed(kernel, stop_at: float, repeats: int = 5) -> float:
+        best = math.inf
+        with ThreadPoolExecutor(threads) as pool:
+            for i in range(repeats):
+                t0 = time.perf_counter()
+                list(pool.map(kernel, slices))
+                best = min(best, time.perf_counter() - t0)
+                if i >= 1 and time.perf_counter() > stop_at:
+                    break
+        return best
+
+    stop = start + 0.2 * budget_s
+    copy_s = timed(lambda s: np.copyto(a[s], b[s]), stop)
+    add_s = timed(lambda s: np.add(b[s], c[s], out=a[s]), start + 0.4 * budget_s)
+    del a, b, c
+    copy_bw, add_bw = 2 * n * 8 / copy_s, 3 * n * 8 / add_s
+
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    flops: dict[str, float] = {}
+    try:
+        for dtype, stop_at in ((torch.float32, start + 0.7 * budget_s), (torch.bfloat16, start + budget_s)):
+            if time.perf_counter() >= stop_at and flops:
+                break
+            x = torch.rand(matmul_n, matmul_n, dtype=dtype)
+            y = torch.rand(matmul_n, matmul_n, dtype=dtype)
+            out = torch.empty(matmul_n, matmul_n, dtype=dtype)
+            torch.matmul(x, y, out=out)  # warm-up (thread pool, kernel choice)
+            best = math.inf
+            for i in range(5):
+                t0 = time.perf_counter()
+                torch.matmul(x, y, out=out)
+                best = min(best, time.perf_counter() - t0)
+                if i >= 1 and time.perf_counter() > stop_at:
+                    break
+            flops[str(dtype).removeprefix("torch.")] = 2 * matmul_n**3 / best
+    finally:
+        torch.set_num_threads(old_threads)
+    best_dtype = max(flops, key=flops.__getitem__)
+    return {
+        "bandwidth_bytes_s": max(copy_bw, add_bw),
+        "copy_bytes_s": copy_bw,
+        "add_bytes_s": add_bw,
+        "flops": flops[best_dtype],
+        "flops_dtype": best_dtype,
+        "flops_by_dtype": flops,
+        "threads": threads,
+        "array_bytes": n * 8,
+        "matmul_n": matmul_n,
+        "seconds": round(time.perf_counter() - start, 2),
+    }

@@ -37,7 +37,7 @@ class StageOutcome:
         return self.error is None
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Linux: the kernel kills this process when the harness dies, even by SIGKILL."""
     try:
         import ctypes
@@ -48,7 +48,7 @@ def _die_with_parent() -> None:
 
 
 def _child_main(fn: Callable[..., Any], args: tuple[Any, ...], log_path: str, conn: Any) -> None:
-    _die_with_parent()
+    die_with_parent()
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
@@ -67,7 +67,7 @@ def _child_main(fn: Callable[..., Any], args: tuple[Any, ...], log_path: str, co
         sys.stderr.flush()
 
 
-class _PeakSampler(threading.Thread):
+class PeakSampler(threading.Thread):
     def __init__(self, pid: int, interval_s: float = 0.2) -> None:
         super().__init__(daemon=True)
         self.pid = pid
@@ -79,7 +79,7 @@ class _PeakSampler(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            pids = _tree_pids(self.pid)
+            pids = tree_pids(self.pid)
             rss = 0
             for pid in pids:
                 try:
@@ -127,7 +127,7 @@ class _Nvml:
         return total
 
 
-def _tree_pids(pid: int) -> set[int]:
+def tree_pids(pid: int) -> set[int]:
     try:
         root = psutil.Process(pid)
         return {pid, *(c.pid for c in root.children(recursive=True))}
@@ -136,7 +136,7 @@ def _tree_pids(pid: int) -> set[int]:
 
 
 def kill_tree(pid: int) -> None:
-    pids = _tree_pids(pid)
+    pids = tree_pids(pid)
     for p in pids:
         try:
             os.kill(p, signal.SIGKILL)
@@ -153,7 +153,7 @@ def run_isolated(fn: Callable[..., Any], args: tuple[Any, ...], log_path: Path, 
     start = time.monotonic()
     proc.start()
     child_conn.close()
-    sampler = _PeakSampler(proc.pid)
+    sampler = PeakSampler(proc.pid)
     sampler.start()
     message: tuple[str, Any, Any] | None = None
     timed_out = False

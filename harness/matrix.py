@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness import formats
-from harness.config import CalibrationSpec, Config, EngineSpec, EvalSpec, FormatParams, WorkloadSpec
+from harness.config import CalibrationSpec, Config, EngineSpec, EvalSpec, FormatParams, ServingSpec, WorkloadSpec
 
 # Bump when a change to the harness changes what a cell measures.
 SCHEMA_VERSION = 2
@@ -26,6 +26,7 @@ class Cell:
     engine: EngineSpec
     workload: WorkloadSpec
     evals: EvalSpec | None = None
+    serving: ServingSpec | None = None
 
     @property
     def name(self) -> str:
@@ -57,7 +58,16 @@ class Cell:
         }
         if self.evals is not None:  # absent, not None: configs without evals keep their keys
             payload["evals"] = self.evals.model_dump(exclude={"timeout_s"})
+        if self.serving is not None:
+            payload["serving"] = self.serving.model_dump(exclude={"startup_timeout_s", "request_timeout_s", "port", "formats"})
         return _hash(payload)
+
+
+def _serving_of(config: Config, params: FormatParams) -> ServingSpec | None:
+    spec = config.serving
+    if spec is None or (spec.formats is not None and params.id not in spec.formats):
+        return None
+    return spec
 
 
 def expand(config: Config) -> list[Cell]:
@@ -71,5 +81,5 @@ def expand(config: Config) -> list[Cell]:
         for calib in calibrations:
             for engine in config.engines:
                 if engine.name in fmt.engines:
-                    cells.append(Cell(params, calib, engine, config.workload, config.evals))
+                    cells.append(Cell(params, calib, engine, config.workload, config.evals, _serving_of(config, params)))
     return cells

@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from harness import artifacts, bench, calibration, engines, evaluate, formats, hardware, matrix, models, provenance, results
+from harness import artifacts, bench, calibration, cell_plan, engines, evaluate, formats, hardware, matrix, models, provenance, results, serving
 from harness.artifacts import Artifact
 from harness.calibration import CalibrationSamples
 from harness.config import Config
@@ -28,7 +28,7 @@ from harness.formats.base import QuantizeRequest
 from harness.isolation import run_isolated
 from harness.matrix import Cell
 
-STAGES = ("calibrate", "quantize", "serve + measure", "evaluate", "record")
+STAGES = ("calibrate", "quantize", "serve + measure", "serve under load", "evaluate", "record")
 
 
 @dataclass
@@ -50,6 +50,8 @@ class _Context:
     quantize_versions: dict[str, str]
     ignore_extra: dict[str, tuple[str, ...]]  # format id → indivisible layers to leave unquantized
     parameters: int
+    shape: Any  # harness.memory.ModelShape, or why the planner can't read the model (str)
+    peak: Any  # harness.hardware.Peak of one device, or why there is none (str)
 
 
 def _now() -> datetime:
@@ -86,7 +88,7 @@ def run(config: Config, console: Console | None = None) -> RunSummary:
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = RunSummary(out_dir)
     with console.status(f"model {config.model.source}: resolving (the builtin is converted once, then cached)"):
-        model = models.resolve(config.model.source, config.model.revision, cache_dir)
+        model = models.resolve(config.model.source, config.model.revision, cache_dir, dtype=config.model.dtype)
         layers = models.linear_layers(model.path)
     ctx = _Context(
         config=config,
@@ -99,6 +101,8 @@ def run(config: Config, console: Console | None = None) -> RunSummary:
         quantize_versions={k: v for k, v in provenance.versions().items() if k in provenance.QUANTIZE_PACKAGES},
         ignore_extra=preflight(config, layers),
         parameters=models.parameter_count(model.path),
+        shape=cell_plan.load_model_shape(model.path),
+        peak=_peak(hw, cache_dir),
     )
     cells = matrix.expand(config)
     done = results.finished(out_dir)
@@ -172,9 +176,6 @@ def _run_cell(ctx: _Context, cell: Cell, key: str, progress: Progress, task: Any
     row.update(_artifact_columns(artifact, row["parameters"]))
 
     _stage(progress, task, cell, 2)
-    refusal = fmt.unsupported_reason(cell.format, ctx.hw)
-    if refusal is not None:
-        return _finish(row, started, "unsupported", refusal, "serve")
     engine = engines.get(cell.engine.name)
     request_engine = EngineRequest(
         model_dir=artifact.path,
@@ -183,8 +184,14 @@ def _run_cell(ctx: _Context, cell: Cell, key: str, progress: Progress, task: Any
         device=ctx.hw.device,
         max_model_len=cell.engine.max_model_len or (cell.workload.input_len + cell.workload.output_len),
     )
-    row["engine_settings"] = json.dumps(engine.settings(request_engine), sort_keys=True)
+    settings = engine.settings(request_engine)
+    row["engine_settings"] = json.dumps(settings, sort_keys=True)
     row["engine_env"] = json.dumps(engine.environment(request_engine), sort_keys=True)
+    row.update(cell_plan.planned_columns(ctx.shape, cell.format, cell.engine.kv_cache_dtype, _planned_batch(cell),
+                                         cell.workload.input_len + cell.workload.output_len, ctx.hw, settings))
+    refusal = fmt.unsupported_reason(cell.format, ctx.hw)
+    if refusal is not None:
+        return _finish(row, started, "unsupported", refusal, "serve")
     log_path = logs / "engine.log"
     prompts = bench.make_prompts(ctx.model.path, cell.workload)
     outcome = run_isolated(bench.offline_throughput, (cell.engine.name, request_engine, prompts, cell.workload.output_len), log_path, cell.engine.timeout_s)
@@ -206,8 +213,32 @@ def _run_cell(ctx: _Context, cell: Cell, key: str, progress: Progress, task: Any
         total_tok_s=measured.total_tok_s,
         requests_per_s=measured.requests_per_s,
     )
-    if cell.evals is not None:
+    split = engine.memory_split(log_text)
+    row.update(
+        engine_weights_bytes=split.weights_bytes if split.weights_bytes is not None else measured.weights_bytes,
+        engine_kv_cache_bytes=split.kv_cache_bytes,
+        engine_kv_cache_tokens=split.kv_cache_tokens,
+    )
+    tensor_parallel = int(settings.get("tensor_parallel_size") or 1)
+    peak = ctx.peak.times(tensor_parallel) if not isinstance(ctx.peak, str) else ctx.peak
+    row.update(cell_plan.roofline_columns(
+        ctx.shape, cell.format, cell.engine.kv_cache_dtype, engine.concurrent_sequences(request_engine, cell.workload.prompts),
+        cell.workload.input_len, cell.workload.output_len, peak, measured.output_tok_s,
+    ))
+    if cell.serving is not None:
         _stage(progress, task, cell, 3)
+        if engine.server(request_engine, 0) is None:
+            row["serving_note"] = f"{engine.name} has no server ({engine.speed_class} engine): no online figures"
+        else:
+            try:
+                row.update(serving.run(engine, request_engine, cell.serving, cell.workload, ctx.model.path, logs / "server.log"))
+            except serving.ServingFailed as exc:
+                row.update(exc.columns)
+                return _finish(row, started, "failed", f"serve under load: {exc}", "serve under load")
+    if cell.evals is not None and ctx.model.synthetic:
+        row["eval_note"] = "synthetic model (random weights): no quality figures"
+    elif cell.evals is not None:
+        _stage(progress, task, cell, 4)
         row.update(evaluate.run_stage(
             out_dir=ctx.out_dir, cache_dir=ctx.cache_dir, model_dir=ctx.model.path, model_identity=ctx.model.identity,
             spec=cell.evals, engine=cell.engine.name, engine_request=request_engine, is_baseline=fmt.is_baseline,
@@ -215,6 +246,22 @@ def _run_cell(ctx: _Context, cell: Cell, key: str, progress: Progress, task: Any
         ))
         row.update(evaluate.recovery(row, ctx.out_dir))
     return _finish(row, started, "ok", None, None)
+
+
+def _peak(hw: hardware.Hardware, cache_dir: Path) -> Any:
+    try:
+        return hardware.peak_for(hw, cache_dir)
+    except HarnessError as exc:
+        return f"no roofline: {exc}"
+
+
+def _planned_batch(cell: Cell) -> int:
+    """The most sequences the cell's engine holds at once: the offline batch, the highest
+    concurrency, or (Poisson arrivals, unbounded) every request of a point."""
+    batch = cell.workload.prompts
+    if cell.serving is not None:
+        batch = max(batch, *cell.serving.concurrency, cell.serving.requests if cell.serving.request_rates else 0)
+    return batch
 
 
 def _samples(ctx: _Context, cell: Cell, cache: dict[str, CalibrationSamples]) -> CalibrationSamples:
@@ -254,6 +301,7 @@ def _identity_row(ctx: _Context, cell: Cell, key: str, started: datetime) -> dic
         "model_source": ctx.model.source,
         "model_identity": ctx.model.identity,
         "model_note": ctx.model.note or None,
+        "model_synthetic": ctx.model.synthetic,
         "format": cell.format.name,
         "format_id": cell.format.id,
         "format_params": json.dumps(cell.format.model_dump(), sort_keys=True),

@@ -1,11 +1,11 @@
 """The comparison report: parquet rows in; one self-contained HTML page and a Markdown summary out.
 
 Why from the parquet alone: the table is the record (harness/results.py); a report that needs the
-artifacts, the logs or the machine could not be rebuilt in CI or on a laptop. Why hand-made SVG:
-matplotlib is not installed in the harness's environment, and a few axes, dots and bars need no
-plotting library; the SVG is inline in the HTML (it opens offline, no scripts) and
-written beside it as files for the Markdown. What each figure shows, and how a regression is
-flagged: docs/report.md.
+artifacts, the logs or the machine could not be rebuilt in CI or on a laptop. The charts are
+hand-made SVG (harness/svg.py says why): inline in the HTML (it opens offline, no scripts) and
+written beside it as files for the Markdown. This module decides what each figure and table shows
+(from the columns that exist, a labelled placeholder otherwise); what each shows, and how a
+regression is flagged: docs/report.md.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from harness import memory
 from harness.errors import HarnessError
 from harness.gpus import GPUS, Gpu
 from harness.results import COLUMNS
+from harness.svg import COLORS, Chart, limits, spans_decade
 
 GIB = 2**30
 MIB = 2**20
@@ -38,9 +39,8 @@ DOMAIN_METRICS = {"code": "pass_at_1", "math": "math_exact_match"}
 TREND_METRICS: tuple[tuple[str, str, int], ...] = (("output_tok_s", "output tok/s", -1), ("perplexity", "perplexity", +1))
 LATENCY_PLACEHOLDER = (
     "no serving-load figures in these results: latency (TTFT and ITL, p50/p99) against concurrency needs the "
-    "serving benchmark's columns, which these rows do not have"
+    "serving benchmark's sweep (the `serving` column), which these rows do not have or left empty"
 )
-COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd")
 
 
 @dataclass(frozen=True)
@@ -191,15 +191,27 @@ class _Planned:
     weights: int
     kv: int
     activations: int
-    capacity: int | None  # None off a known GPU
+    capacity: int | None  # None off a known GPU (and in older rows)
+    stated_total: int | None = None  # the row's planned_total_bytes, where it has one
+    from_row: bool = False  # True: the row's own planned_* columns (the run's plan); False: computed here
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv + self.activations
+        return self.stated_total if self.stated_total is not None else self.weights + self.kv + self.activations
 
 
 def _planned(row: dict[str, Any], shape: memory.ModelShape | None) -> _Planned | None:
-    """harness.memory's plan for the row's own workload: batch = prompts, context = input + output."""
+    """The row's own plan (planned_* columns, written by the run) where it has one; otherwise
+    harness.memory's plan for the row's workload: batch = prompts, context = input + output."""
+    stated = {part: _f(row.get(f"planned_{part}_bytes")) for part in ("weights", "kv_cache", "activation", "total", "capacity")}
+    if stated["weights"] is not None or stated["total"] is not None:
+        return _Planned(int(stated["weights"] or 0), int(stated["kv_cache"] or 0), int(stated["activation"] or 0),
+                        None if stated["capacity"] is None else int(stated["capacity"]),
+                        None if stated["total"] is None else int(stated["total"]), from_row=True)
+    return _computed_plan(row, shape)
+
+
+def _computed_plan(row: dict[str, Any], shape: memory.ModelShape | None) -> _Planned | None:
     from harness.picker import format_params, row_entry
 
     if shape is None or row.get("format") not in format_registry.REGISTRY or _na(row.get("workload_prompts")):
@@ -222,6 +234,95 @@ def _planned(row: dict[str, Any], shape: memory.ModelShape | None) -> _Planned |
         return None
 
 
+def _engine_split(row: dict[str, Any]) -> tuple[float | None, float | None]:
+    """The engine's own split (vLLM's log): weights loaded and KV cache allocated, in bytes."""
+    return _f(row.get("engine_weights_bytes")), _f(row.get("engine_kv_cache_bytes"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Serving sweep points (the `serving` column: a list of structs, one per sweep point)
+
+
+def _points(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The row's serving sweep points: concurrency points by level, then rate points by rate.
+    pandas gives the list column as a numpy array of dicts, or None in rows (and tables) without it."""
+    value = row.get("serving")
+    if value is None or isinstance(value, (str, bytes, float, int)):
+        return []
+    try:
+        items = [dict(p) for p in value if isinstance(p, dict)]
+    except TypeError:
+        return []
+    return sorted(items, key=lambda p: (_is_rate(p), _f(p.get("concurrency")) or 0.0, _f(p.get("request_rate")) or 0.0))
+
+
+def _is_rate(point: dict[str, Any]) -> bool:
+    return point.get("mode") == "rate" or (_f(point.get("concurrency")) is None and _f(point.get("request_rate")) is not None)
+
+
+def _point_x(point: dict[str, Any]) -> float | None:
+    """The point's x: its concurrency, or (rate mode) its Poisson rate; None where not finite."""
+    x = _f(point.get("request_rate") if _is_rate(point) else point.get("concurrency"))
+    return x if x is not None and math.isfinite(x) and x > 0 else None
+
+
+def _point_label(point: dict[str, Any]) -> str:
+    """c8: concurrency 8; r2.5: Poisson 2.5 requests/s (r∞: all at once)."""
+    if _is_rate(point):
+        rate = _f(point.get("request_rate"))
+        return "r∞" if rate is None or math.isinf(rate) else f"r{rate:g}"
+    level = _f(point.get("concurrency"))
+    return "c?" if level is None else f"c{level:g}"
+
+
+def _ms(value: Any) -> str:
+    number = _f(value)
+    if number is None:
+        return "–"
+    return f"{number:.1f}" if number < 10 else f"{number:.0f}"
+
+
+def _latency_text(points: list[dict[str, Any]], metric: str) -> str:
+    """Compact p50/p99 per sweep point: "c1 12/30 · c8 40/95 ms"."""
+    parts = [f"{_point_label(p)} {_ms(p.get(f'{metric}_p50_ms'))}/{_ms(p.get(f'{metric}_p99_ms'))}" for p in points
+             if _f(p.get(f"{metric}_p50_ms")) is not None or _f(p.get(f"{metric}_p99_ms")) is not None]
+    return " · ".join(parts) + " ms" if parts else ""
+
+
+def _goodput_text(points: list[dict[str, Any]]) -> str:
+    """The best goodput (req/s meeting every SLO) and where, with the SLO-attained share there, and
+    the requests that failed over the whole sweep (each point's figures: the serving table)."""
+    scored = [(good, p) for p in points if (good := _f(p.get("goodput_rps"))) is not None]
+    failed = sum(int(_f(p.get("failed")) or 0) for p in points)
+    text = ""
+    if scored:
+        good, best = max(scored, key=lambda item: item[0])
+        share = _f(best.get("slo_attained_pct"))
+        text = f"{good:.2f} @{_point_label(best)}" + (f" ({share:.0f} %)" if share is not None else "")
+    if failed:
+        text += ("; " if text else "") + f"{failed} failed"
+    return text
+
+
+def _slo_text(value: Any) -> str:
+    try:
+        slo = json.loads(value) if isinstance(value, str) else None
+    except json.JSONDecodeError:
+        return str(value)
+    if not isinstance(slo, dict):
+        return ""
+    names = {"ttft_ms": "TTFT", "tpot_ms": "TPOT", "e2el_ms": "E2EL"}
+    return ", ".join(f"{names.get(k, k)} ≤ {v:g} ms" for k, v in slo.items() if isinstance(v, (int, float)))
+
+
+def _roofline_text(row: dict[str, Any]) -> str:
+    fraction = _f(row.get("roofline_fraction"))
+    if fraction is not None:
+        bound = row.get("roofline_bound")
+        return f"{100 * fraction:.1f}" + (f" ({bound})" if not _na(bound) else "")
+    return "" if _na(row.get("roofline_note")) else str(row["roofline_note"])
+
+
 def _peak(row: dict[str, Any]) -> tuple[float | None, str]:
     gpu = _f(row.get("engine_peak_gpu_bytes"))
     if gpu is not None:
@@ -241,113 +342,6 @@ def _quality(row: dict[str, Any]) -> tuple[float, str] | None:
 def _is_baseline(fmt: Any) -> bool:
     spec = format_registry.REGISTRY.get(str(fmt))
     return spec is not None and spec.is_baseline
-
-
-# ---------------------------------------------------------------------------------------------
-# SVG
-
-
-def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    if not math.isfinite(lo) or not math.isfinite(hi):
-        lo, hi = 0.0, 1.0
-    if hi - lo < 1e-12:
-        lo, hi = lo - (abs(lo) * 0.1 or 1.0), hi + (abs(hi) * 0.1 or 1.0)
-    raw = (hi - lo) / n
-    step = 10 ** math.floor(math.log10(raw))
-    step *= next(m for m in (1, 2, 2.5, 5, 10) if raw <= step * m)
-    first = math.floor(lo / step) * step
-    ticks, value = [], first
-    while value < hi + step * 0.999:
-        ticks.append(round(value, 12))
-        value += step
-    return ticks if len(ticks) > 1 else [first, first + step]
-
-
-class _Svg:
-    """One chart: a plot area with numeric y (and numeric or categorical x), in viewBox units."""
-
-    def __init__(self, title: str, xlabel: str, ylabel: str, ylim: tuple[float, float], xlim: tuple[float, float] | None = None,
-                 categories: Sequence[str] = (), width: int = 760, height: int = 420, bottom: int = 70) -> None:
-        self.title, self.width, self.height = title, width, height
-        self.left, self.right, self.top, self.bottom = 78, 24, 58, bottom
-        self.yticks = _ticks(*ylim)
-        self.categories = list(categories)
-        self.xticks = _ticks(*xlim) if xlim is not None else []
-        self.parts: list[str] = []
-        self._axes(xlabel, ylabel)
-
-    def sx(self, x: float) -> float:
-        span = self.width - self.left - self.right
-        if self.categories:
-            return self.left + span * (x + 0.5) / len(self.categories)
-        lo, hi = self.xticks[0], self.xticks[-1]
-        return self.left + span * (x - lo) / (hi - lo)
-
-    def sy(self, y: float) -> float:
-        lo, hi = self.yticks[0], self.yticks[-1]
-        return self.height - self.bottom - (self.height - self.top - self.bottom) * (y - lo) / (hi - lo)
-
-    def text(self, x: float, y: float, words: str, size: int = 11, anchor: str = "start", color: str = "#222", rotate: float = 0.0, bold: bool = False) -> None:
-        turn = f' transform="rotate({rotate:g} {x:.1f} {y:.1f})"' if rotate else ""
-        weight = ' font-weight="bold"' if bold else ""
-        self.parts.append(f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}" fill="{color}"{weight}{turn}>{html.escape(words)}</text>')
-
-    def line(self, points: Sequence[tuple[float, float]], color: str = "#222", width: float = 1.5, dash: str = "", tip: str = "") -> None:
-        coords = " ".join(f"{self.sx(x):.1f},{self.sy(y):.1f}" for x, y in points)
-        dashed = f' stroke-dasharray="{dash}"' if dash else ""
-        title = f"<title>{html.escape(tip)}</title>" if tip else ""
-        self.parts.append(f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="{width}"{dashed}>{title}</polyline>')
-
-    def dot(self, x: float, y: float, color: str, r: float = 4.0, filled: bool = True, tip: str = "", square: bool = False) -> None:
-        fill = color if filled else "#fff"
-        title = f"<title>{html.escape(tip)}</title>" if tip else ""
-        cx, cy = self.sx(x), self.sy(y)
-        if square:
-            self.parts.append(f'<rect x="{cx - r:.1f}" y="{cy - r:.1f}" width="{2 * r:.1f}" height="{2 * r:.1f}" fill="{fill}" stroke="{color}" stroke-width="1.5">{title}</rect>')
-        else:
-            self.parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{r:.1f}" fill="{fill}" stroke="{color}" stroke-width="1.5">{title}</circle>')
-
-    def bar(self, index: int, y0: float, y1: float, color: str, tip: str, share: float = 0.6) -> None:
-        slot = (self.width - self.left - self.right) / len(self.categories)
-        x = self.sx(index) - slot * share / 2
-        top, bottom = min(self.sy(y0), self.sy(y1)), max(self.sy(y0), self.sy(y1))
-        self.parts.append(f'<rect x="{x:.1f}" y="{top:.1f}" width="{slot * share:.1f}" height="{max(bottom - top, 0.5):.1f}" fill="{color}"><title>{html.escape(tip)}</title></rect>')
-
-    def legend(self, items: Sequence[tuple[str, str]]) -> None:
-        x = self.left + 8
-        for label, color in items:
-            self.parts.append(f'<rect x="{x:.1f}" y="{self.top - 18:.1f}" width="10" height="10" fill="{color}"/>')  # above the plot area
-            self.text(x + 14, self.top - 9, label, size=10)
-            x += 24 + 6.2 * len(label)
-
-    def _axes(self, xlabel: str, ylabel: str) -> None:
-        x0, x1 = self.left, self.width - self.right
-        y0, y1 = self.height - self.bottom, self.top
-        self.parts.append(f'<rect x="{x0}" y="{y1}" width="{x1 - x0}" height="{y0 - y1}" fill="#fafafa" stroke="#999"/>')
-        for t in self.yticks:
-            y = self.sy(t)
-            self.parts.append(f'<line x1="{x0}" y1="{y:.1f}" x2="{x1}" y2="{y:.1f}" stroke="#e4e4e4"/>')
-            self.text(x0 - 6, y + 4, f"{t:g}", size=10, anchor="end")
-        for t in self.xticks:
-            self.text(self.sx(t), y0 + 16, f"{t:g}", size=10, anchor="middle")
-        for i, name in enumerate(self.categories):
-            self.text(self.sx(i), y0 + 14, name, size=10, anchor="end", rotate=-25)
-        self.text(self.width / 2, 22, self.title, size=14, anchor="middle", bold=True)
-        self.text((x0 + x1) / 2, self.height - 8, xlabel, size=11, anchor="middle")
-        self.text(16, (y0 + y1) / 2, ylabel, size=11, anchor="middle", rotate=-90)
-
-    def render(self) -> str:
-        """Inline SVG (HTML5 needs no namespace on it; build_report adds one to the .svg files)."""
-        head = f'<svg viewBox="0 0 {self.width} {self.height}" width="{self.width}" height="{self.height}" role="img" aria-label="{html.escape(self.title)}" font-family="sans-serif">'
-        return head + "".join(self.parts) + "</svg>"
-
-
-def _limits(values: Sequence[float], pad: float = 0.05, zero: bool = False) -> tuple[float, float]:
-    lo, hi = min(values), max(values)
-    if zero:
-        lo, hi = min(lo, 0.0), max(hi, 0.0)
-    span = (hi - lo) or abs(hi) or 1.0
-    return (lo if zero and lo == 0 else lo - span * pad, hi + span * pad)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,7 +374,7 @@ def _quality_figure(rows: list[dict[str, Any]]) -> Figure:
         return Figure("quality", title, caption, placeholder="no serving-engine cell has both output tok/s and a quality figure (perplexity recovery or KLD) in these results")
     xy = [(p[0], p[1]) for p in points]
     front = _pareto(xy)
-    svg = _Svg(title, "output tok/s (offline, serving engines)", "quality (%)", _limits([p[1] for p in points]), xlim=_limits([p[0] for p in points], zero=True))
+    svg = Chart(title, "output tok/s (offline, serving engines)", "quality (%)", limits([p[1] for p in points]), xlim=limits([p[0] for p in points], zero=True))
     front_pts = sorted((xy[i] for i in front), key=lambda p: p[0])
     if len(front_pts) > 1:
         svg.line(front_pts, color="#c44e52", width=1.5, dash="5,3", tip="Pareto front")
@@ -397,41 +391,71 @@ def _memory_figure(rows: list[dict[str, Any]], shape: memory.ModelShape | None) 
     title = "Memory per format: weights, KV cache, activations"
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
-        if _f(r.get("artifact_bytes")) is not None:
+        if _f(r.get("artifact_bytes")) is not None or _planned(r, None) is not None or any(v is not None for v in _engine_split(r)):
             groups.setdefault((str(r.get("format_id") or r.get("format")), str(r.get("kv_cache_dtype") or "auto")), []).append(r)
-    caption = ("Weights: the artifact's size on disk (artifact_bytes). KV cache and activations: harness.memory's plan for the "
-               "row's workload (prompts x (input + output) tokens; activations for vLLM's profile pass, indicative off a GPU). "
-               "Black ticks: the measured peak memory of the engine's processes (GPU memory on a GPU, RSS on a CPU, which counts "
-               "the runtime and the CPU KV-cache space too); dashed line: the GPU's capacity x gpu_memory_utilization.")
+    plan_words = ("the row's own plan (planned_* columns) where the run wrote one; otherwise weights = the artifact's size on "
+                  "disk (artifact_bytes), KV cache and activations = harness.memory's plan for the row's workload (prompts x "
+                  "(input + output) tokens; activations for vLLM's profile pass, indicative off a GPU).")
+    measured_words = (" Right bar, where the engine reported it: the measured split (weights loaded, KV cache allocated; vLLM "
+                      "allocates its whole KV space up front, so it exceeds the workload's need).")
+    tail = (" Black ticks: the measured peak memory of the engine's processes (GPU memory on a GPU, RSS on a CPU, which counts "
+            "the runtime and the CPU KV-cache space too); dashed red: the capacity the engine may use (GPU memory x "
+            "gpu_memory_utilization, or the run's planned capacity).")
+    two = any(any(v is not None for v in _engine_split(m)) for members in groups.values() for m in members)
+    caption = ("Left bar, the plan: " + plan_words + measured_words if two else "The plan: " + plan_words) + tail
     if not groups:
-        return Figure("memory", title, caption, placeholder="no cell in these results has an artifact size")
-    if shape is None:
+        return Figure("memory", title, caption, placeholder="no cell in these results has an artifact size, a memory plan or the engine's memory split")
+    if shape is None and not any(_planned(m, None) for members in groups.values() for m in members):
         caption += " The model's shape is not known to harness.memory: weights only."
-    labels, stacks, peaks, capacity = [], [], [], None
+    labels: list[str] = []
+    stacks: list[tuple[float, float, float]] = []
+    measured: list[tuple[float, float] | None] = []
+    peaks: list[float | None] = []
+    capacities: list[float | None] = []
     for (fmt, kv), members in sorted(groups.items()):
-        first = members[0]
-        plan = _planned(first, shape)
+        plans = [(p, m) for m in members if (p := _planned(m, shape)) is not None]
+        plans.sort(key=lambda item: not item[0].from_row)  # a run's own plan before one computed here
+        plan, first = plans[0] if plans else (None, members[0])
+        disk = _f(first.get("artifact_bytes")) or 0.0
+        weights = plan.weights if plan is not None and plan.from_row and plan.weights else disk
+        stacks.append((weights, plan.kv if plan else 0, plan.activations if plan else 0))
+        split = next((_engine_split(m) for m in members if any(v is not None for v in _engine_split(m))), None)
+        measured.append(None if split is None else (split[0] or 0.0, split[1] or 0.0))
         peak_values = [v for v in (_peak(m)[0] for m in members) if v is not None]
-        labels.append(f"{fmt} kv-{kv}")
-        stacks.append((float(first["artifact_bytes"]), plan.kv if plan else 0, plan.activations if plan else 0))
         peaks.append(max(peak_values) if peak_values else None)
-        if plan is not None and plan.capacity is not None:
-            capacity = plan.capacity
-    tops = [sum(s) / GIB for s in stacks] + [p / GIB for p in peaks if p is not None] + ([capacity / GIB] if capacity else [])
-    svg = _Svg(title, "format and KV-cache dtype", "GiB", (0.0, max(tops) * 1.08), categories=labels, bottom=120)
-    colors = (("weights (on disk)", COLORS[0]), ("KV cache (planned)", COLORS[1]), ("activations (planned)", COLORS[2]))
+        capacities.append(None if plan is None or plan.capacity is None else float(plan.capacity))
+        labels.append(f"{fmt} kv-{kv}")
+    tops = ([sum(s) / GIB for s in stacks] + [sum(m) / GIB for m in measured if m] + [p / GIB for p in peaks if p is not None]
+            + [c / GIB for c in capacities if c])
+    svg = Chart(title, "format and KV-cache dtype" + (" (left: plan, right: measured)" if two else ""), "GiB",
+                (0.0, max(max(tops), 1e-3) * 1.08), categories=labels, bottom=120, top=74 if two else 58)
+    plan_colors = (("weights", COLORS[0]), ("KV cache (plan)", COLORS[1]), ("activations (plan)", COLORS[2]))
+    measured_colors = (("weights (measured)", COLORS[10]), ("KV cache (allocated)", COLORS[11]))  # darker shades of the plan's
+    share, shift = (0.36, 0.2) if two else (0.6, 0.0)
     for i, (label, stack) in enumerate(zip(labels, stacks)):
         base = 0.0
-        for (name, color), part in zip(colors, stack):
+        for (name, color), part in zip(plan_colors, stack):
             if part:
-                svg.bar(i, base, base + part / GIB, color, f"{label}: {name} {part / GIB:.3f} GiB")
+                svg.bar(i, base, base + part / GIB, color, f"{label}: {name} {part / GIB:.3f} GiB", share=share, offset=-shift)
                 base += part / GIB
+        if measured[i]:
+            base = 0.0
+            for (name, color), part in zip(measured_colors, measured[i]):
+                if part:
+                    svg.bar(i, base, base + part / GIB, color, f"{label}: {name} {part / GIB:.3f} GiB", share=share, offset=shift, outline="#000")
+                    base += part / GIB
         if peaks[i] is not None:
             y = peaks[i] / GIB
-            svg.line([(i - 0.35, y), (i + 0.35, y)], color="#000", width=2.5, tip=f"{label}: measured peak {y:.2f} GiB")
-    if capacity:
-        svg.line([(-0.5, capacity / GIB), (len(labels) - 0.5, capacity / GIB)], color="#c44e52", dash="6,4", tip=f"capacity {capacity / GIB:.2f} GiB")
-    svg.legend([*colors, ("measured peak", "#000")])
+            svg.line([(i - 0.42, y), (i + 0.42, y)], color="#000", width=2.5, tip=f"{label}: measured peak {y:.2f} GiB")
+    known = {c for c in capacities if c}
+    if len(known) == 1 and all(capacities):
+        cap = known.pop() / GIB
+        svg.line([(-0.5, cap), (len(labels) - 0.5, cap)], color="#c44e52", dash="6,4", tip=f"capacity {cap:.2f} GiB")
+    else:
+        for i, cap in enumerate(capacities):
+            if cap:
+                svg.line([(i - 0.45, cap / GIB), (i + 0.45, cap / GIB)], color="#c44e52", dash="6,4", tip=f"{labels[i]}: capacity {cap / GIB:.2f} GiB")
+    svg.legend([*plan_colors, *(measured_colors if two else ()), ("measured peak", "#000")])
     return Figure("memory", title, caption, svgs=(svg.render(),))
 
 
@@ -463,8 +487,8 @@ def _calibration_figure(rows: list[dict[str, Any]]) -> Figure:
     for metric, items in deltas.items():
         values = [v for _, v, _ in items]
         better = "lower is better" if metric == "kld_mean" else "higher is better"
-        svg = _Svg(f"{metric}: in-domain - generic", "format / engine / KV dtype", f"delta {metric} ({better})",
-                   _limits(values, pad=0.15, zero=True), categories=[i[0] for i in items], bottom=120)
+        svg = Chart(f"{metric}: in-domain - generic", "format / engine / KV dtype", f"delta {metric} ({better})",
+                   limits(values, pad=0.15, zero=True), categories=[i[0] for i in items], bottom=120)
         svg.line([(-0.5, 0.0), (len(items) - 0.5, 0.0)], color="#555")
         for i, (label, value, pair) in enumerate(items):
             good = value < 0 if metric == "kld_mean" else value > 0
@@ -532,7 +556,7 @@ def _trend_figure(rows: list[dict[str, Any]], runs: list[str], regressions: list
         values = [v for vals in relative.values() for v in vals if v is not None]
         if not values:
             continue
-        svg = _Svg(f"{label}: % of the cell's first run", "run (start order)", f"{label} (% of first run)", _limits(values + [100.0], pad=0.1),
+        svg = Chart(f"{label}: % of the cell's first run", "run (start order)", f"{label} (% of first run)", limits(values + [100.0], pad=0.1),
                    categories=[run[:32] for run in runs], bottom=130)
         labels: list[tuple[float, float, str, str]] = []  # (y px, x px, text, color) at each line's last point
         for n, ((config, cell), vals) in enumerate(sorted(relative.items())):
@@ -557,8 +581,91 @@ def _trend_figure(rows: list[dict[str, Any]], runs: list[str], regressions: list
     return Figure("trend", title, caption, svgs=tuple(svgs))
 
 
-def _latency_figure() -> Figure:
-    return Figure("latency", "Latency against concurrency", "TTFT and ITL percentiles per concurrency level, from the serving benchmark.", placeholder=LATENCY_PLACEHOLDER)
+def _serving_lines(rows: list[dict[str, Any]], rate: bool) -> dict[str, list[tuple[float, dict[str, Any]]]]:
+    """cell → its sweep points of one mode, as (x, point), x ascending (points with no finite x left out)."""
+    lines = {}
+    for r in rows:
+        points = [(x, p) for p in _points(r) if _is_rate(p) == rate and (x := _point_x(p)) is not None]
+        if points:
+            lines[str(r["cell_name"])] = sorted(points, key=lambda item: item[0])
+    return lines
+
+
+def _sweep_chart(title: str, xname: str, ylabel: str, lines: dict[str, list[tuple[float, dict[str, Any]]]],
+                 series: Sequence[tuple[str, str, str, bool]], unit: str) -> str | None:
+    """One panel: for each cell a line per (column, stat label, dash, filled) in `series`, against x.
+    Log x where the points span a decade or more (1 ... 64 concurrency), log y where values span 30x."""
+    values = [v for pts in lines.values() for _, p in pts for column, *_ in series if (v := _f(p.get(column))) is not None and v > 0]
+    if not values:
+        return None
+    xs = sorted({x for pts in lines.values() for x, _ in pts})
+    xlog, ylog = spans_decade(xs), spans_decade(values, 30.0)
+    ylim = (min(values), max(values)) if ylog else limits(values, pad=0.08, zero=True)
+    names = sorted(lines)
+    legend_width = min(300, 40 + 6 * max(len(n) for n in names))
+    height = max(420, 58 + 24 + 13 * len(names) + 70)
+    chart = Chart(title, xname, ylabel, ylim, xlim=(xs[0], xs[-1]), xlog=xlog, ylog=ylog,
+                  xticks=xs if len(xs) <= 12 else None, legend_width=legend_width, height=height)
+    for n, cell in enumerate(names):
+        color = COLORS[n % len(COLORS)]
+        for column, stat, dash, filled in series:
+            xy = [(x, v, p) for x, p in lines[cell] if (v := _f(p.get(column))) is not None and v > 0]
+            if len(xy) > 1:
+                chart.line([(x, v) for x, v, _ in xy], color=color, width=1.6, dash=dash, tip=f"{cell}: {stat}")
+            for x, v, p in xy:
+                chart.dot(x, v, color, r=3.5, filled=filled, tip=f"{cell} {_point_label(p)}: {stat} {v:.4g} {unit}")
+    chart.side_legend([(name, COLORS[n % len(COLORS)]) for n, name in enumerate(names)], heading="cell")
+    return chart.render()
+
+
+def _latency_figure(rows: list[dict[str, Any]]) -> Figure:
+    title = "Latency against concurrency (serving under load)"
+    caption = ("From the serving benchmark (the rows' `serving` sweep: an OpenAI-compatible server on 127.0.0.1, streaming "
+               "requests). Time to first token and inter-token latency against the number of in-flight requests, a line per "
+               "cell: p50 solid with filled dots, p99 dashed with open dots; then the serving output tok/s at each level. "
+               "Poisson-arrival (rate-mode) points are plotted separately against the request rate (a rate of ∞, every request "
+               "at once, is in the tables only). The x axis turns logarithmic where the levels span a decade or more, the y axis "
+               "where the values span 30x or more (the axis label says so). Every point's figures: the serving table above the plots.")
+    svgs: list[str] = []
+    for rate, xname, against in ((False, "concurrency (in-flight requests)", "concurrency"), (True, "request rate (req/s, Poisson arrivals)", "request rate")):
+        lines = _serving_lines(rows, rate)
+        if not lines:
+            continue
+        for metric, label in (("ttft", "TTFT"), ("itl", "ITL")):
+            svg = _sweep_chart(f"{label} p50 (solid) and p99 (dashed) against {against}", xname, f"{label} (ms)", lines,
+                               [(f"{metric}_p50_ms", f"{label} p50", "", True), (f"{metric}_p99_ms", f"{label} p99", "6,4", False)], "ms")
+            if svg:
+                svgs.append(svg)
+        svg = _sweep_chart(f"Serving output tok/s against {against}", xname, "output tok/s (serving)", lines,
+                           [("output_tok_s", "output tok/s", "", True)], "tok/s")
+        if svg:
+            svgs.append(svg)
+    if not svgs:
+        return Figure("latency", title, caption, placeholder=LATENCY_PLACEHOLDER)
+    return Figure("latency", title, caption, svgs=tuple(svgs))
+
+
+def _roofline_figure(rows: list[dict[str, Any]]) -> Figure:
+    title = "Roofline fraction per cell"
+    caption = ("Offline output tok/s as % of the roofline's bound for the row's workload: min(batch x bandwidth / bytes read per "
+               "decode step, FLOP/s / FLOPs per token), with the peaks named in hw_peak_source (a datasheet, or measured on this "
+               "host). Blue: memory-bound, orange: compute-bound. Reference-engine cells (transformers) are drawn light: "
+               "their tok/s is not a serving speed.")
+    items = [(str(r["cell_name"]), 100.0 * f, str(r.get("roofline_bound") or ""), r.get("engine_speed_class") == "serving", str(r.get("hw_peak_source") or ""))
+             for r in rows if r.get("status") == "ok" and (f := _f(r.get("roofline_fraction"))) is not None]
+    if not items:
+        notes = sorted({str(r["roofline_note"]) for r in rows if not _na(r.get("roofline_note"))})
+        why = "; ".join(notes[:3]) if notes else "these rows have no roofline columns (a table from before the roofline model)"
+        return Figure("roofline", title, caption, placeholder=f"no roofline fraction in these results: {why}")
+    top = max(v for _, v, *_ in items)
+    svg = Chart(title, "cell", "% of the roofline tok/s", (0.0, max(top * 1.1, 1.0)), categories=[i[0] for i in items], bottom=120)
+    for i, (cell, value, bound, serving, source) in enumerate(items):
+        color = COLORS[1] if bound == "compute" else COLORS[0]
+        svg.bar(i, 0.0, value, color if serving else color + "66", f"{cell}: {value:.1f} % of the roofline ({bound or 'bound not given'}-bound; {source})")
+    if top >= 80:
+        svg.line([(-0.5, 100.0), (len(items) - 0.5, 100.0)], color="#c44e52", dash="6,4", tip="the roofline (100 %)")
+    svg.legend([("memory-bound", COLORS[0]), ("compute-bound", COLORS[1])] + ([("reference engine", COLORS[0] + "66")] if not all(i[3] for i in items) else []))
+    return Figure("roofline", title, caption, svgs=(svg.render(),))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -589,26 +696,76 @@ def _speedup(row: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     return f"{mine / float(same[0]['output_tok_s']):.2f}x" if same else ""
 
 
-TABLE_HEADERS = ("cell", "format", "calibration", "KV", "engine", "kernel", "size MiB", "planned GiB", "peak GiB", "out tok/s",
-                 "speedup", "Pass@1", "MATH", "GSM8K", "ppl", "KLD", "recovery %", "status", "reason")
+def _tokens(count: float) -> str:
+    return f"{count / 1e6:.1f}M" if count >= 1e6 else (f"{count / 1e3:.1f}k" if count >= 1e3 else f"{count:.0f}")
+
+
+def _planned_text(row: dict[str, Any], shape: memory.ModelShape | None) -> str:
+    plan = _planned(row, shape)
+    if plan is not None:
+        return f"{plan.total / GIB:.2f}"
+    return "" if _na(row.get("planned_note")) else f"none: {row['planned_note']}"
+
+
+def _split_text(row: dict[str, Any]) -> str:
+    weights, kv = _engine_split(row)
+    parts = ([f"w {weights / GIB:.2f}"] if weights is not None else []) + ([f"KV {kv / GIB:.2f}"] if kv is not None else [])
+    tokens = _f(row.get("engine_kv_cache_tokens"))
+    return " + ".join(parts) + (f" ({_tokens(tokens)} tok)" if tokens is not None and parts else "")
+
+
+TABLE_HEADERS = ("cell", "format", "calibration", "KV", "engine", "kernel", "size MiB", "planned GiB", "engine GiB (w + KV)", "peak GiB",
+                 "out tok/s", "speedup", "roofline %", "TTFT p50/p99", "ITL p50/p99", "best goodput req/s (SLO met)", "Pass@1", "MATH",
+                 "GSM8K", "ppl", "KLD", "recovery %", "status", "reason")
 
 
 def _table_rows(rows: list[dict[str, Any]], shape: memory.ModelShape | None) -> list[list[str]]:
     table = []
     for r in rows:
-        plan = _planned(r, shape)
         peak, kind = _peak(r)
         speed = _fmt(r.get("output_tok_s"), ".1f")
+        points = _points(r)
         table.append([
             str(r["cell_name"]), str(r.get("format_id") or r.get("format") or ""), "" if _na(r.get("calibration_name")) else str(r["calibration_name"]),
             str(r.get("kv_cache_dtype") or ""), str(r.get("engine") or ""), _kernels(r.get("kernels")), _fmt(r.get("artifact_bytes"), ".1f", MIB),
-            f"{plan.total / GIB:.2f}" if plan else "", f"{peak / GIB:.2f} {kind}" if peak is not None else "",
-            f"{speed} ({r.get('engine_speed_class') or 'unknown'})" if speed else "", _speedup(r, rows),
+            _planned_text(r, shape), _split_text(r), f"{peak / GIB:.2f} {kind}" if peak is not None else "",
+            f"{speed} ({r.get('engine_speed_class') or 'unknown'})" if speed else "", _speedup(r, rows), _roofline_text(r),
+            _latency_text(points, "ttft"), _latency_text(points, "itl"), _goodput_text(points),
             _fmt(r.get("pass_at_1"), ".3f"), _fmt(r.get("math_exact_match"), ".3f"), _fmt(r.get("gsm8k_strict_match"), ".3f"),
             _fmt(r.get("perplexity"), ".2f"), _fmt(r.get("kld_mean"), ".4f"), _recovery_text(r), str(r.get("status") or ""),
             "" if r.get("status") == "ok" or _na(r.get("reason")) else str(r["reason"]),
         ])
     return table
+
+
+SERVING_HEADERS = ("cell", "point", "requests", "failed", "req/s", "out tok/s", "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms", "ITL p99 ms",
+                   "TPOT p50 ms", "E2EL p50 ms", "E2EL p99 ms", "goodput req/s", "SLO met %", "error")
+
+
+def _serving_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """One line per cell and sweep point: every figure of the point (the table above keeps two percentiles)."""
+    table = []
+    for r in rows:
+        for p in _points(r):
+            table.append([
+                str(r["cell_name"]), _point_label(p), _fmt(p.get("requests"), ".0f"), _fmt(p.get("failed"), ".0f"),
+                _fmt(p.get("request_throughput"), ".2f"), _fmt(p.get("output_tok_s"), ".1f"),
+                *(_ms(p.get(c)) if _f(p.get(c)) is not None else "" for c in ("ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms",
+                                                                             "tpot_p50_ms", "e2el_p50_ms", "e2el_p99_ms")),
+                _fmt(p.get("goodput_rps"), ".2f"), _fmt(p.get("slo_attained_pct"), ".0f"), "" if _na(p.get("error")) else str(p["error"]),
+            ])
+    return table
+
+
+def _serving_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """What the serving sweep ran under: the SLO goodput counts against, and the servers' start-up."""
+    slos = sorted({text for r in rows if _points(r) and (text := _slo_text(r.get("serving_slo")))})
+    startups = [s for r in rows if _points(r) and (s := _f(r.get("serving_startup_s"))) is not None]
+    notes = ["c8: 8 requests in flight; r2: Poisson arrivals at 2 requests/s. Latencies in ms."]
+    notes.append("SLO (goodput counts the requests meeting every one): " + ("; ".join(slos) if slos else "none set"))
+    if startups:
+        notes.append(f"server start-up to ready: {min(startups):.1f}–{max(startups):.1f} s")
+    return notes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -623,6 +780,8 @@ class _Section:
     table: list[list[str]]
     figures: list[Figure]
     regressions: list[Regression]
+    serving: list[list[str]]  # one line per cell and sweep point; empty without serving figures
+    serving_notes: list[str]
 
 
 def _sections(frame: pd.DataFrame, threshold: float) -> list[_Section]:
@@ -646,16 +805,24 @@ def _sections(frame: pd.DataFrame, threshold: float) -> list[_Section]:
         runs = _runs(rows)
         regressions = _regressions(title, rows, runs, threshold)
         figures = [_quality_figure(latest), _memory_figure(latest, shape), _calibration_figure(latest),
-                   _trend_figure(rows, runs, regressions, threshold), _latency_figure()]
-        sections.append(_Section(title, _slug(f"{model}-{config}-{hw}"), runs, _table_rows(latest, shape), figures, regressions))
+                   _trend_figure(rows, runs, regressions, threshold), _latency_figure(latest), _roofline_figure(latest)]
+        serving = _serving_rows(latest)
+        sections.append(_Section(title, _slug(f"{model}-{config}-{hw}"), runs, _table_rows(latest, shape), figures, regressions,
+                                 serving, _serving_notes(latest) if serving else []))
     return sections
 
 
+#: table columns whose text wraps (the others keep to one line; the table scrolls sideways, its first column stays)
+WRAPPED = {"kernel": "kernel", "planned GiB": "note", "roofline %": "note", "TTFT p50/p99": "sweep", "ITL p50/p99": "sweep", "reason": "reason"}
 CSS = """body{font-family:sans-serif;margin:24px;color:#222}table{border-collapse:collapse;font-size:12px}
-th,td{border:1px solid #ccc;padding:3px 6px;vertical-align:top}th{background:#eee;position:sticky;top:0}
-td.failed{background:#fde0e0}td.unsupported{background:#fff3cd}td.reason{max-width:420px;white-space:pre-wrap}
+th,td{border:1px solid #ccc;padding:3px 6px;vertical-align:top}th{background:#eee;position:sticky;top:0}td{white-space:nowrap}
+td.failed{background:#fde0e0}td.unsupported{background:#fff3cd}td.reason{white-space:pre-wrap;min-width:260px;max-width:420px}
+td.kernel{white-space:normal;overflow-wrap:anywhere;min-width:120px;max-width:200px}td.sweep{white-space:normal;min-width:170px;max-width:260px}
+td.note{white-space:normal;min-width:110px;max-width:220px}summary{cursor:pointer;font-weight:bold;margin:12px 0}
+tr>:first-child{position:sticky;left:0;background:#fff;z-index:1}tr>th:first-child{background:#eee;z-index:2}
 figure{margin:18px 0}figcaption{font-size:12px;color:#555;max-width:760px}.placeholder{border:1px dashed #999;padding:12px;
-color:#555;max-width:740px;background:#f7f7f7}.regression{color:#b00}svg{max-width:100%;height:auto;display:block}"""
+color:#555;max-width:740px;background:#f7f7f7}.regression{color:#b00}svg{max-width:100%;height:auto;display:block}
+div.wide{overflow-x:auto;max-width:100%}"""
 
 
 def _html(sections: list[_Section], sources: list[str], threshold: float, regressions: list[Regression]) -> str:
@@ -670,15 +837,23 @@ def _html(sections: list[_Section], sources: list[str], threshold: float, regres
         out.append("<p>none flagged" + (" (a single run per section: nothing to compare)" if all(len(s.runs) < 2 for s in sections) else "") + "</p>")
     for s in sections:
         out.append(f'<section id="{s.slug}"><h2>{e(s.title)}</h2><p>runs: {e(", ".join(s.runs))}; the table holds the latest row of each cell.</p>')
-        out.append("<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in TABLE_HEADERS) + "</tr></thead><tbody>")
+        out.append('<div class="wide"><table class="cells"><thead><tr>' + "".join(f"<th>{e(h)}</th>" for h in TABLE_HEADERS) + "</tr></thead><tbody>")
         for row in s.table:
             status = row[TABLE_HEADERS.index("status")]
             cells = []
             for header, value in zip(TABLE_HEADERS, row):
-                cls = status if header == "status" and status != "ok" else ("reason" if header == "reason" else "")
+                cls = status if header == "status" and status != "ok" else (WRAPPED.get(header, "") if value else "")
                 cells.append(f'<td class="{cls}">{e(value)}</td>' if cls else f"<td>{e(value)}</td>")
             out.append("<tr>" + "".join(cells) + "</tr>")
-        out.append("</tbody></table>")
+        out.append("</tbody></table></div>")
+        if s.serving:
+            opened = " open" if len(s.serving) <= 40 else ""  # a long sweep stays folded; <details> needs no script
+            out.append(f'<details id="{s.slug}-serving"{opened}><summary>Serving under load, per sweep point ({len(s.serving)} points)</summary>')
+            out.append("<p>" + "<br>".join(e(n) for n in s.serving_notes) + "</p>")
+            out.append('<div class="wide"><table class="serving"><thead><tr>' + "".join(f"<th>{e(h)}</th>" for h in SERVING_HEADERS) + "</tr></thead><tbody>")
+            for row in s.serving:  # the last column is the sweep point's first request error
+                out.append("<tr>" + "".join(f"<td>{e(v)}</td>" for v in row[:-1]) + f'<td class="reason">{e(row[-1])}</td></tr>')
+            out.append("</tbody></table></div></details>")
         for fig in s.figures:
             out.append(f'<figure id="{s.slug}-{fig.key}" class="plot"><h3>{e(fig.title)}</h3>')
             out.extend(fig.svgs)
@@ -705,6 +880,11 @@ def _markdown(sections: list[_Section], sources: list[str], threshold: float, re
         out.append("| " + " | ".join(TABLE_HEADERS) + " |")
         out.append("|" + "---|" * len(TABLE_HEADERS))
         out.extend("| " + " | ".join(_md_cell(v) for v in row) + " |" for row in s.table)
+        if s.serving:
+            out += ["", "### Serving under load, per sweep point", ""]
+            out.extend(f"- {note}" for note in s.serving_notes)
+            out += ["", "| " + " | ".join(SERVING_HEADERS) + " |", "|" + "---|" * len(SERVING_HEADERS)]
+            out.extend("| " + " | ".join(_md_cell(v) for v in row) + " |" for row in s.serving)
         out += ["", "### Plots", ""]
         for fig in s.figures:
             files = plot_files.get((s.slug, fig.key), [])

@@ -23,6 +23,27 @@ STATUSES = ("ok", "failed", "unsupported")
 # Final statuses are not recomputed on a resume; "failed" cells are tried again.
 FINAL_STATUSES = ("ok", "unsupported")
 
+_LATENCY = [f"{metric}_{stat}_ms" for metric in ("ttft", "tpot", "itl", "e2el") for stat in ("mean", "p50", "p90", "p99")]
+#: one point of a serving sweep: fixed concurrency (request_rate null) or Poisson arrivals
+SERVING_POINT = pa.struct([
+    ("mode", pa.string()),  # "concurrency" or "rate"
+    ("concurrency", pa.int32()),  # in-flight limit (rate mode: null, unbounded)
+    ("request_rate", pa.float64()),  # Poisson requests/s (concurrency mode: null)
+    ("requests", pa.int32()),
+    ("completed", pa.int32()),
+    ("failed", pa.int32()),
+    ("duration_s", pa.float64()),
+    ("input_tokens", pa.int64()),
+    ("output_tokens", pa.int64()),
+    ("request_throughput", pa.float64()),  # completed requests/s
+    ("output_tok_s", pa.float64()),
+    ("total_tok_s", pa.float64()),
+    *[(name, pa.float64()) for name in _LATENCY],
+    ("goodput_rps", pa.float64()),  # requests/s that met every SLO set
+    ("slo_attained_pct", pa.float64()),
+    ("error", pa.string()),  # the first request error, if any failed
+])
+
 SCHEMA = pa.schema([
     # identity
     ("run_id", pa.string()),
@@ -34,6 +55,7 @@ SCHEMA = pa.schema([
     ("model_source", pa.string()),
     ("model_identity", pa.string()),
     ("model_note", pa.string()),
+    ("model_synthetic", pa.bool_()),  # random weights in the model's exact shape: speed and memory only
     ("format", pa.string()),
     ("format_id", pa.string()),
     ("format_params", pa.string()),  # JSON
@@ -83,6 +105,35 @@ SCHEMA = pa.schema([
     ("requests_per_s", pa.float64()),
     ("engine_peak_rss_bytes", pa.int64()),
     ("engine_peak_gpu_bytes", pa.int64()),
+    # the engine's own memory split (vLLM's log: weights loaded, KV cache allocated)
+    ("engine_weights_bytes", pa.int64()),
+    ("engine_kv_cache_bytes", pa.int64()),
+    ("engine_kv_cache_tokens", pa.int64()),
+    # planned memory (harness.memory) for the workload's batch and context, beside the measured
+    ("planned_weights_bytes", pa.int64()),
+    ("planned_kv_cache_bytes", pa.int64()),
+    ("planned_activation_bytes", pa.int64()),
+    ("planned_total_bytes", pa.int64()),
+    ("planned_capacity_bytes", pa.int64()),  # what the engine may fill: GPU memory x utilization, or host memory
+    ("planned_batch", pa.int32()),
+    ("planned_context", pa.int32()),
+    ("planned_note", pa.string()),  # why there is no plan (e.g. an architecture the planner does not know)
+    # roofline: tok/s_max = min(B*BW / (W + B*L*KV_per_token), FLOPs / (2N + 4*layers*d*L))
+    ("roofline_tok_s", pa.float64()),
+    ("roofline_fraction", pa.float64()),  # output_tok_s / roofline_tok_s
+    ("roofline_bound", pa.string()),  # "memory" or "compute"
+    ("roofline_note", pa.string()),  # the reason a row has no roofline fraction
+    ("hw_bandwidth_bytes_s", pa.float64()),
+    ("hw_flops", pa.float64()),
+    ("hw_peak_source", pa.string()),  # datasheet name, or "measured on this host"
+    # serving under load: one entry per sweep point (HTTP streaming on 127.0.0.1)
+    ("serving", pa.list_(SERVING_POINT)),
+    ("serving_server", pa.string()),  # the server command line
+    ("serving_startup_s", pa.float64()),
+    ("serving_peak_rss_bytes", pa.int64()),  # the server's process tree during the sweep
+    ("serving_peak_gpu_bytes", pa.int64()),
+    ("serving_note", pa.string()),  # why a cell has no serving figures (e.g. a reference engine has no server)
+    ("serving_slo", pa.string()),  # JSON {ttft_ms, tpot_ms, e2el_ms}
     # quality (lm-eval; KLD against the baseline cell on the same held-out tokens)
     ("pass_at_1", pa.float64()),  # HumanEval, greedy, n=1, temperature 0
     ("math_exact_match", pa.float64()),

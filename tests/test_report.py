@@ -1,16 +1,22 @@
 """The comparison report, built from real results tables (tests/data/report, copied from runs of
 this harness: formats-cpu.parquet is configs/formats-cpu.yaml on a CPU, with its failed
 fp8-static cells; quality.parquet is tests/integration/test_quality.py's run, with quality
-figures). No figure here is made up: the one synthetic input (the regression test) copies real
-rows and says so."""
+figures; serving.parquet, when present, a run with the serving benchmark). Those tables predate
+the serving, memory-split and roofline columns: the tests that draw those figures use
+`synthetic_serving_table`, real rows with made-up serving figures added, which checks the
+rendering and never a measurement; the regression test's input copies real rows and says so too."""
 
 from __future__ import annotations
 
 import html
+import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from harness import report
@@ -19,7 +25,54 @@ from harness.errors import HarnessError
 DATA = Path(__file__).parent / "data" / "report"
 FORMATS_CPU = DATA / "formats-cpu.parquet"
 QUALITY = DATA / "quality.parquet"
-FIGURE_KEYS = ("quality", "memory", "calibration", "trend", "latency")
+SERVING = DATA / "serving.parquet"  # a real serving run's table; its tests skip until it is added
+FIGURE_KEYS = ("quality", "memory", "calibration", "trend", "latency", "roofline")
+GIB = 2**30
+LEVELS = (1, 2, 4, 8, 16, 32, 64)
+
+
+def _synthetic_point(level: int, k: int) -> dict:
+    ttft, itl = 10.0 * k * level**0.6, 4.0 + k * level**0.4
+    rps = level / (1 + 0.05 * level)
+    return {
+        "mode": "concurrency", "concurrency": level, "request_rate": None, "requests": 32, "completed": 32, "failed": 0,
+        "duration_s": 32 / rps, "input_tokens": 2048, "output_tokens": 2048, "request_throughput": rps,
+        "output_tok_s": 64 * rps / k, "total_tok_s": 128 * rps / k,
+        **{f"{metric}_{stat}_ms": base * factor for metric, base in (("ttft", ttft), ("tpot", itl), ("itl", itl), ("e2el", ttft + 64 * itl))
+           for stat, factor in (("mean", 1.1), ("p50", 1.0), ("p90", 1.8), ("p99", 2.6))},
+        "goodput_rps": 0.9 * rps, "slo_attained_pct": 90.0, "error": None,
+    }
+
+
+def synthetic_serving_table(tmp_path: Path) -> Path:
+    """SYNTHETIC, for rendering checks only: formats-cpu.parquet's real rows with made-up serving
+    sweeps (concurrency 1..64 and two Poisson rates), engine memory splits, row plans and roofline
+    fractions on the ok serving-engine cells, written through the results schema (so the `serving`
+    column round-trips through parquet exactly as a run writes it)."""
+    from harness.results import SCHEMA
+
+    frame = pd.read_parquet(FORMATS_CPU)
+    rows = []
+    for n, row in enumerate(frame.astype(object).where(frame.notna(), None).to_dict("records")):
+        row = {key: value for key, value in row.items() if key in SCHEMA.names}
+        if row["status"] == "ok" and row["engine"] != "transformers":
+            k = 1 + n % 5
+            points = [_synthetic_point(level, k) for level in LEVELS]
+            points += [{**points[2], "mode": "rate", "concurrency": None, "request_rate": rate, "ttft_p50_ms": 20.0 * k * rate,
+                        "ttft_p99_ms": 50.0 * k * rate} for rate in (0.5, 2.0)]
+            row.update(serving=points, serving_slo=json.dumps({"ttft_ms": 500, "tpot_ms": 50}), serving_startup_s=20.0 + n,
+                       engine_weights_bytes=int(row["artifact_bytes"] * 1.02), engine_kv_cache_bytes=4 * GIB, engine_kv_cache_tokens=180_000,
+                       roofline_fraction=0.05 * k, roofline_bound="memory" if k < 4 else "compute", roofline_tok_s=row["output_tok_s"] / (0.05 * k),
+                       hw_peak_source="measured on this host")
+            if row["cell_name"] == "bf16/vllm/kv-auto":  # a row plan: preferred to the report's own
+                row.update(planned_weights_bytes=GIB, planned_kv_cache_bytes=GIB // 2, planned_activation_bytes=GIB // 4,
+                           planned_total_bytes=GIB + GIB // 2 + GIB // 4, planned_capacity_bytes=6 * GIB)
+        elif row["status"] == "ok":
+            row["roofline_note"] = "reference engine: no serving roofline"
+        rows.append(row)
+    path = tmp_path / "synthetic-serving.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), path)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +102,9 @@ def test_every_plot_is_embedded_or_a_labelled_placeholder(built: report.ReportFi
         for key in FIGURE_KEYS:
             body = figures[f"{section}-{key}"]
             assert ("<svg" in body and "</svg>" in body) or 'class="placeholder"' in body, (section, key)
-    # the latency plot waits for serving-benchmark columns: a labelled placeholder, never a made-up figure
+    # these tables predate the serving benchmark: a labelled placeholder, never a made-up figure
     assert page.count(html.escape(report.LATENCY_PLACEHOLDER)) == 2
+    assert page.count("no roofline fraction in these results") == 2
     # real plots where the rows support them; their SVG files are written beside the page
     quality = next(body for name, body in figures.items() if name.endswith("-quality") and "it-quality" in name)
     assert "<svg" in quality
@@ -170,3 +224,107 @@ def test_cli_report_missing_file_is_one_line_exit_2(tmp_path: Path, cli) -> None
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "no such results file" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Serving, memory split and roofline. SYNTHETIC figures (synthetic_serving_table): these check the
+# rendering and the table's wording, not a measurement.
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> report.ReportFiles:
+    tmp = tmp_path_factory.mktemp("synthetic")
+    return report.build_report(synthetic_serving_table(tmp), tmp / "out")
+
+
+def _table_column(text: str, cell: str, header: str) -> str:
+    """One cell's value under `header` in the Markdown cell table."""
+    headers = ["cell", *(h.strip() for h in text.split("\n| cell |", 1)[1].splitlines()[0].split("|")[:-1])]
+    line = next(line for line in text.splitlines() if line.startswith(f"| {cell} |"))
+    return [v.strip() for v in re.split(r"(?<!\\)\|", line)[1:-1]][headers.index(header)]
+
+
+def test_serving_percentiles_per_concurrency_in_the_table(synthetic: report.ReportFiles) -> None:
+    text = synthetic.markdown.read_text(encoding="utf-8")
+    point = _synthetic_point(8, 1)  # bf16/vllm/kv-auto is the first row: k = 1
+    ttft = _table_column(text, "bf16/vllm/kv-auto", "TTFT p50/p99")
+    assert ttft.startswith("c1 10/26 · c2 15/39 · ") and ttft.endswith(" ms")
+    assert f"c8 {point['ttft_p50_ms']:.0f}/{point['ttft_p99_ms']:.0f}" in ttft
+    assert "r0.5 10/25 · r2 40/100" in ttft  # rate-mode points, labelled apart from concurrency ones
+    assert _table_column(text, "bf16/vllm/kv-auto", "ITL p50/p99").startswith("c1 5.0/13 · c2 5.3/14")
+    assert _table_column(text, "bf16/vllm/kv-auto", "best goodput req/s (SLO met)") == "13.71 @c64 (90 %)"
+    assert _table_column(text, "bf16/vllm/kv-auto", "roofline %") == "5.0 (memory)"
+    assert _table_column(text, "bf16/transformers/kv-auto", "roofline %") == "reference engine: no serving roofline"
+    assert _table_column(text, "bf16/vllm/kv-auto", "engine GiB (w + KV)") == "w 0.26 + KV 4.00 (180.0k tok)"
+    # the row's own plan wins over the report's; rows without one keep the report's
+    assert _table_column(text, "bf16/vllm/kv-auto", "planned GiB") == "1.75"
+    assert float(_table_column(text, "bf16/vllm/kv-fp8", "planned GiB")) > 0
+    # every sweep point in the per-point table, with the SLO it was held to
+    assert "### Serving under load, per sweep point" in text and "TTFT ≤ 500 ms, TPOT ≤ 50 ms" in text
+    assert "| bf16/vllm/kv-auto | c64 | 32 | 0 |" in text and "| bf16/vllm/kv-auto | r2 |" in text
+
+
+def test_latency_plots_a_line_per_cell_against_concurrency(synthetic: report.ReportFiles) -> None:
+    figures = _figures(synthetic.html.read_text(encoding="utf-8"))
+    latency = next(body for name, body in figures.items() if name.endswith("-latency"))
+    svgs = re.findall(r"<svg .*?</svg>", latency, flags=re.S)
+    titles = [re.search(r'aria-label="([^"]+)"', svg).group(1) for svg in svgs]
+    assert titles == ["TTFT p50 (solid) and p99 (dashed) against concurrency", "ITL p50 (solid) and p99 (dashed) against concurrency",
+                      "Serving output tok/s against concurrency", "TTFT p50 (solid) and p99 (dashed) against request rate",
+                      "ITL p50 (solid) and p99 (dashed) against request rate", "Serving output tok/s against request rate"]
+    served = [r for r in pd.read_parquet(FORMATS_CPU).to_dict("records") if r["status"] == "ok" and r["engine"] != "transformers"]
+    ttft = svgs[0]
+    assert "concurrency (in-flight requests) (log scale)" in ttft  # 1 ... 64 spans decades
+    for r in served:  # a p50 and a p99 line per cell, a dot per level each
+        assert ttft.count(f"<title>{r['cell_name']}: TTFT p50</title>") == 1 and ttft.count(f"<title>{r['cell_name']}: TTFT p99</title>") == 1
+        assert len(re.findall(rf"<title>{re.escape(r['cell_name'])} c\d+: TTFT p99 ", ttft)) == len(LEVELS)
+    assert ">request rate (req/s, Poisson arrivals)</text>" in svgs[3]  # 0.5 ... 2 req/s: a linear axis, no "(log scale)"
+    assert "r0.5: TTFT p50" in svgs[3] and "r2: TTFT p99" in svgs[3]
+    text = synthetic.markdown.read_text(encoding="utf-8")
+    assert text.count("-latency-") == 6 and report.LATENCY_PLACEHOLDER not in text
+    assert all((synthetic.html.parent / "plots" / f"{p.name}").is_file() for p in synthetic.plots)
+
+
+def test_memory_plot_puts_the_measured_split_beside_the_plan(synthetic: report.ReportFiles) -> None:
+    figures = _figures(synthetic.html.read_text(encoding="utf-8"))
+    memory_svg = next(body for name, body in figures.items() if name.endswith("-memory"))
+    assert "bf16 kv-auto: weights (measured) 0.256 GiB" in memory_svg and "bf16 kv-auto: KV cache (allocated) 4.000 GiB" in memory_svg
+    assert "bf16 kv-auto: weights 1.000 GiB" in memory_svg and "bf16 kv-auto: KV cache (plan) 0.500 GiB" in memory_svg  # the row's plan
+    assert "left: plan, right: measured" in memory_svg
+    assert "bf16 kv-auto: capacity 6.00 GiB" in memory_svg  # only that row has a capacity: a tick over its own bars
+
+
+def test_roofline_fraction_is_a_bar_per_cell(synthetic: report.ReportFiles) -> None:
+    figures = _figures(synthetic.html.read_text(encoding="utf-8"))
+    roofline = next(body for name, body in figures.items() if name.endswith("-roofline"))
+    served = [r for r in pd.read_parquet(FORMATS_CPU).to_dict("records") if r["status"] == "ok" and r["engine"] != "transformers"]
+    assert roofline.count("% of the roofline (") == len(served)
+    assert "bf16/vllm/kv-auto: 5.0 % of the roofline (memory-bound; measured on this host)" in roofline
+
+
+def test_serving_points_read_from_numpy_arrays_lists_or_nothing() -> None:
+    point = _synthetic_point(4, 1)
+    rate = {**point, "mode": "rate", "concurrency": None, "request_rate": float("inf")}
+    assert [report._point_label(p) for p in report._points({"serving": np.array([rate, point], dtype=object)})] == ["c4", "r∞"]
+    assert report._points({"serving": [point]})[0]["ttft_p50_ms"] == point["ttft_p50_ms"]
+    assert report._points({"serving": None}) == report._points({}) == report._points({"serving": float("nan")}) == []
+    assert report._latency_text([{**point, "ttft_p50_ms": None, "ttft_p99_ms": None}], "ttft") == ""
+    assert report._goodput_text([{**point, "goodput_rps": None, "failed": 3}]) == "3 failed"
+
+
+def test_a_real_serving_run_is_reported(tmp_path: Path) -> None:
+    """The real serving run's table (tests/data/report/serving.parquet), when it has been added:
+    its measured percentiles reach the table and the latency plot."""
+    if not SERVING.is_file():
+        pytest.skip(f"{SERVING} is not there yet (a table from a real run with `serving:` in its config)")
+    files = report.build_report(SERVING, tmp_path / "out")
+    text = files.markdown.read_text(encoding="utf-8")
+    rows = report.load_results(SERVING).to_dict("records")
+    served = [r for r in rows if report._points(r)]
+    assert served, "serving.parquet has no row with serving sweep points"
+    for r in served:
+        for p in report._points(r):
+            if p.get("ttft_p50_ms") is not None:
+                assert f"{report._point_label(p)} {report._ms(p['ttft_p50_ms'])}/" in text, (r["cell_name"], p)
+    figures = _figures(files.html.read_text(encoding="utf-8"))
+    assert any(name.endswith("-latency") and "<svg" in body for name, body in figures.items())

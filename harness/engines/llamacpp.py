@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from harness import llamacpp_tools
-from harness.engines.base import Engine, EngineRequest, EngineSession, Generation
+from harness.engines.base import Engine, EngineRequest, EngineSession, Generation, ServerLaunch
 
 # llama.cpp's loader lists the tensor types it found: "llama_model_loader: - type q4_K:   97 tensors"
 _TENSOR_TYPES = re.compile(r"llama_model_loader: - type\s+(\w+):\s+(\d+) tensors")
@@ -34,6 +35,11 @@ class LlamaCppSession(EngineSession):
         seconds = time.perf_counter() - start
         return Generation(len(prompts), sum(len(p) for p in prompts), out_tokens, seconds)
 
+    def weights_bytes(self) -> int | None:
+        from llama_cpp import llama_cpp as lib
+
+        return int(lib.llama_model_size(self.llm.model))
+
 
 class LlamaCppEngine(Engine):
     name = "llamacpp"
@@ -51,6 +57,20 @@ class LlamaCppEngine(Engine):
             "seed": request.spec.seed,
             "sequences": "one at a time",
         }
+
+    def server(self, request: EngineRequest, port: int) -> ServerLaunch:
+        settings = self.settings(request)
+        argv = [sys.executable, "-m", "llama_cpp.server", "--host", "127.0.0.1", "--port", str(port),
+                "--model", settings["model_path"], "--model_alias", "cell", "--n_ctx", str(settings["n_ctx"]),
+                "--n_threads", str(settings["n_threads"]), "--n_batch", str(settings["n_batch"]),
+                "--n_gpu_layers", str(settings["n_gpu_layers"]), "--seed", str(settings["seed"]),
+                # its default lets a new request cut the running one short; queue them instead
+                "--interrupt_requests", "False"]
+        # llama.cpp has no ignore_eos: min_tokens = max_tokens masks end-of-sequence instead.
+        return ServerLaunch(argv=argv, env={}, health_path="/v1/models", model_name="cell", text_prompts=True, extra_body={})
+
+    def concurrent_sequences(self, request: EngineRequest, prompts: int) -> int:
+        return 1  # the bindings decode one sequence at a time
 
     @contextmanager
     def start(self, request: EngineRequest) -> Iterator[LlamaCppSession]:

@@ -62,6 +62,9 @@ class TransformersEngine(Engine):
             "batch_size": request.spec.batch_size,
         }
 
+    def concurrent_sequences(self, request: EngineRequest, prompts: int) -> int:
+        return min(prompts, request.spec.batch_size)
+
     @contextmanager
     def start(self, request: EngineRequest) -> Iterator[TransformersSession]:
         import torch

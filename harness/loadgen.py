@@ -1,0 +1,196 @@
+"""A streaming OpenAI-compatible client load: per-request TTFT, TPOT, ITL and end-to-end
+latency at a fixed concurrency or under Poisson arrivals, as vLLM's `vllm bench serve` measures
+them (first chunk = first token; TPOT over the tokens after the first; percentiles by numpy)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from harness.config import SloSpec
+
+PERCENTILES = (50, 90, 99)
+METRICS = ("ttft", "tpot", "itl", "e2el")
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    prompt: list[int] | str
+    max_tokens: int
+    input_tokens: int  # by the source model's tokenizer (servers that stream no usage don't say)
+
+
+@dataclass
+class RequestResult:
+    ok: bool
+    error: str | None = None
+    ttft_s: float | None = None
+    itl_s: list[float] = field(default_factory=list)
+    e2el_s: float | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def tpot_s(self) -> float | None:
+        if not self.ok or self.output_tokens < 2 or self.ttft_s is None or self.e2el_s is None:
+            return None
+        return (self.e2el_s - self.ttft_s) / (self.output_tokens - 1)
+
+
+@dataclass(frozen=True)
+class Target:
+    base_url: str
+    model: str
+    extra_body: dict[str, Any]
+    timeout_s: float
+
+
+async def _one(session: Any, target: Target, request: LoadRequest) -> RequestResult:
+    import aiohttp
+
+    body = {
+        "model": target.model,
+        "prompt": request.prompt,
+        "max_tokens": request.max_tokens,
+        "min_tokens": request.max_tokens,  # exactly max_tokens: the length is the workload's, not the model's
+        "temperature": 0.0,
+        "stream": True,
+        **target.extra_body,
+    }
+    result = RequestResult(ok=False)
+    chunks = 0
+    start = time.perf_counter()
+    last = start
+    try:
+        async with session.post(target.base_url + "/v1/completions", json=body) as answer:
+            if answer.status != 200:
+                result.error = f"HTTP {answer.status}: {(await answer.text())[:300]}"
+                return result
+            async for raw in answer.content:
+                line = raw.decode("utf-8", errors="replace").strip()
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                payload = json.loads(data)
+                now = time.perf_counter()
+                choice = (payload.get("choices") or [None])[0]
+                # A token chunk: text, or no finish yet (a token may decode to ""); llama.cpp ends
+                # with an empty chunk that only carries the finish reason.
+                if choice is not None and (choice.get("text") or choice.get("finish_reason") is None):
+                    if result.ttft_s is None:
+                        result.ttft_s = now - start
+                    else:
+                        result.itl_s.append(now - last)
+                    last = now
+                    chunks += 1
+                usage = payload.get("usage")
+                if usage:
+                    result.input_tokens = int(usage.get("prompt_tokens") or 0)
+                    result.output_tokens = int(usage.get("completion_tokens") or 0)
+    except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError) as exc:
+        result.error = f"{type(exc).__name__}: {exc}"[:300]
+        return result
+    result.e2el_s = time.perf_counter() - start
+    if not result.output_tokens:  # a server that streams no usage (llama.cpp): one token per chunk
+        result.output_tokens = chunks
+        result.input_tokens = request.input_tokens
+    if result.output_tokens < request.max_tokens:
+        result.error = f"the stream ended after {result.output_tokens} of {request.max_tokens} tokens"
+        return result
+    result.ok = True
+    return result
+
+
+async def _drive(target: Target, requests: list[LoadRequest], concurrency: int | None, rate: float | None, seed: int) -> tuple[list[RequestResult], float]:
+    import aiohttp
+
+    limit = asyncio.Semaphore(concurrency) if concurrency else None
+    rng = np.random.default_rng(seed)
+    timeout = aiohttp.ClientTimeout(total=target.timeout_s)
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as session:
+
+        async def bounded(request: LoadRequest) -> RequestResult:
+            if limit is None:
+                return await _one(session, target, request)
+            async with limit:
+                return await _one(session, target, request)
+
+        start = time.perf_counter()
+        tasks = []
+        for request in requests:
+            tasks.append(asyncio.create_task(bounded(request)))
+            if rate is not None:
+                await asyncio.sleep(float(rng.exponential(1.0 / rate)))
+        results = await asyncio.gather(*tasks)
+        return list(results), time.perf_counter() - start
+
+
+def _stats(name: str, values_s: list[float]) -> dict[str, float | None]:
+    if not values_s:
+        return {f"{name}_mean_ms": None, **{f"{name}_p{p}_ms": None for p in PERCENTILES}}
+    ms = np.asarray(values_s) * 1000.0
+    return {f"{name}_mean_ms": float(ms.mean()), **{f"{name}_p{p}_ms": float(np.percentile(ms, p)) for p in PERCENTILES}}
+
+
+def meets_slo(result: RequestResult, slo: SloSpec) -> bool:
+    if not result.ok:
+        return False
+    checks = (
+        (slo.ttft_ms, result.ttft_s),
+        (slo.tpot_ms, result.tpot_s if result.output_tokens > 1 else 0.0),
+        (slo.e2el_ms, result.e2el_s),
+    )
+    return all(limit is None or (value is not None and value * 1000.0 <= limit) for limit, value in checks)
+
+
+def summarize(results: list[RequestResult], duration_s: float, slo: SloSpec, concurrency: int | None, rate: float | None) -> dict[str, Any]:
+    """One sweep point, in the results schema's SERVING_POINT layout."""
+    done = [r for r in results if r.ok]
+    failed = [r for r in results if not r.ok]
+    output_tokens = sum(r.output_tokens for r in done)
+    input_tokens = sum(r.input_tokens for r in done)
+    good = sum(meets_slo(r, slo) for r in results)
+    point: dict[str, Any] = {
+        "mode": "rate" if rate is not None else "concurrency",
+        "concurrency": concurrency,
+        "request_rate": rate,
+        "requests": len(results),
+        "completed": len(done),
+        "failed": len(failed),
+        "duration_s": duration_s,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "request_throughput": len(done) / duration_s if duration_s > 0 else None,
+        "output_tok_s": output_tokens / duration_s if duration_s > 0 else None,
+        "total_tok_s": (input_tokens + output_tokens) / duration_s if duration_s > 0 else None,
+        "goodput_rps": good / duration_s if duration_s > 0 else None,
+        "slo_attained_pct": 100.0 * good / len(results) if results else None,
+        "error": failed[0].error if failed else None,
+    }
+    point.update(_stats("ttft", [r.ttft_s for r in done if r.ttft_s is not None]))
+    point.update(_stats("tpot", [t for r in done if (t := r.tpot_s) is not None]))
+    point.update(_stats("itl", [gap for r in done for gap in r.itl_s]))
+    point.update(_stats("e2el", [r.e2el_s for r in done if r.e2el_s is not None]))
+    return point
+
+
+def run_point(target: Target, requests: list[LoadRequest], slo: SloSpec, concurrency: int | None = None,
+              rate: float | None = None, seed: int = 0) -> dict[str, Any]:
+    """Send every request (at most `concurrency` in flight, or arriving as a Poisson process of
+    `rate` per second) and summarize."""
+    results, duration = asyncio.run(_drive(target, requests, concurrency, rate, seed))
+    return summarize(results, duration, slo, concurrency, rate)
+
+
+def warm_up(target: Target, requests: list[LoadRequest]) -> None:
+    """First requests pay one-off costs (allocations, kernel selection): not part of a point."""
+    if requests:
+        asyncio.run(_drive(target, requests, 1, None, 0))

@@ -1,0 +1,121 @@
+"""An engine's OpenAI-compatible server for one cell: start on 127.0.0.1, wait for readiness,
+always stop (the whole process tree), and sample its peak memory meanwhile."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.engines.base import ServerLaunch
+from harness.isolation import PeakSampler, die_with_parent, kill_tree, tree_pids
+
+LOOPBACK = "127.0.0.1"
+
+
+class ServerError(RuntimeError):
+    """The server exited, never became ready, or could not bind its port."""
+
+
+@dataclass
+class RunningServer:
+    base_url: str
+    launch: ServerLaunch
+    pid: int
+    startup_s: float
+    sampler: PeakSampler
+
+    @property
+    def peak_rss_bytes(self) -> int:
+        return self.sampler.peak_rss
+
+    @property
+    def peak_gpu_bytes(self) -> int | None:
+        return self.sampler.peak_gpu
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOOPBACK, 0))
+        return int(probe.getsockname()[1])
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((LOOPBACK, port))
+        except OSError:
+            return True
+    return False
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 - loopback only
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    interesting = [line for line in text if "Error" in line or "error" in line]
+    return " | ".join((interesting or text)[-lines:])
+
+
+@contextmanager
+def serve(launch: ServerLaunch, port: int, log_path: Path, startup_timeout_s: float) -> Iterator[RunningServer]:
+    """Start the server described by `launch` (already bound to `port` in its argv)."""
+    if port_in_use(port):
+        raise ServerError(f"port {port} on {LOOPBACK} is already taken; free it or leave serving.port unset for a free one")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **launch.env}
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(  # noqa: S603 - argv built by the engine module, no shell
+            launch.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True, preexec_fn=die_with_parent,
+        )
+    sampler = PeakSampler(proc.pid)
+    sampler.start()
+    base_url = f"http://{LOOPBACK}:{port}"
+    started = time.monotonic()
+    try:
+        while not _healthy(base_url + launch.health_path):
+            if proc.poll() is not None:
+                raise ServerError(f"server exited with status {proc.returncode} before it was ready: {_tail(log_path)}")
+            if time.monotonic() - started > startup_timeout_s:
+                raise ServerError(f"server not ready after {startup_timeout_s:.0f} s: {_tail(log_path)}")
+            time.sleep(0.25)
+        yield RunningServer(base_url, launch, proc.pid, time.monotonic() - started, sampler)
+    finally:
+        _stop(proc)
+        sampler.stop()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (a clean shutdown), then SIGKILL to everything left: the tree as it was, and the
+    process group (children that the server's exit orphaned keep its group)."""
+    tree = tree_pids(proc.pid)
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        pass
+    for pid in tree:
+        kill_tree(pid)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    proc.wait(timeout=10)

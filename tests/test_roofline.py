@@ -1,0 +1,138 @@
+"""The roofline formula, the GPU peak lookup and the CPU peak measurement cache."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness import hardware, roofline
+from harness.errors import HarnessError
+from harness.gpus import GPUS
+from harness.hardware import Hardware, Peak
+from harness.memory import ModelShape, load_shape
+
+
+def tiny(tied: bool = False) -> ModelShape:
+    return ModelShape.from_config({
+        "model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100, "tie_word_embeddings": tied,
+    }, name="tiny")
+
+
+# By hand, for tiny(): head_dim 64 / 4 = 16, KV width 2 x 16 = 32.
+LINEAR_PER_LAYER = 64 * 64 + 64 * 32 + 64 * 32 + 64 * 64 + 3 * 64 * 128  # q, k, v, o, gate, up, down = 36,864
+LINEAR = 2 * LINEAR_PER_LAYER  # 73,728
+TABLE = 100 * 64  # embeddings, and the lm_head when untied
+NORMS = (2 * 2 + 1) * 64
+KV_PER_TOKEN = 2 * 2 * 2 * 16 * 2  # K and V x layers x KV heads x head_dim x 2 bytes = 256
+
+
+def test_pieces_by_hand():
+    shape = tiny()
+    assert LINEAR_PER_LAYER == 36_864
+    assert roofline.matmul_params(shape) == LINEAR + TABLE  # the lm_head is a matmul, the embedding a lookup
+    # bf16 reads every weight but the input embedding table: 2 bytes x (linear + lm_head + norms)
+    assert roofline.weight_bytes_per_step(shape, "bf16") == 2 * (LINEAR + TABLE + NORMS)
+    # tied: the one table is the lm_head, read in full; same byte count here by construction
+    assert roofline.weight_bytes_per_step(tiny(tied=True), "bf16") == 2 * (LINEAR + TABLE + NORMS)
+    assert roofline.flops_per_token(shape, 100) == 2 * (LINEAR + TABLE) + 4 * 2 * 64 * 100
+    assert roofline.mean_decode_context(96, 8) == 100
+
+
+def test_formula_memory_and_compute_bound():
+    shape = tiny()
+    w = 2 * (LINEAR + TABLE + NORMS)  # 160,896 bytes
+    flops = 2 * (LINEAR + TABLE) + 4 * 2 * 64 * 100  # 211,456 per token at L = 100
+    args = dict(batch=4, context=100, weight_bytes=w, kv_bytes_per_token=KV_PER_TOKEN,
+                matmul_params=LINEAR + TABLE, layers=2, attention_width=64)
+
+    fast_flops = roofline.roofline_tok_s(**args, peak=Peak(1e9, 1e12, "test"))
+    memory_bound = 4 * 1e9 / (w + 4 * 100 * KV_PER_TOKEN)  # 4e9 / 263,296 = 15,192 tok/s
+    assert fast_flops.memory_tok_s == pytest.approx(memory_bound)
+    assert fast_flops.compute_tok_s == pytest.approx(1e12 / flops)
+    assert fast_flops.bound == "memory" and fast_flops.tok_s == pytest.approx(memory_bound)
+    assert fast_flops.fraction(memory_bound / 2) == pytest.approx(0.5)
+
+    slow_flops = roofline.roofline_tok_s(**args, peak=Peak(1e9, 1e9, "test"))
+    assert slow_flops.bound == "compute" and slow_flops.tok_s == pytest.approx(1e9 / flops)  # 4,729 tok/s
+
+    cell = roofline.cell_roofline(shape, "bf16", "auto", 4, 96, 8, Peak(1e9, 1e12, "test"))
+    assert cell == fast_flops
+    row = cell.as_row()
+    assert row["roofline_bound"] == "memory" and row["roofline_source"] == "test"
+
+
+def test_cell_roofline_kv_dtype_and_gguf():
+    shape = tiny()
+    peak = Peak(1e9, 1e12, "test")
+    fp8 = roofline.cell_roofline(shape, "bf16", "fp8", 4, 96, 8, peak)
+    assert fp8.kv_bytes_per_token == KV_PER_TOKEN // 2
+    # Q8_0: 34 bytes per 32 weights for every Linear and the output matrix; norms in F32;
+    # the (untied) token_embd table is not read per step.
+    q8 = roofline.cell_roofline(shape, "gguf-q8_0", "auto", 4, 96, 8, peak)
+    assert q8.weight_bytes == LINEAR // 32 * 34 + TABLE // 32 * 34 + NORMS * 4
+    with pytest.raises(HarnessError):
+        roofline.cell_roofline(shape, "bf16", "int3", 4, 96, 8, peak)
+
+
+def test_llama_70b_on_h100_worked_example():
+    """docs/memory.md's Roofline example, from the figures of its memory worked example."""
+    peak = hardware.peak_for(Hardware("cuda", "NVIDIA H100 80GB HBM3", 1, 0, "9.0", None, ()), None)
+    r = roofline.cell_roofline(load_shape("llama-3.1-70b"), "bf16", "auto", 128, 1024, 2048, peak)
+    assert r.context == 2048
+    w = 141_107_412_992 - 2 * 1_050_673_152  # all bf16 weights less the input embedding table
+    assert r.weight_bytes == w == 139_006_066_688
+    assert r.kv_bytes_per_token == 327_680
+    assert r.memory_tok_s == pytest.approx(128 * 3.35e12 / (w + 128 * 2048 * 327_680))
+    assert round(r.memory_tok_s, 1) == 1906.6
+    n = 68_451_041_280 + 1_050_673_152
+    assert r.flops_per_token == 2 * n + 4 * 80 * 8192 * 2048 == 144_372_137_984
+    assert round(r.compute_tok_s, 1) == 6853.8
+    assert r.bound == "memory"
+    two = roofline.cell_roofline(load_shape("llama-3.1-70b"), "bf16", "auto", 128, 1024, 2048, peak.times(2))
+    assert two.tok_s == pytest.approx(2 * r.tok_s)
+
+
+def test_gpu_peaks_from_the_datasheet_table():
+    for gpu in GPUS.values():
+        hw = Hardware("cuda", gpu.product, 8, gpu.visible_bytes, gpu.compute_capability, "550", ())
+        peak = hardware.peak_for(hw, None)
+        assert (peak.bandwidth_bytes_s, peak.flops) == (gpu.bandwidth_bytes_s, gpu.bf16_flops)  # per GPU, not x 8
+        assert gpu.name in peak.source
+    h100 = hardware.peak_for(Hardware("cuda", "NVIDIA H100 80GB HBM3", 1, 0, "9.0", None, ()), None)
+    assert (h100.bandwidth_bytes_s, h100.flops) == (3.35e12, 989.5e12)
+    with pytest.raises(HarnessError, match="no datasheet figures"):
+        hardware.peak_for(Hardware("cuda", "NVIDIA Tesla T4", 1, 0, "7.5", None, ()), None)
+
+
+def test_cpu_peak_is_measured_once_then_cached(tmp_path, monkeypatch):
+    real = hardware.measure_cpu_peak
+    calls = []
+
+    def small(**_kwargs):
+        calls.append(1)
+        return real(budget_s=0.3, array_bytes=2**20, matmul_n=64)
+
+    monkeypatch.setattr(hardware, "measure_cpu_peak", small)
+    cpu = Hardware("cpu", "Test CPU @ 1 GHz", 2, 2**30, None, None, ())
+    first = hardware.peak_for(cpu, tmp_path)
+    assert len(calls) == 1
+    assert first.bandwidth_bytes_s > 0 and first.flops > 0
+    assert first.source.startswith("measured on this host (Test CPU @ 1 GHz, 2 cores")
+
+    cache = hardware.cpu_peak_cache_file(cpu, tmp_path)
+    saved = json.loads(cache.read_text())
+    assert saved["cpu"] == "Test CPU @ 1 GHz" and saved["cores"] == 2
+    assert saved["bandwidth_bytes_s"] == first.bandwidth_bytes_s
+
+    again = hardware.peak_for(cpu, tmp_path)
+    assert len(calls) == 1 and again == first  # read from the cache, not remeasured
+
+    hardware.peak_for(Hardware("cpu", "Test CPU @ 1 GHz", 4, 2**30, None, None, ()), tmp_path)
+    assert len(calls) == 2  # another core count: another key
+    cache.write_text("not json")
+    hardware.peak_for(cpu, tmp_path)
+    assert len(calls) == 3  # an unreadable cache is measured again
+    hardware.peak_for(cpu, tmp_path, remeasure=True)
+    assert len(calls) == 4
