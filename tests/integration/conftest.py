@@ -25,6 +25,7 @@ calibration:
   - {name: code, source: builtin:code, samples: 16, seq_len: 128}
 workload: {prompts: 4, input_len: 32, output_len: 16}
 engine: {name: vllm, max_model_len: 128, timeout_s: 600}
+serving: {formats: [bf16, w8a8-int8], concurrency: [1, 4], request_rates: [4.0], requests: 8, slo: {ttft_ms: 2000, tpot_ms: 200}}
 """
 
 

@@ -29,6 +29,7 @@ engine:
   - {name: vllm, max_model_len: 64, timeout_s: 600}
   - {name: transformers, batch_size: 2, timeout_s: 600}
   - {name: llamacpp, max_model_len: 64, timeout_s: 600}
+serving: {formats: [bf16, gguf-q4_k_m], concurrency: [1, 2], requests: 4}
 """
 
 
@@ -81,3 +82,20 @@ def test_gguf_k_quant_through_llama_cpp(rows: pd.DataFrame) -> None:
     assert (Path(row["artifact_path"]) / "model.gguf").is_file()
     assert "q4_K" in row["kernels"]  # llama.cpp's own list of the tensor types it loaded
     assert row["bits_per_weight"] < rows.loc["bf16/vllm", "bits_per_weight"]
+
+
+def test_gguf_served_by_llama_cpp_server_on_the_same_client(rows: pd.DataFrame) -> None:
+    """The GGUF cell under the client load the vLLM cells get: llama.cpp's OpenAI server."""
+    row = rows.loc["gguf-q4_k_m/llamacpp"]
+    assert "llama_cpp.server --host 127.0.0.1" in row["serving_server"]
+    points = list(row["serving"])
+    assert [p["concurrency"] for p in points] == [1, 2]
+    for p in points:
+        assert p["completed"] == 4 and p["failed"] == 0, p["error"]
+        assert p["output_tokens"] == 4 * 8  # min_tokens = max_tokens: every stream runs to its length
+        assert 0 < p["ttft_p50_ms"] <= p["ttft_p99_ms"] and 0 < p["itl_p50_ms"]
+    assert row["engine_weights_bytes"] and row["engine_weights_bytes"] < row["artifact_bytes"]
+    vllm = rows.loc["bf16/vllm"]
+    assert [p["completed"] for p in vllm["serving"]] == [4, 4]
+    reference = rows.loc["bf16/transformers"]
+    assert reference["serving"] is None and "no server" in reference["serving_note"]

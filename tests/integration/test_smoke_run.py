@@ -63,3 +63,40 @@ def test_second_run_recomputes_nothing(smoke: dict) -> None:
     assert again.returncode == 0, again.stderr[-2000:]
     assert "4 cells were already finished and skipped" in again.stdout
     assert len(pd.read_parquet(smoke["out"] / "results.parquet")) == 4
+
+
+def test_serving_sweep_measured_over_loopback_http(smoke: dict) -> None:
+    """bf16 and INT8 behind vLLM's OpenAI server: a point per concurrency and per Poisson rate,
+    every request streamed to the end, percentiles in order."""
+    rows = _rows(smoke["out"])
+    for fmt in ("bf16", "w8a8-int8"):
+        row = rows.loc[fmt]
+        assert "vllm.entrypoints.openai.api_server --host 127.0.0.1" in row["serving_server"]
+        assert row["serving_startup_s"] > 0 and row["serving_peak_rss_bytes"] > 200 * 2**20
+        points = list(row["serving"])
+        assert [(p["mode"], p["concurrency"], p["request_rate"]) for p in points] == [
+            ("concurrency", 1, None), ("concurrency", 4, None), ("rate", None, 4.0)]
+        for p in points:
+            assert p["completed"] == 8 and p["failed"] == 0, p["error"]
+            assert p["output_tokens"] == 8 * 16 and p["input_tokens"] == 8 * 32
+            for metric in ("ttft", "tpot", "itl", "e2el"):
+                assert 0 < p[f"{metric}_p50_ms"] <= p[f"{metric}_p90_ms"] <= p[f"{metric}_p99_ms"]
+            assert p["e2el_p50_ms"] > p["ttft_p50_ms"]
+            assert 0 <= p["slo_attained_pct"] <= 100 and p["goodput_rps"] <= p["request_throughput"] + 1e-9
+    for fmt in ("fp8-dynamic", "w4a16-gptq"):  # not listed under serving.formats
+        assert rows.loc[fmt, "serving"] is None
+
+
+def test_rows_carry_planned_memory_and_a_roofline(smoke: dict) -> None:
+    rows = _rows(smoke["out"])
+    for fmt, row in rows.iterrows():
+        assert row["planned_weights_bytes"] > 0 and row["planned_kv_cache_bytes"] > 0, fmt
+        assert row["planned_total_bytes"] == row["planned_weights_bytes"] + row["planned_kv_cache_bytes"] + row["planned_activation_bytes"]
+        # served cells: a Poisson point may hold every one of its 8 requests; others: the 4 prompts
+        assert row["planned_batch"] == (8 if fmt in ("bf16", "w8a8-int8") else 4)
+        if row["status"] == "ok":
+            assert row["engine_kv_cache_bytes"] == 2**30  # VLLM_CPU_KVCACHE_SPACE=1, as vLLM logged it
+            assert row["engine_kv_cache_tokens"] > 0
+            assert row["hw_bandwidth_bytes_s"] > 1e9 and row["hw_flops"] > 1e9
+            assert 0 < row["roofline_fraction"] < 1.0 and row["roofline_bound"] in ("memory", "compute")
+    assert rows.loc["w8a8-int8", "planned_weights_bytes"] < rows.loc["bf16", "planned_weights_bytes"]
