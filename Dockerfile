@@ -54,9 +54,10 @@ WORKDIR /opt/harness
 
 # 1/4 the serving/eval stack (requirements/stack-cuda.txt); vllm==0.32.0 is the base image's
 RUN python3 -m pip install --no-cache-dir "transformers==5.17.0" "lm-eval[api,math]==0.4.13"
-# 2/4 llm-compressor's own requirements, from the file scripts/setup installs
+# 2/4 llm-compressor's own requirements, and Ray for `executor: ray` (every node of a cluster runs
+# this image: one Ray version), from the files scripts/setup installs
 COPY requirements/ requirements/
-RUN python3 -m pip install --no-cache-dir -r requirements/quantize-deps.txt
+RUN python3 -m pip install --no-cache-dir -r requirements/quantize-deps.txt -r requirements/ray.txt
 # 3/4 the harness, with pyproject.toml's dependencies; then
 # 4/4 llm-compressor and compressed-tensors 0.19 without their dependencies, last: no pip set
 # resolves with vLLM's compressed-tensors pin (requirements/quantize-nodeps.txt says why)
@@ -83,7 +84,7 @@ RUN useradd --create-home --non-unique --uid "${HARNESS_UID}" --shell /bin/bash 
  && mkdir -p /cache/harness /cache/huggingface /results \
  && chown -R harness /cache /results \
  && ln -s /results /opt/harness/results \
- && python3 -c "import vllm, llmcompressor, compressed_tensors, lm_eval, harness; from importlib.metadata import version; print('vllm', vllm.__version__, '| llmcompressor', llmcompressor.__version__, '| compressed-tensors', compressed_tensors.__version__, '| llama-cpp-python', version('llama-cpp-python'))"
+ && python3 -c "import vllm, llmcompressor, compressed_tensors, lm_eval, ray, harness; from importlib.metadata import version; print('vllm', vllm.__version__, '| llmcompressor', llmcompressor.__version__, '| compressed-tensors', compressed_tensors.__version__, '| llama-cpp-python', version('llama-cpp-python'))"
 VOLUME ["/cache", "/results"]
 ENV HOME=/home/harness
 USER ${HARNESS_UID}

@@ -1,13 +1,18 @@
 """The quantize stage: build a format's checkpoint once per artifact key, cache it, reuse it.
 
 A checkpoint is written into a temporary directory beside the cache entry and renamed
-into place only when complete, so a killed run never leaves half an artifact to reuse.
+into place only when complete, so a killed run never leaves half an artifact to reuse: a
+cache entry counts only with its metadata file, written last, and the staging directories a
+killed run left behind (`.<key>.<random>`) are never read, only removed by the next build
+(a staging directory is stale when nobody holds its key's lock, `artifacts/.locks/<key>.lock`:
+two runs never build the same artifact at once, the second one waits and reuses it).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -15,10 +20,15 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from harness import formats
+from harness.cell_lock import FileLock
 from harness.formats.base import QuantizeRequest
-from harness.isolation import StageOutcome, run_isolated
+from harness.isolation import StageOutcome, memory_limit_bytes, run_isolated
 
 META_FILE = "harness-artifact.json"
+LOCKS = ".locks"
+_STAGING = re.compile(r"^\.([0-9a-f]{16})\.[A-Za-z0-9_]+$")  # tempfile.mkdtemp(prefix=".KEY.")
+_NO_SPACE = ("No space left on device", "[Errno 28]", "os error 28", "ENOSPC")
+_FULL_BELOW = 16 * 2**20  # free bytes under which a failed build's file system counts as full
 
 
 @dataclass(frozen=True)
@@ -57,27 +67,132 @@ def cached(cache_dir: Path, key: str) -> Artifact | None:
     return Artifact(key, path, data["bytes"], data["quantize_s"], data["peak_rss_bytes"], data["peak_gpu_bytes"], reused=True)
 
 
-def build(cache_dir: Path, key: str, request: QuantizeRequest, log_path: Path, timeout_s: float) -> tuple[Artifact | None, StageOutcome]:
+def build(cache_dir: Path, key: str, request: QuantizeRequest, log_path: Path, timeout_s: float,
+          memory_limit_gib: float | None = None) -> tuple[Artifact | None, StageOutcome]:
     """Quantize into a temporary directory in an isolated process; rename it into the cache
-    when complete. request.out_dir is replaced by that temporary directory."""
+    when complete. request.out_dir is replaced by that temporary directory. Held under the
+    key's lock: a run that finds another building the same artifact waits, then reuses it.
+    A failure (the stage's error, out of memory, a full disk) comes back as (None, outcome)."""
     target = cache_dir / "artifacts" / key
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=target.parent))
     try:
-        outcome = run_isolated(_quantize_child, (request.params.name, replace(request, out_dir=staging)), log_path, timeout_s)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(target.parent / LOCKS / f"{key}.lock")
+        lock.acquire()
+    except OSError as exc:
+        return None, _failed(f"cannot create the artifact cache {target.parent}: {exc}")
+    try:
+        done = cached(cache_dir, key)
+        if done is not None:  # another run built it while this one waited for the lock
+            return done, StageOutcome(done.quantize_s, None, None, done.peak_rss_bytes or 0, done.peak_gpu_bytes, 0.0, False)
+        remove_stale_staging(target.parent, holding=key)
+        return _build_locked(target, key, request, log_path, timeout_s, memory_limit_gib)
+    finally:
+        lock.release()
+
+
+def _build_locked(target: Path, key: str, request: QuantizeRequest, log_path: Path, timeout_s: float,
+                  memory_limit_gib: float | None) -> tuple[Artifact | None, StageOutcome]:
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=target.parent))
+    except OSError as exc:
+        return None, _failed(_no_space_reason(target.parent, str(exc)))
+    outcome: StageOutcome | None = None
+    try:
+        outcome = run_isolated(_quantize_child, (request.params.name, replace(request, out_dir=staging)), log_path, timeout_s,
+                               memory_limit_bytes(memory_limit_gib))
         if not outcome.ok:
+            for kept, copy in _keep_logs(staging, log_path):  # the error names the copy, not the staging file that goes now
+                outcome = replace(outcome, error=(outcome.error or "").replace(str(kept), str(copy)))
+            if not (outcome.out_of_memory or outcome.timed_out) and _says_no_space(outcome.error or "", staging):
+                outcome = replace(outcome, error=_no_space_reason(target.parent, outcome.error or ""))
             return None, outcome
         artifact = Artifact(key, target, checkpoint_bytes(staging), outcome.value, outcome.peak_rss_bytes, outcome.peak_gpu_bytes, reused=False)
         meta = {k: v for k, v in asdict(artifact).items() if k not in ("path", "reused")}
-        (staging / META_FILE).write_text(json.dumps(meta, indent=2))
+        (staging / META_FILE).write_text(json.dumps(meta, indent=2))  # last: the entry counts only with it
         os.chmod(staging, 0o755)
-        if target.exists():  # another run finished the same artifact first: keep theirs
-            return cached(cache_dir, key), outcome
+        if target.exists():  # an entry without metadata: a build that a run without locks left
+            shutil.rmtree(target)
         os.replace(staging, target)
         return Artifact(**{**asdict(artifact), "path": target}), outcome
+    except OSError as exc:  # the harness's own writes (metadata, rename) on a full or read-only disk
+        error = _no_space_reason(target.parent, f"writing the artifact: {exc}") if _says_no_space(str(exc), None) else f"writing the artifact: {exc}"
+        base = outcome or _failed(error)
+        return None, replace(base, value=None, error=error)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
+
+def remove_stale_staging(artifacts_dir: Path, holding: str | None = None) -> list[Path]:
+    """Remove the staging directories that killed builds left: those whose key's lock nobody
+    holds, and those of `holding`, the key whose lock the caller holds (before it stages its own)."""
+    removed = []
+    for entry in artifacts_dir.iterdir() if artifacts_dir.is_dir() else ():
+        match = _STAGING.match(entry.name)
+        if not match or not entry.is_dir():
+            continue
+        if match.group(1) == holding:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+            continue
+        lock = FileLock(artifacts_dir / LOCKS / f"{match.group(1)}.lock")
+        try:
+            if not lock.acquire(wait=False):
+                continue  # being built right now
+        except OSError:
+            continue
+        try:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+        finally:
+            lock.release()
+    return removed
+
+
+def _failed(error: str) -> StageOutcome:
+    return StageOutcome(None, error, None, 0, None, 0.0, False)
+
+
+def _says_no_space(error: str, staging: Path | None) -> bool:
+    """The stage failed on a full disk: its error or the tail of a log it left in the staging
+    directory says so, or the staging directory's file system is full right now (a tool whose
+    log is on that disk could not even write why it failed: llama.cpp's converter)."""
+    if staging is not None:
+        try:
+            if shutil.disk_usage(staging).free < _FULL_BELOW:
+                return True
+        except OSError:
+            pass
+    texts = [error]
+    for log in sorted(staging.glob("*.log")) if staging is not None else ():
+        try:
+            with log.open("rb") as handle:
+                handle.seek(max(0, log.stat().st_size - 8192))
+                texts.append(handle.read().decode(errors="replace"))
+        except OSError:
+            continue
+    return any(mark in text for text in texts for mark in _NO_SPACE)
+
+
+def _no_space_reason(directory: Path, error: str) -> str:
+    try:
+        usage = shutil.disk_usage(directory)
+        where = f"{directory} (a {usage.total / 2**20:.0f} MiB file system, {usage.free / 2**20:.0f} MiB free after the failed write)"
+    except OSError:
+        where = str(directory)
+    return f"no space left on device writing the artifact to {where}: {error}"
+
+
+def _keep_logs(staging: Path, log_path: Path) -> list[tuple[Path, Path]]:
+    """Copy the logs a failed build wrote into its staging directory beside the stage's log."""
+    kept = []
+    for log in sorted(staging.glob("*.log")):
+        copy = log_path.with_name(f"{log_path.stem}-{log.name}")
+        try:
+            shutil.copyfile(log, copy)
+            kept.append((log, copy))
+        except OSError:
+            pass
+    return kept
 
 
 def describe_scheme(directory: Path) -> str | None:

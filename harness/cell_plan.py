@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +40,12 @@ def planned_columns(shape: memory.ModelShape | str, params: FormatParams, kv_dty
     if isinstance(shape, str):
         return {**columns, "planned_note": shape}
     tensor_parallel = int(settings.get("tensor_parallel_size") or 1)
+    pipeline_parallel = int(settings.get("pipeline_parallel_size") or 1)  # stages split the layers: weights and KV / stages
     gpu = gpu_of(hw)
     tokens = int(settings.get("max_num_batched_tokens") or (memory.default_batched_tokens(gpu) if gpu else _SMALL_DEVICE_BATCHED_TOKENS))
     try:
-        weights = memory.weights(shape, params).per_gpu(tensor_parallel)
-        kv = memory.kv_bytes(shape, kv_dtype, batch, context, tensor_parallel)
+        weights = math.ceil(memory.weights(shape, params).per_gpu(tensor_parallel) / pipeline_parallel)
+        kv = math.ceil(memory.kv_bytes(shape, kv_dtype, batch, context, tensor_parallel) / pipeline_parallel)
     except HarnessError as exc:
         return {**columns, "planned_note": f"no plan: {exc}"}
     activations = memory.activation_bytes(shape, batch, tokens, tensor_parallel)

@@ -36,12 +36,17 @@ def run(
     config: Path = typer.Argument(..., help="the YAML config"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="results directory (default: the config's output)"),
     allow_code_execution: bool = typer.Option(False, "--allow-code-execution", help="run HumanEval's model-generated code (in the sandbox), as evals.allow_code_execution: true"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local or ray: where cells run (default: the config's executor); not part of any cell key"),
 ) -> None:
     """Run every cell of a config; finished cells are skipped (resume)."""
     from harness import pipeline
     from harness.config import load_config
 
     cfg = load_config(config, output=output)
+    if executor is not None:
+        if executor not in ("local", "ray"):
+            raise HarnessError(f"--executor: local or ray (got {executor!r})")
+        cfg = cfg.model_copy(update={"executor": executor})
     if allow_code_execution and cfg.evals is not None:
         cfg = cfg.model_copy(update={"evals": cfg.evals.model_copy(update={"allow_code_execution": True})})
     summary = pipeline.run(cfg, err)

@@ -92,17 +92,37 @@ class EngineSpec(StrictModel):
     max_model_len: int | None = Field(None, ge=16)
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
     tensor_parallel_size: int = Field(1, ge=1, le=64)
+    pipeline_parallel_size: int = Field(1, ge=1, le=64, description="vLLM pipeline stages (layers split across GPUs); a cell holds tensor x pipeline GPUs")
     kv_cache_dtype: KvCacheDtype | list[KvCacheDtype] = Field("auto", description="one dtype, or a list: the KV-cache axis of the matrix")
     enforce_eager: bool | None = Field(None, description="None: True on CPU (torch.compile warm-up takes minutes), False on GPU")
     cpu_kvcache_space_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE (whole GiB) on CPU")
     timeout_s: int = Field(1800, ge=10, description="wall-clock limit of one engine session")
+    memory_limit_gib: float | None = Field(None, gt=0, description="host RSS limit of the engine's process tree (offline, server, evals): over it, the tree is killed and the cell fails as out of memory; None: no limit. Not part of the cell key")
     seed: int = Field(0, ge=0)
     batch_size: int = Field(16, ge=1, le=4096, description="prompts per generate call (transformers engine)")
     threads: int | None = Field(None, ge=1, description="CPU threads (llamacpp engine; default: all cores)")
 
 
+class RaySpec(StrictModel):
+    """Where `executor: ray` runs cells (docs/production.md, "Scale past one GPU"). Not part of any
+    cell key: where a cell ran never changes what it measures."""
+
+    address: str | None = Field(None, description='None: a local cluster started for the run; "auto": the cluster `ray start` runs on this machine; "HOST:PORT" or "ray://HOST:10001"')
+    num_gpus_per_cell: float | None = Field(None, gt=0, description="GPUs a cell holds (None: tensor_parallel_size x pipeline_parallel_size on a GPU cluster, none on CPU)")
+    num_cpus_per_cell: float | None = Field(None, gt=0, description="CPUs a cell holds (None: 1 beside GPUs; on a CPU cluster every CPU of its smallest node, so CPU cells never share cores)")
+    max_retries: int = Field(1, ge=0, le=10, description="times a cell whose worker process or node died is run again elsewhere; then it is a failed row")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is None or value == "auto" or re.match(r"^(ray://)?[A-Za-z0-9.\-\[\]:]+:\d+$", value):
+            return value
+        raise PydanticCustomError("ray_address", 'a Ray address is "auto", HOST:PORT (the GCS of a cluster) or ray://HOST:PORT (Ray Client); leave it out to start a local cluster')
+
+
 class QuantizeSpec(StrictModel):
     timeout_s: int = Field(7200, ge=10, description="wall-clock limit of one quantization")
+    memory_limit_gib: float | None = Field(None, gt=0, description="host RSS limit of the quantization's process tree: over it, the tree is killed and the cell fails as out of memory; None: no limit")
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
@@ -185,6 +205,8 @@ class RawConfig(StrictModel):
     evals: EvalSpec | None = None
     serving: ServingSpec | None = None
     gate: GateSpec | None = None
+    executor: Literal["local", "ray"] = Field("local", description="local: cells one after another here; ray: fanned out over a Ray cluster")
+    ray: RaySpec | None = None
     output: str | None = None
     cache_dir: str | None = None
 
@@ -203,6 +225,8 @@ class Config(StrictModel):
     evals: EvalSpec | None
     serving: ServingSpec | None
     gate: GateSpec | None
+    executor: Literal["local", "ray"] = "local"
+    ray: RaySpec = RaySpec()
     output: Path
     cache_dir: Path | None
 
@@ -231,6 +255,8 @@ def load_config(path: str | Path, output: str | Path | None = None) -> Config:
         evals=raw.evals,
         serving=raw.serving,
         gate=raw.gate,
+        executor=raw.executor,
+        ray=raw.ray or RaySpec(),
         output=Path(output) if output else Path(raw.output or f"results/{raw.name}"),
         cache_dir=Path(raw.cache_dir).expanduser() if raw.cache_dir else None,
     )

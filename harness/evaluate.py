@@ -16,7 +16,7 @@ import pandas as pd
 from harness import eval_data, evals, formats, results
 from harness.config import EvalSpec
 from harness.engines.base import EngineRequest
-from harness.isolation import run_isolated
+from harness.isolation import memory_limit_bytes, run_isolated
 
 BASELINES = [name for name, fmt in formats.REGISTRY.items() if fmt.is_baseline]
 # Higher is better for every recovered metric but perplexity.
@@ -88,7 +88,7 @@ def run_stage(
         kld_windows=kld_windows(model_dir, cache_dir, spec),
         kld_top_k=spec.kld.top_k if spec.kld else 0,
     )
-    outcome = run_isolated(evals.run, (request,), log_path, spec.timeout_s)
+    outcome = run_isolated(evals.run, (request,), log_path, spec.timeout_s, memory_limit_bytes(engine_request.spec.memory_limit_gib))
     columns: dict[str, Any] = {
         "eval_limit": spec.limit,
         "eval_settings": json.dumps({"greedy": True, "n": 1, "temperature": 0.0, "max_gen_toks": spec.max_gen_toks, "tasks": tasks, "kld": spec.kld.model_dump() if spec.kld else None}),

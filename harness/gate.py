@@ -30,7 +30,7 @@ import pandas as pd
 
 from harness.config import RECOVERY_METRICS, Config
 from harness.errors import HarnessError
-from harness.report import Regression, load_results
+from harness.report import Regression, is_missing, load_results
 
 #: output tok/s may drop by this % against the previous run when neither the command line
 #: nor the config's `gate.max_throughput_regression_pct` says otherwise
@@ -96,20 +96,11 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _na(value: Any) -> bool:
-    if value is None:
-        return True
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
-
-
 def _latest(frame: pd.DataFrame, only_ok: bool = False) -> dict[tuple[str, str], dict[str, Any]]:
     """(config_name, cell_name) → the cell's latest row by start time."""
     records = frame.astype(object).where(frame.notna(), None).to_dict("records")
     earliest = pd.Timestamp.min.tz_localize("UTC")
-    records.sort(key=lambda r: (earliest if _na(r.get("started_at")) else r["started_at"]))
+    records.sort(key=lambda r: (earliest if is_missing(r.get("started_at")) else r["started_at"]))
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     for row in records:
         if only_ok and row.get("status") != "ok":
@@ -187,17 +178,17 @@ def evaluate(
         floors = config.gate.floors() if config is not None and config.gate is not None else {}
         for metric, floor in floors.items():
             recovery, figure = row.get(f"{metric}_recovery_pct"), row.get(metric)
-            if not _na(figure) or not _na(recovery):
+            if not is_missing(figure) or not is_missing(recovery):
                 measured[(config_name, metric)] = measured.get((config_name, metric), 0) + 1
-            if not _na(recovery):
+            if not is_missing(recovery):
                 recovery_checks += 1
                 if float(recovery) < floor:
                     against = row.get("recovery_reference") or "the baseline"
-                    shown = f"; {metric} {float(figure):.4g} against {against}" if not _na(figure) else ""
+                    shown = f"; {metric} {float(figure):.4g} against {against}" if not is_missing(figure) else ""
                     failures.append(Failure(config_name, cell_name, "recovery",
                                             f"{metric} recovery {float(recovery):.2f} % is below the floor {floor:g} %{shown}",
                                             float(recovery), floor))
-            elif not _na(figure):
+            elif not is_missing(figure):
                 reference = row.get("recovery_reference") or "no baseline cell"
                 not_gated.append(f"{config_name} {cell_name}: {metric} = {float(figure):.4g}, recovery undefined "
                                  f"(its reference, {reference}, scored 0 or has no {metric})")
@@ -206,9 +197,9 @@ def evaluate(
             continue
         before = previous.get((config_name, cell_name))
         speed = row.get("output_tok_s")
-        if _na(speed):
+        if is_missing(speed):
             continue
-        if before is None or _na(before.get("output_tok_s")):
+        if before is None or is_missing(before.get("output_tok_s")):
             not_gated.append(f"{config_name} {cell_name}: output tok/s {float(speed):.4g}, no previous figure (a new cell, or not ok in the baseline)")
             continue
         differs = [key for key in COMPARABLE_ON if str(before.get(key)) != str(row.get(key))]

@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.isolation import dies_with_this_process
 
 LLAMA_CPP_PYTHON = "llama-cpp-python"
 
@@ -49,9 +50,12 @@ def convert_hf_to_gguf(model_dir: Path, out_file: Path, outtype: str, log: Path)
         done = subprocess.run(
             [sys.executable, str(converter()), str(model_dir), "--outfile", str(out_file), "--outtype", outtype],
             env=env, stdout=sink, stderr=subprocess.STDOUT, timeout=3600,
+            preexec_fn=dies_with_this_process(),  # a killed quantize stage must not leave it writing into the staging directory
         )
     if done.returncode != 0 or not out_file.is_file():
-        raise RuntimeError(f"convert_hf_to_gguf.py failed (exit {done.returncode}); see {log}")
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()] if log.is_file() else []
+        last = f": {lines[-1].strip()[:500]}" if lines else ""  # its own error (the log may go with a staging directory)
+        raise RuntimeError(f"convert_hf_to_gguf.py failed (exit {done.returncode}){last}; see {log}")
 
 
 def quantize(in_file: Path, out_file: Path, ftype: int, threads: int) -> None:

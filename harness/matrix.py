@@ -52,7 +52,7 @@ class Cell:
     def key(self, model_identity: str, quantize_versions: dict[str, str], engine_version: str) -> str:
         payload = {
             "artifact": self.artifact_key(model_identity, quantize_versions),
-            "engine": self.engine.model_dump(exclude={"timeout_s"}),
+            "engine": self.engine.model_dump(exclude={"timeout_s", "memory_limit_gib", *self._default_engine_fields()}),  # limits change whether a cell finishes, not what it measures
             "engine_version": engine_version,
             "workload": self.workload.model_dump(),
         }
@@ -61,6 +61,15 @@ class Cell:
         if self.serving is not None:
             payload["serving"] = self.serving.model_dump(exclude={"startup_timeout_s", "request_timeout_s", "port", "formats"})
         return _hash(payload)
+
+    def _default_engine_fields(self) -> set[str]:
+        """Engine fields added after keys existed, left out of the key while at their default:
+        configs that don't set them keep the keys (and finished rows) they had."""
+        return {name for name, default in _LATER_ENGINE_FIELDS.items() if getattr(self.engine, name) == default}
+
+
+#: EngineSpec fields added after cell keys existed → their default
+_LATER_ENGINE_FIELDS: dict[str, Any] = {"pipeline_parallel_size": 1}
 
 
 def _serving_of(config: Config, params: FormatParams) -> ServingSpec | None:

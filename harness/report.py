@@ -134,7 +134,8 @@ def load_results(results: Path | str | Sequence[Path | str]) -> pd.DataFrame:
 # Small helpers
 
 
-def _na(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
+    """None, NaN, NaT or pandas NA: a figure the row does not have."""
     if value is None:
         return True
     try:
@@ -144,7 +145,7 @@ def _na(value: Any) -> bool:
 
 
 def _f(value: Any) -> float | None:
-    return None if _na(value) else float(value)
+    return None if is_missing(value) else float(value)
 
 
 def _fmt(value: Any, spec: str, scale: float = 1.0) -> str:
@@ -214,7 +215,7 @@ def _planned(row: dict[str, Any], shape: memory.ModelShape | None) -> _Planned |
 def _computed_plan(row: dict[str, Any], shape: memory.ModelShape | None) -> _Planned | None:
     from harness.picker import format_params, row_entry
 
-    if shape is None or row.get("format") not in format_registry.REGISTRY or _na(row.get("workload_prompts")):
+    if shape is None or row.get("format") not in format_registry.REGISTRY or is_missing(row.get("workload_prompts")):
         return None
     batch = int(row["workload_prompts"])
     context = int(row["workload_input_len"]) + int(row["workload_output_len"])
@@ -319,8 +320,8 @@ def _roofline_text(row: dict[str, Any]) -> str:
     fraction = _f(row.get("roofline_fraction"))
     if fraction is not None:
         bound = row.get("roofline_bound")
-        return f"{100 * fraction:.1f}" + (f" ({bound})" if not _na(bound) else "")
-    return "" if _na(row.get("roofline_note")) else str(row["roofline_note"])
+        return f"{100 * fraction:.1f}" + (f" ({bound})" if not is_missing(bound) else "")
+    return "" if is_missing(row.get("roofline_note")) else str(row["roofline_note"])
 
 
 def _peak(row: dict[str, Any]) -> tuple[float | None, str]:
@@ -467,7 +468,7 @@ def _calibration_figure(rows: list[dict[str, Any]]) -> Figure:
                "(lower is better).")
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in rows:
-        if r.get("status") == "ok" and not _na(r.get("calibration_domain")):
+        if r.get("status") == "ok" and not is_missing(r.get("calibration_domain")):
             groups.setdefault((str(r["format_id"] or r["format"]), str(r["engine"]), str(r["kv_cache_dtype"])), []).append(r)
     deltas: dict[str, list[tuple[str, float, str]]] = {}
     for (fmt, engine, kv), members in sorted(groups.items()):
@@ -502,16 +503,16 @@ def _runs(rows: list[dict[str, Any]]) -> list[str]:
     start: dict[str, Any] = {}
     for r in rows:
         run, at = str(r.get("run_id")), r.get("started_at")
-        if run not in start or (not _na(at) and (_na(start[run]) or at < start[run])):
+        if run not in start or (not is_missing(at) and (is_missing(start[run]) or at < start[run])):
             start[run] = at
-    return sorted(start, key=lambda run: (pd.Timestamp.max.tz_localize("UTC") if _na(start[run]) else start[run], run))
+    return sorted(start, key=lambda run: (pd.Timestamp.max.tz_localize("UTC") if is_missing(start[run]) else start[run], run))
 
 
 def _series(rows: list[dict[str, Any]], runs: list[str], metric: str) -> dict[tuple[str, str], list[float | None]]:
     """(config, cell) → the metric in each run (the run's latest row of that cell), for cells with two or more values."""
     index = {run: i for i, run in enumerate(runs)}
     out: dict[tuple[str, str], list[float | None]] = {}
-    for r in sorted(rows, key=lambda r: (pd.Timestamp.min.tz_localize("UTC") if _na(r.get("started_at")) else r["started_at"])):
+    for r in sorted(rows, key=lambda r: (pd.Timestamp.min.tz_localize("UTC") if is_missing(r.get("started_at")) else r["started_at"])):
         value = _f(r.get(metric)) if r.get("status") == "ok" else None
         values = out.setdefault((str(r.get("config_name")), str(r["cell_name"])), [None] * len(runs))
         if value is not None:
@@ -654,7 +655,7 @@ def _roofline_figure(rows: list[dict[str, Any]]) -> Figure:
     items = [(str(r["cell_name"]), 100.0 * f, str(r.get("roofline_bound") or ""), r.get("engine_speed_class") == "serving", str(r.get("hw_peak_source") or ""))
              for r in rows if r.get("status") == "ok" and (f := _f(r.get("roofline_fraction"))) is not None]
     if not items:
-        notes = sorted({str(r["roofline_note"]) for r in rows if not _na(r.get("roofline_note"))})
+        notes = sorted({str(r["roofline_note"]) for r in rows if not is_missing(r.get("roofline_note"))})
         why = "; ".join(notes[:3]) if notes else "these rows have no roofline columns (a table from before the roofline model)"
         return Figure("roofline", title, caption, placeholder=f"no roofline fraction in these results: {why}")
     top = max(v for _, v, *_ in items)
@@ -673,7 +674,7 @@ def _roofline_figure(rows: list[dict[str, Any]]) -> Figure:
 
 
 def _kernels(value: Any) -> str:
-    return "" if _na(value) else ", ".join(k.split(" for ")[0] for k in str(value).split("; "))
+    return "" if is_missing(value) else ", ".join(k.split(" for ")[0] for k in str(value).split("; "))
 
 
 def _recovery_text(row: dict[str, Any]) -> str:
@@ -704,7 +705,7 @@ def _planned_text(row: dict[str, Any], shape: memory.ModelShape | None) -> str:
     plan = _planned(row, shape)
     if plan is not None:
         return f"{plan.total / GIB:.2f}"
-    return "" if _na(row.get("planned_note")) else f"none: {row['planned_note']}"
+    return "" if is_missing(row.get("planned_note")) else f"none: {row['planned_note']}"
 
 
 def _split_text(row: dict[str, Any]) -> str:
@@ -726,14 +727,14 @@ def _table_rows(rows: list[dict[str, Any]], shape: memory.ModelShape | None) -> 
         speed = _fmt(r.get("output_tok_s"), ".1f")
         points = _points(r)
         table.append([
-            str(r["cell_name"]), str(r.get("format_id") or r.get("format") or ""), "" if _na(r.get("calibration_name")) else str(r["calibration_name"]),
+            str(r["cell_name"]), str(r.get("format_id") or r.get("format") or ""), "" if is_missing(r.get("calibration_name")) else str(r["calibration_name"]),
             str(r.get("kv_cache_dtype") or ""), str(r.get("engine") or ""), _kernels(r.get("kernels")), _fmt(r.get("artifact_bytes"), ".1f", MIB),
             _planned_text(r, shape), _split_text(r), f"{peak / GIB:.2f} {kind}" if peak is not None else "",
             f"{speed} ({r.get('engine_speed_class') or 'unknown'})" if speed else "", _speedup(r, rows), _roofline_text(r),
             _latency_text(points, "ttft"), _latency_text(points, "itl"), _goodput_text(points),
             _fmt(r.get("pass_at_1"), ".3f"), _fmt(r.get("math_exact_match"), ".3f"), _fmt(r.get("gsm8k_strict_match"), ".3f"),
             _fmt(r.get("perplexity"), ".2f"), _fmt(r.get("kld_mean"), ".4f"), _recovery_text(r), str(r.get("status") or ""),
-            "" if r.get("status") == "ok" or _na(r.get("reason")) else str(r["reason"]),
+            "" if r.get("status") == "ok" or is_missing(r.get("reason")) else str(r["reason"]),
         ])
     return table
 
@@ -752,7 +753,7 @@ def _serving_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
                 _fmt(p.get("request_throughput"), ".2f"), _fmt(p.get("output_tok_s"), ".1f"),
                 *(_ms(p.get(c)) if _f(p.get(c)) is not None else "" for c in ("ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms",
                                                                              "tpot_p50_ms", "e2el_p50_ms", "e2el_p99_ms")),
-                _fmt(p.get("goodput_rps"), ".2f"), _fmt(p.get("slo_attained_pct"), ".0f"), "" if _na(p.get("error")) else str(p["error"]),
+                _fmt(p.get("goodput_rps"), ".2f"), _fmt(p.get("slo_attained_pct"), ".0f"), "" if is_missing(p.get("error")) else str(p["error"]),
             ])
     return table
 
@@ -796,7 +797,7 @@ def _sections(frame: pd.DataFrame, threshold: float) -> list[_Section]:
     sections = []
     for (model, config, device, hw), rows in sorted(keyed.items()):
         title = f"{model} · config {config} · {hw} ({device})"
-        rows.sort(key=lambda r: (pd.Timestamp.min.tz_localize("UTC") if _na(r.get("started_at")) else r["started_at"]))
+        rows.sort(key=lambda r: (pd.Timestamp.min.tz_localize("UTC") if is_missing(r.get("started_at")) else r["started_at"]))
         current: dict[str, dict[str, Any]] = {}
         for r in rows:  # the latest row of each cell
             current[str(r["cell_name"])] = r

@@ -1,5 +1,6 @@
 """An engine's OpenAI-compatible server for one cell: start on 127.0.0.1, wait for readiness,
-always stop (the whole process tree), and sample its peak memory meanwhile."""
+always stop (the whole process tree), and sample its peak memory meanwhile (killing the tree
+when a memory limit is set and exceeded)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.engines.base import ServerLaunch
-from harness.isolation import PeakSampler, die_with_parent, kill_tree, tree_pids
+from harness.isolation import PeakSampler, dies_with_this_process, kill_tree, tree_pids
 
 LOOPBACK = "127.0.0.1"
 
@@ -40,6 +41,11 @@ class RunningServer:
     @property
     def peak_gpu_bytes(self) -> int | None:
         return self.sampler.peak_gpu
+
+    @property
+    def memory_error(self) -> str | None:
+        """"out of memory: peak X GiB > limit Y GiB" when the tree was killed for its memory."""
+        return self.sampler.memory_error
 
 
 def free_port() -> int:
@@ -74,28 +80,43 @@ def _tail(path: Path, lines: int = 3) -> str:
     return " | ".join((interesting or text)[-lines:])
 
 
+def _said(path: Path) -> str:
+    """": what its log ended with", or nothing when the log is empty."""
+    tail = _tail(path)
+    return f": {tail}" if tail else ""
+
+
 @contextmanager
-def serve(launch: ServerLaunch, port: int, log_path: Path, startup_timeout_s: float) -> Iterator[RunningServer]:
-    """Start the server described by `launch` (already bound to `port` in its argv)."""
+def serve(launch: ServerLaunch, port: int, log_path: Path, startup_timeout_s: float,
+          memory_limit_bytes: int | None = None) -> Iterator[RunningServer]:
+    """Start the server described by `launch` (already bound to `port` in its argv).
+    memory_limit_bytes: the most RSS its process tree may hold (None: no limit)."""
     if port_in_use(port):
         raise ServerError(f"port {port} on {LOOPBACK} is already taken; free it or leave serving.port unset for a free one")
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **launch.env}
-    with open(log_path, "ab") as log:
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "ab")  # noqa: SIM115 - closed right after the server has its copy
+    except OSError as exc:
+        raise ServerError(f"cannot open the server log {log_path}: {exc}") from exc
+    with log:
         proc = subprocess.Popen(  # noqa: S603 - argv built by the engine module, no shell
             launch.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=True, preexec_fn=die_with_parent,
+            start_new_session=True, preexec_fn=dies_with_this_process(),
         )
-    sampler = PeakSampler(proc.pid)
+    sampler = PeakSampler(proc.pid, limit_bytes=memory_limit_bytes)
     sampler.start()
     base_url = f"http://{LOOPBACK}:{port}"
     started = time.monotonic()
     try:
         while not _healthy(base_url + launch.health_path):
             if proc.poll() is not None:
-                raise ServerError(f"server exited with status {proc.returncode} before it was ready: {_tail(log_path)}")
+                if sampler.memory_error is not None:
+                    raise ServerError(f"{sampler.memory_error} (the server was killed before it was ready)")
+                taken = f" (port {port} on {LOOPBACK} was taken meanwhile)" if "address already in use" in _tail(log_path, 50).lower() else ""
+                raise ServerError(f"server exited with status {proc.returncode} before it was ready{taken}{_said(log_path)}")
             if time.monotonic() - started > startup_timeout_s:
-                raise ServerError(f"server not ready after {startup_timeout_s:.0f} s: {_tail(log_path)}")
+                raise ServerError(f"server not ready after {startup_timeout_s:.0f} s (serving.startup_timeout_s; killed){_said(log_path)}")
             time.sleep(0.25)
         yield RunningServer(base_url, launch, proc.pid, time.monotonic() - started, sampler)
     finally:
@@ -108,6 +129,10 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     process group (children that the server's exit orphaned keep its group)."""
     tree = tree_pids(proc.pid)
     proc.terminate()
+    try:
+        os.killpg(proc.pid, signal.SIGCONT)  # a stopped (hung) server handles its SIGTERM too
+    except OSError:
+        pass
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:

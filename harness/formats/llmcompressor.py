@@ -66,7 +66,12 @@ class _LlmCompressorFormat(Format):
 
         # No bf16 instructions on most CPUs: calibrating in bf16 was ~12x slower than fp32 here.
         dtype = torch.float32 if request.device == "cpu" else "auto"
-        model = AutoModelForCausalLM.from_pretrained(request.model_dir, dtype=dtype, device_map=None if request.device == "cpu" else "auto")
+        # Loaded into host memory on every device (device_map=None), as llm-compressor's "Big
+        # Model Quantization with Sequential Onloading" example does: oneshot's sequential
+        # (calibrated) and data-free pipelines move one layer at a time onto the accelerator,
+        # so a model larger than one GPU (a 70B) quantizes on one GPU. Host memory must hold
+        # the model in its dtype (docs/production.md, "Scale past one GPU").
+        model = AutoModelForCausalLM.from_pretrained(request.model_dir, dtype=dtype, device_map=None)
         tokenizer = AutoTokenizer.from_pretrained(request.model_dir)
         ignore = list(self.ignored_modules(request.params)) + list(request.ignore)
         recipe = self.recipe(request.params, ignore)
