@@ -328,3 +328,20 @@ def test_a_real_serving_run_is_reported(tmp_path: Path) -> None:
                 assert f"{report._point_label(p)} {report._ms(p['ttft_p50_ms'])}/" in text, (r["cell_name"], p)
     figures = _figures(files.html.read_text(encoding="utf-8"))
     assert any(name.endswith("-latency") and "<svg" in body for name, body in figures.items())
+
+
+def test_the_cpu_config_gets_every_plot(tmp_path: Path) -> None:
+    """configs/formats-cpu.yaml run twice for real (the second run with perplexity, KLD and a
+    serving sweep: formats-cpu-serving.parquet): every plot of the report is drawn, none is a
+    placeholder, and the HTML and Markdown both name them."""
+    files = report.build_report([FORMATS_CPU, DATA / "formats-cpu-serving.parquet"], tmp_path)
+    kinds = {re.sub(r"^.*-(quality|memory|calibration|trend|latency|roofline)(-\d+)?\.svg$", r"\1", p.name) for p in files.plots}
+    assert kinds == {"quality", "memory", "calibration", "trend", "latency", "roofline"}
+    assert len([p for p in files.plots if "-latency" in p.name]) == 6  # TTFT, ITL, tok/s x (concurrency, Poisson rate)
+    markdown = files.markdown.read_text()
+    assert "> **" not in markdown  # a placeholder line
+    for plot in files.plots:
+        assert f"plots/{plot.name}" in markdown
+    page = files.html.read_text()
+    assert page.count("<svg") == len(files.plots)  # inline, one per plot: the page opens offline
+    assert "gguf-q4_k_m/llamacpp/kv-auto" in page and "w8a8-int8/code/vllm/kv-auto" in page
