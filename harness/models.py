@@ -13,6 +13,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
+from functools import partial
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -103,23 +105,31 @@ def _builtin_gguf(builtin: Builtin) -> tuple[Path, str]:
     return path, dist.version
 
 
+def _build_model_dir(target: Path, step: str, build: Callable[[Path], Any], timeout_s: float, failure: str) -> None:
+    """Build a model directory once: build(staging) writes it (a picklable callable), run in an
+    isolated child (transformers' output to `<target>.<step>.log`, its memory freed),
+    into a staging directory renamed when complete: the directory is whole or absent."""
+    if (target / "config.json").is_file():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    log = target.parent / f"{target.name}.{step}.log"
+    try:
+        outcome = run_isolated(build, (staging,), log, timeout_s=timeout_s)
+        if not outcome.ok:
+            raise HarnessError(f"{failure} ({outcome.error}); see {log}")
+        os.chmod(staging, 0o755)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def _resolve_builtin(builtin: Builtin, cache_dir: Path) -> ResolvedModel:
     gguf, version = _builtin_gguf(builtin)
     identity = f"builtin:{builtin.name}@{builtin.package}=={version}+c{CONVERSION_VERSION}"
     target = cache_dir / "models" / f"{builtin.name}-{version}-c{CONVERSION_VERSION}"
-    if not (target / "config.json").is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        log = target.parent / f"{target.name}.convert.log"
-        try:
-            # In a child process: transformers' progress bars go to the log, its memory is freed.
-            outcome = run_isolated(convert_gguf_to_hf, (gguf, staging, builtin), log, timeout_s=1800)
-            if not outcome.ok:
-                raise HarnessError(f"model.source: converting {gguf.name} failed ({outcome.error}); see {log}")
-            os.chmod(staging, 0o755)
-            os.replace(staging, target)  # complete or absent: never half a model
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    _build_model_dir(target, "convert", partial(convert_gguf_to_hf, gguf, builtin=builtin), 1800,
+                     f"model.source: converting {gguf.name} failed")
     return ResolvedModel(f"builtin:{builtin.name}", target, identity, builtin.note)
 
 
@@ -319,20 +329,10 @@ def resolve_synthetic(
     key = synthetic_key(spec, seed)
     slug = re.sub(r"[^a-z0-9.]+", "-", spec.label.lower()).strip("-") or "model"
     target = cache_dir / "models" / f"synthetic-{slug}-{key}"
-    if not (target / "config.json").is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        log = target.parent / f"{target.name}.build.log"
-        try:
-            # In a child: its memory (one shard at a time, or the whole model on the fallback
-            # path) is freed when it ends, and transformers' output goes to the log.
-            outcome = run_isolated(build_synthetic, (spec, staging, seed), log, timeout_s=6 * 3600)
-            if not outcome.ok:
-                raise HarnessError(f"model.source: synthetic:{spec_text}: building the model failed ({outcome.error}); see {log}")
-            os.chmod(staging, 0o755)
-            os.replace(staging, target)  # complete or absent
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    # In a child: its memory (one shard at a time, or the whole model on the fallback path) is
+    # freed when it ends, and transformers' output goes to the log.
+    _build_model_dir(target, "build", partial(build_synthetic, spec, seed=seed), 6 * 3600,
+                     f"model.source: synthetic:{spec_text}: building the model failed")
     note = (
         f"synthetic: the architecture of {spec.label} with random weights (seed {seed}, {spec.dtype}); "
         f"tokenizer: {_TOKENIZER_NOTES[spec.tokenizer]}; speed and memory only, no quality figures"

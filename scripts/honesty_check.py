@@ -41,16 +41,9 @@ def harness_run(request: EngineRequest, prompts: list[list[int]], output_len: in
 
 def vllm_run(request: EngineRequest, args: argparse.Namespace, log: Path) -> dict[str, float]:
     engine = engines.get("vllm")
-    settings = engine.settings(request)
     argv = ["bench", "throughput", "--dataset-name", "random", "--random-range-ratio", "0",
             "--random-input-len", str(args.input_len), "--random-output-len", str(args.output_len), "--num-prompts", str(args.prompts),
-            "--num-warmups", "1"]
-    for key, value in settings.items():
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            argv += [flag] if value else []
-        else:
-            argv += [flag, str(value)]
+            "--num-warmups", "1", *engine.cli_args(request)]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "vllm.json"
         argv += ["--output-json", str(out)]

