@@ -87,13 +87,13 @@ def held(path: Path) -> Iterator[None]:
         yield
 
 
-def in_turn(out_dir: Path, items: Iterable[tuple[T, str]], wait_at_once: Callable[[T], bool] = lambda item: False,
+def in_turn(out_dir: Path, items: Iterable[tuple[T, str]],
             on_wait: Callable[[T, str, str], None] | None = None) -> Iterator[tuple[T, str]]:
     """Yield each (item, cell_key) while holding that cell's lock; the lock is released when the
     next item is asked for (or the loop ends). A cell whose lock another process holds is put
-    off to the end and waited for then, unless wait_at_once(item) says to wait for it now.
-    on_wait(item, key, holder) is called before each wait. The caller must look up the cell's
-    row again under the lock: the other run may have finished it meanwhile."""
+    off to the end and waited for then. on_wait(item, key, holder) is called before each wait.
+    The caller must look up the cell's row again under the lock: the other run may have
+    finished it meanwhile."""
     deferred: list[tuple[T, str, FileLock]] = []
 
     def wait_for(item: T, key: str, lock: FileLock) -> None:
@@ -104,10 +104,8 @@ def in_turn(out_dir: Path, items: Iterable[tuple[T, str]], wait_at_once: Callabl
     for item, key in items:
         lock = cell_lock(out_dir, key)
         if not lock.acquire(wait=False):
-            if not wait_at_once(item):
-                deferred.append((item, key, lock))
-                continue
-            wait_for(item, key, lock)
+            deferred.append((item, key, lock))
+            continue
         try:
             yield item, key
         finally:

@@ -44,8 +44,10 @@ def run(
 
     cfg = load_config(config, output=output)
     if executor is not None:
-        if executor not in ("local", "ray"):
-            raise HarnessError(f"--executor: local or ray (got {executor!r})")
+        from harness import executors
+
+        if executor not in executors.REGISTRY:
+            raise HarnessError(f"--executor: one of {', '.join(executors.REGISTRY)} (got {executor!r})")
         cfg = cfg.model_copy(update={"executor": executor})
     if allow_code_execution and cfg.evals is not None:
         cfg = cfg.model_copy(update={"evals": cfg.evals.model_copy(update={"allow_code_execution": True})})
@@ -54,17 +56,22 @@ def run(
 
 
 def _print_summary(summary: "pipeline.RunSummary") -> None:
-    from harness import results
+    from harness.results.metrics import BY_COLUMN
+    from harness.results.read import load_results, number, records
 
-    frame = results.read_rows(summary.out_dir)
-    table = Table(title=f"results: {summary.out_dir / 'results.parquet'}")
-    for column in ("cell", "status", "kernel", "out tok/s", "peak RSS GiB", "size MiB", "Pass@1", "MATH", "ppl", "KLD", "reason"):
+    path = summary.out_dir / "results.parquet"
+    if not path.is_file():
+        return
+    shown = ("pass_at_1", "math_exact_match", "perplexity")
+    table = Table(title=f"results: {path}")
+    for column in ("cell", "status", "kernel", "out tok/s", "peak RSS GiB", "size MiB", *(BY_COLUMN[m].label for m in shown), "KLD", "reason"):
         table.add_column(column, overflow="fold")
 
     def num(value: object, fmt: str, scale: float = 1.0) -> str:
-        return "" if value is None else format(float(value) / scale, fmt)  # type: ignore[arg-type]
+        figure = number(value)
+        return "" if figure is None else format(figure / scale, fmt)
 
-    for row in frame.astype(object).where(frame.notna(), None).to_dict("records"):
+    for row in records(load_results(path)):
         table.add_row(
             row["cell_name"],
             row["status"],
@@ -72,9 +79,7 @@ def _print_summary(summary: "pipeline.RunSummary") -> None:
             num(row["output_tok_s"], ".1f"),
             num(row["engine_peak_rss_bytes"], ".2f", 2**30),
             num(row["artifact_bytes"], ".0f", 2**20),
-            num(row["pass_at_1"], ".3f"),
-            num(row["math_exact_match"], ".3f"),
-            num(row["perplexity"], ".2f"),
+            *(num(row[m], BY_COLUMN[m].number_format) for m in shown),
             num(row["kld_mean"], ".4f"),
             (row["reason"] or row["eval_note"] or "")[:200],
         )
@@ -92,7 +97,7 @@ def list_formats() -> None:
     for column in ("name", "W/A bits", "calibration", "group size", "hardware", "engines", "summary"):
         table.add_column(column, overflow="fold")
     for name, fmt in formats.REGISTRY.items():
-        params = fmt.params_model.model_construct(name=name)  # defaults, no validation (some need a path)
+        params = fmt.default_params()  # defaults, no validation (some need a path)
         group = fmt.group_size(params)
         group_text = f"{group} (default; input dims must divide by it)" if group else "-"
         table.add_row(
@@ -120,7 +125,7 @@ def memory(
     max_num_batched_tokens: Optional[int] = typer.Option(None, "--max-num-batched-tokens", min=1),
 ) -> None:
     """Planned GPU memory (weights + KV cache + activations) per format and KV dtype: what fits."""
-    from harness import memory as planner
+    from harness.plan import memory as planner
 
     rows = planner.plan_all(
         model, batch, context, gpu, kv_dtypes=kv, formats=format_names or planner.DEFAULT_FORMATS,

@@ -11,20 +11,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
+from harness import engines, executors, formats
 from harness.errors import HarnessError, config_error
+from harness.params import HUB_ID, NAME_PATTERN, EngineParams, FormatParams, StrictModel
+from harness.results.metrics import RECOVERY_METRICS
+from harness.shapes import KNOWN_SHAPES
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 BUILTIN_MODELS = ("smollm2-135m",)
 BUILTIN_CALIBRATION = ("code", "prose")
-KvCacheDtype = Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"]
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ModelSpec(StrictModel):
@@ -87,22 +84,6 @@ class ServingSpec(StrictModel):
     formats: list[str] | None = Field(None, description="format ids (names or labels) to serve under load (None: every cell)")
 
 
-class EngineSpec(StrictModel):
-    name: str = "vllm"
-    max_model_len: int | None = Field(None, ge=16)
-    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
-    tensor_parallel_size: int = Field(1, ge=1, le=64)
-    pipeline_parallel_size: int = Field(1, ge=1, le=64, description="vLLM pipeline stages (layers split across GPUs); a cell holds tensor x pipeline GPUs")
-    kv_cache_dtype: KvCacheDtype | list[KvCacheDtype] = Field("auto", description="one dtype, or a list: the KV-cache axis of the matrix")
-    enforce_eager: bool | None = Field(None, description="None: True on CPU (torch.compile warm-up takes minutes), False on GPU")
-    cpu_kvcache_space_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE (whole GiB) on CPU")
-    timeout_s: int = Field(1800, ge=10, description="wall-clock limit of one engine session")
-    memory_limit_gib: float | None = Field(None, gt=0, description="host RSS limit of the engine's process tree (offline, server, evals): over it, the tree is killed and the cell fails as out of memory; None: no limit. Not part of the cell key")
-    seed: int = Field(0, ge=0)
-    batch_size: int = Field(16, ge=1, le=4096, description="prompts per generate call (transformers engine)")
-    threads: int | None = Field(None, ge=1, description="CPU threads (llamacpp engine; default: all cores)")
-
-
 class RaySpec(StrictModel):
     """Where `executor: ray` runs cells (docs/production.md, "Scale past one GPU"). Not part of any
     cell key: where a cell ran never changes what it measures."""
@@ -144,10 +125,6 @@ class EvalSpec(StrictModel):
     timeout_s: int = Field(3600, ge=10)
 
 
-#: the quality figures a recovery % exists for (results column: METRIC_recovery_pct)
-RECOVERY_METRICS = ("pass_at_1", "math_exact_match", "gsm8k_strict_match", "perplexity")
-
-
 class GateSpec(StrictModel):
     """What `harness gate` fails on (docs/production.md). Not part of any cell's key: it judges
     rows, it never changes what a cell measures."""
@@ -183,29 +160,20 @@ class GateSpec(StrictModel):
         return dict(floor) if isinstance(floor, dict) else dict.fromkeys(RECOVERY_METRICS, floor)
 
 
-class FormatParams(StrictModel):
-    """Base of every format's parameters; each format module subclasses it."""
-
-    name: str
-    label: str | None = Field(None, pattern=NAME_PATTERN)
-
-    @property
-    def id(self) -> str:
-        return self.label or self.name
-
-
 class RawConfig(StrictModel):
     name: str = Field(pattern=NAME_PATTERN)
     model: ModelSpec
     formats: list[Any] = Field(min_length=1)
     calibration: list[CalibrationSpec] = Field(default_factory=list)
     workload: WorkloadSpec = WorkloadSpec()
-    engine: EngineSpec | list[EngineSpec] = EngineSpec()
+    engine: dict[str, Any] | list[dict[str, Any]] = Field(
+        default_factory=lambda: {"name": "vllm"}, description="an engine's settings (name: vllm, transformers, llamacpp), or a list: the engine axis"
+    )
     quantize: QuantizeSpec = QuantizeSpec()
     evals: EvalSpec | None = None
     serving: ServingSpec | None = None
     gate: GateSpec | None = None
-    executor: Literal["local", "ray"] = Field("local", description="local: cells one after another here; ray: fanned out over a Ray cluster")
+    executor: str = Field("local", description="where cells run (harness.executors): local, one after another here; ray, fanned out over a Ray cluster")
     ray: RaySpec | None = None
     output: str | None = None
     cache_dir: str | None = None
@@ -220,12 +188,12 @@ class Config(StrictModel):
     formats: tuple[FormatParams, ...]
     calibration: tuple[CalibrationSpec, ...]
     workload: WorkloadSpec
-    engines: tuple[EngineSpec, ...]  # one per engine × KV-cache dtype, each with a single kv_cache_dtype
+    engines: tuple[EngineParams, ...]  # one per engine × KV-cache dtype, each with a single kv_cache_dtype
     quantize: QuantizeSpec
     evals: EvalSpec | None
     serving: ServingSpec | None
     gate: GateSpec | None
-    executor: Literal["local", "ray"] = "local"
+    executor: str = "local"
     ray: RaySpec = RaySpec()
     output: Path
     cache_dir: Path | None
@@ -242,7 +210,7 @@ def load_config(path: str | Path, output: str | Path | None = None) -> Config:
     except ValidationError as exc:
         raise _first_error(path, exc, RawConfig) from None
     formats = tuple(_parse_format(path, i, entry) for i, entry in enumerate(raw.formats))
-    _check_engines(path, raw)
+    specs = _parse_engines(path, raw)
     config = Config(
         path=path,
         name=raw.name,
@@ -250,7 +218,7 @@ def load_config(path: str | Path, output: str | Path | None = None) -> Config:
         formats=formats,
         calibration=tuple(raw.calibration),
         workload=raw.workload,
-        engines=_expand_engines(raw.engine),
+        engines=_expand_engines(specs),
         quantize=raw.quantize,
         evals=raw.evals,
         serving=raw.serving,
@@ -264,9 +232,8 @@ def load_config(path: str | Path, output: str | Path | None = None) -> Config:
     return config
 
 
-def _expand_engines(raw: EngineSpec | list[EngineSpec]) -> tuple[EngineSpec, ...]:
-    specs = raw if isinstance(raw, list) else [raw]
-    expanded = []
+def _expand_engines(specs: list[EngineParams]) -> tuple[EngineParams, ...]:
+    expanded: list[EngineParams] = []
     for spec in specs:
         kv_dtypes = spec.kv_cache_dtype if isinstance(spec.kv_cache_dtype, list) else [spec.kv_cache_dtype]
         expanded.extend(spec.model_copy(update={"kv_cache_dtype": kv}) for kv in dict.fromkeys(kv_dtypes))
@@ -343,8 +310,7 @@ def _first_error(path: Path, exc: ValidationError, model: type[BaseModel], prefi
 
 
 def _parse_format(path: Path, index: int, entry: Any) -> FormatParams:
-    from harness.formats import REGISTRY
-
+    REGISTRY = formats.REGISTRY
     key = f"formats[{index}]"
     if isinstance(entry, str):
         entry = {"name": entry}
@@ -363,10 +329,11 @@ def _parse_format(path: Path, index: int, entry: Any) -> FormatParams:
 
 
 def _check_semantics(config: Config) -> None:
-    from harness.formats import REGISTRY
-
+    REGISTRY = formats.REGISTRY
     path = config.path
     _check_model_source(path, config.model.source)
+    if config.executor not in executors.REGISTRY:
+        raise config_error(path, "executor", f"unknown executor {config.executor!r}; executors: {', '.join(executors.REGISTRY)}")
 
     ids = [f.id for f in config.formats]
     for i, fid in enumerate(ids):
@@ -414,24 +381,33 @@ def _check_serving(path: Path, serving: ServingSpec, formats: tuple[FormatParams
             raise config_error(path, "serving.prompts_file", f"no such file {serving.prompts_file!r}; give a text file (a prompt per line) or JSONL with a prompt field")
 
 
-def _check_engines(path: Path, raw: RawConfig) -> None:
-    from harness.engines import REGISTRY as ENGINES
-
-    specs = raw.engine if isinstance(raw.engine, list) else [raw.engine]
-    for i, spec in enumerate(specs):
+def _parse_engines(path: Path, raw: RawConfig) -> list[EngineParams]:
+    """Each `engine:` entry through its engine's own parameter model (harness.engines)."""
+    entries = raw.engine if isinstance(raw.engine, list) else [raw.engine]
+    specs: list[EngineParams] = []
+    for i, entry in enumerate(entries):
         key = f"engine[{i}]" if isinstance(raw.engine, list) else "engine"
-        if spec.name not in ENGINES:
-            raise config_error(path, f"{key}.name", f"unknown engine {spec.name!r}; engines: {', '.join(ENGINES)}")
-        allowed_kv = ENGINES[spec.name].kv_cache_dtypes
+        if not isinstance(entry, dict):
+            raise config_error(path, key, f"an engine is a mapping with a name (got {type(entry).__name__})")
+        name = entry.get("name", "vllm")
+        if name not in engines.REGISTRY:
+            raise config_error(path, f"{key}.name", f"unknown engine {name!r}; engines: {', '.join(engines.REGISTRY)}")
+        engine = engines.REGISTRY[name]
+        try:
+            spec = engine.params_model.model_validate({**entry, "name": name})
+        except ValidationError as exc:
+            raise _first_error(path, exc, engine.params_model, prefix=key) from None
         for kv in spec.kv_cache_dtype if isinstance(spec.kv_cache_dtype, list) else [spec.kv_cache_dtype]:
-            if kv not in allowed_kv:
-                raise config_error(path, f"{key}.kv_cache_dtype", f"engine {spec.name} supports KV-cache dtypes {', '.join(allowed_kv)} (got {kv!r})")
+            if kv not in engine.kv_cache_dtypes:
+                raise config_error(path, f"{key}.kv_cache_dtype", f"engine {name} supports KV-cache dtypes {', '.join(engine.kv_cache_dtypes)} (got {kv!r})")
         need = raw.workload.input_len + raw.workload.output_len
         if spec.max_model_len is not None and need > spec.max_model_len:
             raise config_error(
                 path, "workload",
                 f"input_len + output_len = {need} exceeds {key}.max_model_len = {spec.max_model_len}; shorten the workload or raise max_model_len",
             )
+        specs.append(spec)
+    return specs
 
 
 def _looks_like_path(source: str) -> bool:
@@ -446,8 +422,6 @@ def _check_model_source(path: Path, source: str) -> None:
             raise config_error(path, key, f"unknown builtin model {name!r}; builtins: {', '.join(BUILTIN_MODELS)}")
         return
     if source.startswith("synthetic:"):  # an architecture with random weights (docs/synthetic.md)
-        from harness.memory import KNOWN_SHAPES  # not at the top: harness.memory imports this module
-
         spec = source.split(":", 1)[1].strip()
         if spec.removeprefix("builtin:").lower() in KNOWN_SHAPES:
             return

@@ -14,8 +14,8 @@ so in the row); neither is a recovery that is undefined because the baseline sco
 zero exists): both are listed as "not gated".
 
 The current figure of a cell is its latest row (by start time) in the results; the previous
-figure is its latest `ok` row in the baseline. Rows are read with `report.load_results`, and a
-throughput drop is recorded as a `report.Regression`, the type the report flags regressions
+figure is its latest `ok` row in the baseline. Rows are read with `results.read.load_results`, and a
+throughput drop is recorded as a `results.trend.Regression`, the type the report flags regressions
 with, computed the same way: (current - previous) / previous x 100.
 """
 
@@ -28,9 +28,10 @@ from typing import Any
 
 import pandas as pd
 
-from harness.config import RECOVERY_METRICS, Config
+from harness.config import Config
 from harness.errors import HarnessError
-from harness.report import Regression, is_missing, load_results
+from harness.results.read import is_missing, load_results
+from harness.results.trend import Regression
 
 #: output tok/s may drop by this % against the previous run when neither the command line
 #: nor the config's `gate.max_throughput_regression_pct` says otherwise

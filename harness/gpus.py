@@ -107,3 +107,11 @@ def get(name: str) -> Gpu:
     if gpu is None:
         raise HarnessError(f"unknown GPU {name!r} (known: {', '.join(GPUS)})")
     return gpu
+
+
+def by_product(product: str | None) -> Gpu | None:
+    """The GPU whose NVML product name is `product` (whitespace and case aside), or None."""
+    if not product:
+        return None
+    wanted = " ".join(product.split()).lower()
+    return next((gpu for gpu in GPUS.values() if gpu.product.lower() == wanted), None)

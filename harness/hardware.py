@@ -18,7 +18,7 @@ from typing import Any
 import psutil
 
 from harness.errors import HarnessError
-from harness.gpus import GPUS, Gpu
+from harness.gpus import GPUS, Gpu, by_product
 
 
 @dataclass(frozen=True)
@@ -105,10 +105,9 @@ class Peak:
 
 def gpu_spec(hw: Hardware) -> Gpu:
     """The datasheet row of harness.gpus whose product name is this GPU's NVML name."""
-    wanted = " ".join(hw.name.split()).lower()
-    for gpu in GPUS.values():
-        if gpu.product.lower() == wanted:
-            return gpu
+    gpu = by_product(hw.name)
+    if gpu is not None:
+        return gpu
     known = ", ".join(g.product for g in GPUS.values())
     raise HarnessError(f"no datasheet figures for GPU {hw.name!r} in harness/gpus.py (known: {known}); add a row to get a roofline")
 

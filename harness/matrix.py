@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness import formats
-from harness.config import CalibrationSpec, Config, EngineSpec, EvalSpec, FormatParams, ServingSpec, WorkloadSpec
+from harness.config import CalibrationSpec, Config, EvalSpec, ServingSpec, WorkloadSpec
+from harness.params import EngineParams, FormatParams
 
 # Bump when a change to the harness changes what a cell measures.
 SCHEMA_VERSION = 2
@@ -23,7 +24,7 @@ def _hash(payload: Any) -> str:
 class Cell:
     format: FormatParams
     calibration: CalibrationSpec | None  # None for baselines and data-free formats
-    engine: EngineSpec
+    engine: EngineParams  # one engine's own parameters, with a single KV-cache dtype
     workload: WorkloadSpec
     evals: EvalSpec | None = None
     serving: ServingSpec | None = None
@@ -34,7 +35,7 @@ class Cell:
         if self.calibration is not None:
             parts.append(self.calibration.name)
         parts.append(self.engine.name)
-        parts.append(f"kv-{self.engine.kv_cache_dtype}")
+        parts.append(f"kv-{self.engine.kv_dtype}")
         return "/".join(parts)
 
     def artifact_key(self, model_identity: str, package_versions: dict[str, str]) -> str:
@@ -52,7 +53,7 @@ class Cell:
     def key(self, model_identity: str, quantize_versions: dict[str, str], engine_version: str) -> str:
         payload = {
             "artifact": self.artifact_key(model_identity, quantize_versions),
-            "engine": self.engine.model_dump(exclude={"timeout_s", "memory_limit_gib", *self._default_engine_fields()}),  # limits change whether a cell finishes, not what it measures
+            "engine": engine_key_fields(self.engine),
             "engine_version": engine_version,
             "workload": self.workload.model_dump(),
         }
@@ -62,14 +63,28 @@ class Cell:
             payload["serving"] = self.serving.model_dump(exclude={"startup_timeout_s", "request_timeout_s", "port", "formats"})
         return _hash(payload)
 
-    def _default_engine_fields(self) -> set[str]:
-        """Engine fields added after keys existed, left out of the key while at their default:
-        configs that don't set them keep the keys (and finished rows) they had."""
-        return {name for name, default in _LATER_ENGINE_FIELDS.items() if getattr(self.engine, name) == default}
 
-
-#: EngineSpec fields added after cell keys existed → their default
+#: The engine fields of cell keys, as one flat EngineSpec had them before each engine got its own
+#: parameter model (schema 2): every key still holds every one of them, at its default where the
+#: cell's engine has no such field, so finished rows keep their keys.
+_KEY_ENGINE_FIELDS: dict[str, Any] = {
+    "name": "vllm", "max_model_len": None, "gpu_memory_utilization": 0.9, "tensor_parallel_size": 1,
+    "kv_cache_dtype": "auto", "enforce_eager": None, "cpu_kvcache_space_gib": 1, "seed": 0, "batch_size": 16,
+    "threads": None,
+}
+#: engine fields added after keys existed → their default: in the key only when set to another value
 _LATER_ENGINE_FIELDS: dict[str, Any] = {"pipeline_parallel_size": 1}
+#: limits change whether a cell finishes, not what it measures
+_NOT_IN_KEY = ("timeout_s", "memory_limit_gib")
+
+
+def engine_key_fields(spec: EngineParams) -> dict[str, Any]:
+    own = spec.model_dump(exclude=set(_NOT_IN_KEY))
+    fields = {**_KEY_ENGINE_FIELDS, **own}
+    for name, default in _LATER_ENGINE_FIELDS.items():
+        if fields.get(name, default) == default:
+            fields.pop(name, None)
+    return fields
 
 
 def _serving_of(config: Config, params: FormatParams) -> ServingSpec | None:
@@ -81,10 +96,10 @@ def _serving_of(config: Config, params: FormatParams) -> ServingSpec | None:
 
 def expand(config: Config) -> list[Cell]:
     """formats × calibration sets (only for formats that use data) × engines that serve
-    the format × KV-cache dtypes. Baselines come first: quality is measured against them."""
+    the format × KV-cache dtypes, in the config's order. No cell needs another first: relative
+    figures are derived after the cells (harness.results.compare)."""
     cells: list[Cell] = []
-    ordered = sorted(config.formats, key=lambda p: not formats.get(p.name).is_baseline)
-    for params in ordered:
+    for params in config.formats:
         fmt = formats.get(params.name)
         calibrations: tuple[CalibrationSpec | None, ...] = config.calibration if fmt.needs_calibration(params) else (None,)
         for calib in calibrations:

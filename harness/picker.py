@@ -13,7 +13,6 @@ names the rows that decided it. docs/picker.md states every rule and floor.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -23,9 +22,13 @@ from typing import Any
 import yaml
 
 from harness import formats as format_registry
-from harness import memory
 from harness.errors import HarnessError
+from harness.formats.base import working_group_size
 from harness.gpus import GPUS, Gpu
+from harness.plan import memory
+from harness.results.metrics import RECOVERY_COLUMNS
+from harness.results.read import format_entry, load_results
+from harness.shapes import HUB_IDS, KNOWN_SHAPES, ModelShape, known_shape, load_shape
 
 WORKLOADS = ("chat", "code", "reasoning", "math", "medical", "long-context")
 #: workloads where a few points of recovery are wrong answers, not slightly worse prose
@@ -33,16 +36,6 @@ SENSITIVE_WORKLOADS = ("code", "reasoning", "math", "medical")
 #: recovery floors in % of the bf16 baseline (docs/picker.md says why these three)
 FLOORS: dict[str, float] = {"strict": 99.0, "balanced": 97.0, "aggressive": 94.0}
 CPU_NAMES = ("cpu", "edge", "laptop")
-#: the recovery columns a measured row is judged by; the lowest one present counts
-RECOVERY_COLUMNS = ("perplexity_recovery_pct", "pass_at_1_recovery_pct", "math_exact_match_recovery_pct", "gsm8k_strict_match_recovery_pct")
-#: the hub id a generated config serves for each known shape (the instruct model of that shape)
-HUB_IDS: dict[str, str] = {
-    "llama-3.1-70b": "meta-llama/Llama-3.1-70B-Instruct",
-    "llama-3.1-8b": "meta-llama/Llama-3.1-8B-Instruct",
-    "qwen2.5-7b": "Qwen/Qwen2.5-7B-Instruct",
-    "qwen2.5-coder-7b": "Qwen/Qwen2.5-Coder-7B-Instruct",
-    "smollm2-135m": "builtin:smollm2-135m",
-}
 TENSOR_PARALLEL_TRIES = (2, 4, 8)
 GIB = 2**30
 
@@ -131,23 +124,10 @@ class Recommendation:
 # Inputs
 
 
-def known_shape(text: str) -> str | None:
-    """The harness.memory shape a name or hub id denotes (`Meta-Llama-3.1-8B-Instruct` →
-    `llama-3.1-8b`), or None."""
-    name = str(text).strip().lower().removeprefix("builtin:")
-    if name in memory.KNOWN_SHAPES:
-        return name
-    last = name.rsplit("/", 1)[-1]
-    for suffix in ("-instruct", "-chat", "-it"):
-        last = last.removesuffix(suffix)
-    last = last.removeprefix("meta-")
-    return last if last in memory.KNOWN_SHAPES else None
-
-
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([bm])$")
 
 
-def resolve_model(spec: str, workload: str) -> tuple[str, str, memory.ModelShape, list[str]]:
+def resolve_model(spec: str, workload: str) -> tuple[str, str, ModelShape, list[str]]:
     """(name, config source, shape, reasons) for a known shape, a hub id of one, a size such as
     `70b`/`7b` (the nearest known shape by parameter count), or a local model directory."""
     reasons: list[str] = []
@@ -158,20 +138,20 @@ def resolve_model(spec: str, workload: str) -> tuple[str, str, memory.ModelShape
             target = float(match.group(1)) * (1e9 if match.group(2) == "b" else 1e6)
             if target <= 0:
                 raise HarnessError(f"model size {spec!r} must be positive")
-            sizes = {n: memory.load_shape(n).parameter_count for n in memory.KNOWN_SHAPES if n != "qwen2.5-coder-7b"}
+            sizes = {n: load_shape(n).parameter_count for n in KNOWN_SHAPES if n != "qwen2.5-coder-7b"}
             name = min(sizes, key=lambda n: abs(math.log(sizes[n] / target)))
             if name == "qwen2.5-7b" and workload == "code":
                 name = "qwen2.5-coder-7b"  # the same shape; a code workload serves the coder model
-            reasons.append(f"model {spec}: planned as {name} ({memory.load_shape(name).parameter_count / 1e9:.2f}B parameters), the nearest known shape")
+            reasons.append(f"model {spec}: planned as {name} ({load_shape(name).parameter_count / 1e9:.2f}B parameters), the nearest known shape")
     if name is not None:
         source = spec if "/" in spec and known_shape(spec) == name else HUB_IDS[name]
-        return name, source, memory.load_shape(name), reasons
+        return name, source, load_shape(name), reasons
     path = Path(spec).expanduser()
     if (path / "config.json").is_file():
-        shape = memory.load_shape(path)
+        shape = load_shape(path)
         return shape.name, str(path), shape, reasons
     raise HarnessError(
-        f"unknown model {spec!r}: give a known shape ({', '.join(memory.KNOWN_SHAPES)}), a size such as 70b or 7b, or a local model directory"
+        f"unknown model {spec!r}: give a known shape ({', '.join(KNOWN_SHAPES)}), a size such as 70b or 7b, or a local model directory"
     )
 
 
@@ -191,25 +171,15 @@ def _check_choice(what: str, value: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
-def _group_size(shape: memory.ModelShape) -> int:
+def _group_size(shape: ModelShape) -> int:
     """The largest usual INT4 group size that divides every Linear input (128, else 64, 32)."""
-    inputs = {lin.in_features for lin in shape.block_linears()}
-    return next((g for g in (128, 64, 32) if all(d % g == 0 for d in inputs)), 128)
+    return working_group_size({lin.in_features for lin in shape.block_linears()}, (128, 64, 32)) or 128
 
 
-def _default_entry(fmt: str, shape: memory.ModelShape) -> dict[str, Any]:
+def _default_entry(fmt: str, shape: ModelShape) -> dict[str, Any]:
     if fmt in ("w4a16-gptq", "w4a16-awq"):
         return {"name": fmt, "group_size": _group_size(shape)}
     return {"name": fmt}
-
-
-def format_params(entry: dict[str, Any]) -> Any:
-    """A format's parameter object from a config-style entry ({"name": ..., "group_size": ...})."""
-    spec = format_registry.REGISTRY[entry["name"]]
-    try:
-        return spec.params_model.model_validate(entry)
-    except Exception:  # noqa: BLE001 - a row's params may not validate here (a prequantized path)
-        return spec.params_model.model_construct(**entry)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,9 +224,9 @@ def _gib(n: int) -> str:
     return f"{n / GIB:.2f} GiB"
 
 
-def _plan(shape: memory.ModelShape, entry: dict[str, Any], kv: str, batch: int, context: int, gpu: Gpu | str, tp: int = 1) -> memory.MemoryPlan | None:
+def _plan(shape: ModelShape, entry: dict[str, Any], kv: str, batch: int, context: int, gpu: Gpu | str, tp: int = 1) -> memory.MemoryPlan | None:
     try:
-        return memory.plan(shape, format_params(entry), kv, batch, context, gpu, tensor_parallel=tp)
+        return memory.plan(shape, format_registry.params_from_entry(entry), kv, batch, context, gpu, tensor_parallel=tp)
     except HarnessError:
         return None
 
@@ -274,7 +244,7 @@ def _kv_words(kv: str) -> str:
     return "a bf16 KV cache" if kv == "auto" else f"an {kv.upper()} KV cache"
 
 
-def _where_it_fits(shape: memory.ModelShape, entry: dict[str, Any], gpu: Gpu, batch: int, context: int) -> list[str]:
+def _where_it_fits(shape: ModelShape, entry: dict[str, Any], gpu: Gpu, batch: int, context: int) -> list[str]:
     """Where `entry` serves batch × context (either KV dtype): the smallest tensor-parallel degree
     of this GPU, and the smallest larger GPU on its own."""
     lines = []
@@ -306,7 +276,7 @@ class _Choice:
     tensor_parallel: int = 1
 
 
-def _choose_gpu(shape: memory.ModelShape, gpu: Gpu, candidates: list[str], kv_order: tuple[str, ...], batch: int, context: int, reasons: list[str]) -> _Choice:
+def _choose_gpu(shape: ModelShape, gpu: Gpu, candidates: list[str], kv_order: tuple[str, ...], batch: int, context: int, reasons: list[str]) -> _Choice:
     """The first candidate that fits with a KV dtype (preferred dtype first); if none does, the
     candidate and KV dtype that serve the most sequences, with where the full load would fit."""
     tried: list[memory.MemoryPlan] = []
@@ -341,10 +311,10 @@ def _choose_gpu(shape: memory.ModelShape, gpu: Gpu, candidates: list[str], kv_or
     return _Choice(entry, best.kv_dtype, best, False)
 
 
-def _cpu_rule(shape: memory.ModelShape, tolerance: str, multi_lora: bool, batch: int, context: int, reasons: list[str]) -> _Choice:
+def _cpu_rule(shape: ModelShape, tolerance: str, multi_lora: bool, batch: int, context: int, reasons: list[str]) -> _Choice:
     fmt = "gguf-q5_k_m" if tolerance == "strict" else "gguf-q4_k_m"
     reasons.append(
-        f"rule: CPU/edge → GGUF via llama.cpp (K-quant kernels for AVX2/AVX-512/NEON/Metal): "
+        "rule: CPU/edge → GGUF via llama.cpp (K-quant kernels for AVX2/AVX-512/NEON/Metal): "
         + ("Q5_K_M under the strict floor (5.5 bits in its base type)" if tolerance == "strict" else f"Q4_K_M for {tolerance} quality")
     )
     w = memory.weights(shape, fmt).total
@@ -379,7 +349,7 @@ def _calibration(workload: str, model: str, context: int) -> CalibrationPlan:
 def _validation(fmt: str, workload: str, tolerance: str, model: str, context: int) -> ValidationPlan:
     floor = FLOORS[tolerance]
     spec = format_registry.REGISTRY[fmt]
-    needs = spec.needs_calibration(format_params({"name": fmt}))
+    needs = spec.needs_calibration(format_registry.params_from_entry({"name": fmt}))
     if needs:
         calib: CalibrationPlan | None = _calibration(workload, model, context)
         note = f"{fmt} is built from calibration data: in-domain for a {workload} workload"
@@ -425,7 +395,7 @@ def _isnan(value: Any) -> bool:
         return True
 
 
-def _measured(rows: Any, name: str, model_source: str, gpu: Gpu | None, shape: memory.ModelShape, rec: Recommendation, floor: float) -> tuple[_Choice, str, list[str]] | None:
+def _measured(rows: Any, name: str, model_source: str, gpu: Gpu | None, shape: ModelShape, rec: Recommendation, floor: float) -> tuple[_Choice, str, list[str]] | None:
     """The fastest serving row of this model on this hardware that meets the floor (and fits),
     or None; appends why to rec.reasons."""
     records = rows.astype(object).where(rows.notna(), None).to_dict("records")
@@ -458,7 +428,7 @@ def _measured(rows: Any, name: str, model_source: str, gpu: Gpu | None, shape: m
         rec.reasons.append(f"measured: {len(unknown)} serving rows have no recovery figure and cannot show they meet the floor ({', '.join(unknown[:4])}{', ...' if len(unknown) > 4 else ''})")
     passing.sort(key=lambda item: -float(item[0]["output_tok_s"]))
     for r, value in passing:
-        entry = row_entry(r)
+        entry = format_entry(r)
         plan = None
         if gpu is not None:
             plan = _plan(shape, entry, r["kv_cache_dtype"], rec.concurrency, rec.context, gpu)
@@ -473,17 +443,6 @@ def _measured(rows: Any, name: str, model_source: str, gpu: Gpu | None, shape: m
         return _Choice(entry, str(r["kv_cache_dtype"]), plan, True if plan else None), str(r["engine"]), [r["cell_name"], *faster_out]
     rec.reasons.append(f"results: no measured serving row of {name} on this hardware meets the {floor:g} % floor; the rules stand")
     return None
-
-
-def row_entry(row: dict[str, Any]) -> dict[str, Any]:
-    """A results row's format as a config `formats` entry (its recorded parameters, nulls dropped)."""
-    try:
-        params = json.loads(row.get("format_params") or "{}")
-    except json.JSONDecodeError:
-        params = {}
-    entry = {k: v for k, v in params.items() if v is not None and k != "label"}
-    entry["name"] = row["format"]
-    return entry
 
 
 # ---------------------------------------------------------------------------------------------
@@ -528,8 +487,6 @@ def pick(
         plan=_validation(choice.entry["name"], workload, tolerance, name, context), memory=choice.plan, format_entry=choice.entry,
     )
     if results is not None:
-        from harness.report import load_results
-
         measured = _measured(load_results(results), name, source, gpu, shape, rec, floor)
         if measured is not None:
             won, won_engine, rows = measured
@@ -580,7 +537,7 @@ def _config_yaml(rec: Recommendation) -> str:
     if rec.fits is False:
         header.append(f"# Memory: the asked load does not fit one {rec.hardware}; vLLM will run at most {rec.max_batch} sequences at once (see the reasons)")
     if rec.memory is not None and not baseline:
-        bf16 = _plan(memory.load_shape(rec.model) if rec.model in memory.KNOWN_SHAPES else rec.model_source, {"name": "bf16"}, "auto", 1, rec.context, rec.memory.gpu)
+        bf16 = _plan(load_shape(rec.model) if rec.model in KNOWN_SHAPES else rec.model_source, {"name": "bf16"}, "auto", 1, rec.context, rec.memory.gpu)
         if bf16 is not None and not bf16.fits:
             header.append(f"# The bf16 baseline does not fit one {rec.memory.gpu} ({_gib(bf16.total_bytes)} for one sequence): run it with tensor_parallel_size > 1 or on a larger GPU")
     return "\n".join(header) + "\n" + yaml.safe_dump(data, sort_keys=False)

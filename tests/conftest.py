@@ -23,7 +23,7 @@ def cli():
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """The embedded SmolLM2 as an HF directory (converted once into the harness cache)."""
-    from harness import models
+    from harness.stages import models
 
     return models.resolve("builtin:smollm2-135m", None, models.default_cache_dir()).path
 

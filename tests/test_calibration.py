@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.calibration import build_samples, builtin_documents
+from harness.stages.calibration import build_samples, builtin_documents
 from harness.config import CalibrationSpec
 from harness.errors import HarnessError
 

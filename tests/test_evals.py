@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.evals import kl_divergence
+from harness.results.divergence import kl_divergence
 
 
 def _top(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -51,7 +51,7 @@ def test_different_positions_are_refused() -> None:
 
 def test_code_tasks_run_only_sandboxed_and_only_when_allowed() -> None:
     from harness.config import EvalSpec
-    from harness.evaluate import lm_eval_tasks
+    from harness.stages.evaluate.stage import lm_eval_tasks
 
     tasks, note = lm_eval_tasks(EvalSpec(tasks=["humaneval", "mbpp", "gsm8k"], allow_code_execution=True))
     assert tasks == ["harness_humaneval", "gsm8k"] and "mbpp refused" in note

@@ -23,9 +23,14 @@ import pandas as pd
 import psutil
 import pytest
 
-from harness import artifacts, cell_lock, matrix, results, serving
+from harness import cell_lock, matrix
+from harness.results import store as results
+from harness.stages import quantize as artifacts
+from harness.stages.base import StageStop
+from harness.stages.serving import stage as serving
 from harness.config import ServingSpec, WorkloadSpec, load_config
-from harness.engines.base import Engine, EngineRequest, ServerLaunch
+from harness.engines.base import Engine, EngineRequest, EvalModelRequest, ServerLaunch
+from harness.engines.vllm import VllmParams
 from harness.isolation import GIB, run_isolated
 
 # ---------------------------------------------------------------- memory limit (harness.isolation)
@@ -155,7 +160,8 @@ def test_a_cell_another_run_holds_comes_last(tmp_path: Path) -> None:
     assert order == ["c1", "c2"]
 
 
-def test_a_baseline_is_waited_for_at_once(tmp_path: Path) -> None:
+def test_a_held_cell_is_waited_for_after_the_others(tmp_path: Path) -> None:
+    """No cell is waited for first (baselines included): relative figures come after the cells."""
     lock = tmp_path / "locks" / "base.lock"
     ctx = mp.get_context("spawn")
     ready, release = ctx.Event(), ctx.Event()
@@ -168,9 +174,9 @@ def test_a_baseline_is_waited_for_at_once(tmp_path: Path) -> None:
         waits.append(f"{item} by {holder}")
         release.set()  # the other run finishes while we wait
 
-    order = [item for item, _ in cell_lock.in_turn(tmp_path, [("base", "base"), ("q", "q")], wait_at_once=lambda item: item == "base", on_wait=on_wait)]
+    order = [item for item, _ in cell_lock.in_turn(tmp_path, [("base", "base"), ("q", "q")], on_wait=on_wait)]
     proc.join(30)
-    assert order == ["base", "q"]
+    assert order == ["q", "base"]
     assert waits and f"pid {proc.pid}" in waits[0]
 
 
@@ -318,11 +324,13 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_
 """
 
 
-class _HungServerEngine(Engine):
+class _HungServerEngine(Engine[VllmParams]):
     """A server that answers its health check and hangs on every request: what a deadlocked
     engine looks like from outside."""
 
     name = "hung"
+    params_model = VllmParams
+    has_server = True
 
     def __init__(self, script: Path) -> None:
         self.script = script
@@ -339,19 +347,20 @@ class _HungServerEngine(Engine):
     def server(self, request: EngineRequest, port: int) -> ServerLaunch:
         return ServerLaunch([sys.executable, str(self.script), str(port)], {}, "/health", "m", False, {})
 
+    def lm_eval_model(self, request: EvalModelRequest) -> Any:
+        raise NotImplementedError
+
 
 def test_a_hung_server_fails_the_stage_after_the_request_timeout(tmp_path: Path, smollm2_dir: Path) -> None:
     script = tmp_path / "hung.py"
     script.write_text(HUNG_SERVER)
-    from harness.config import EngineSpec
-
-    request = EngineRequest(smollm2_dir, "bfloat16", EngineSpec(name="vllm"), "cpu", 64)
+    request = EngineRequest(smollm2_dir, "bfloat16", VllmParams(name="vllm"), "cpu", 64)
     spec = ServingSpec(concurrency=[1, 4], requests=2, request_timeout_s=3, warmup_requests=1)
     start = time.monotonic()
-    with pytest.raises(serving.ServingFailed) as caught:
-        serving.run(_HungServerEngine(script), request, spec, WorkloadSpec(prompts=2, input_len=8, output_len=4), smollm2_dir, tmp_path / "server.log")
+    with pytest.raises(StageStop) as caught:
+        serving.measure(_HungServerEngine(script), request, spec, WorkloadSpec(prompts=2, input_len=8, output_len=4), smollm2_dir, tmp_path / "server.log")
     took = time.monotonic() - start
-    assert str(caught.value) == "warm-up: no answer within serving.request_timeout_s = 3 s (server hung)"
+    assert caught.value.reason == "serve under load: warm-up: no answer within serving.request_timeout_s = 3 s (server hung)"
     assert took < 30, took  # one timeout, not one per request and point
     time.sleep(0.5)
     assert not [p for p in psutil.process_iter(["cmdline"]) if str(script) in " ".join(p.info["cmdline"] or [])]
@@ -360,15 +369,13 @@ def test_a_hung_server_fails_the_stage_after_the_request_timeout(tmp_path: Path,
 def test_a_taken_port_names_the_port(tmp_path: Path, smollm2_dir: Path) -> None:
     script = tmp_path / "hung.py"
     script.write_text(HUNG_SERVER)
-    from harness.config import EngineSpec
-
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        request = EngineRequest(smollm2_dir, "bfloat16", EngineSpec(name="vllm"), "cpu", 64)
+        request = EngineRequest(smollm2_dir, "bfloat16", VllmParams(name="vllm"), "cpu", 64)
         spec = ServingSpec(concurrency=[1], requests=2, port=port)
-        with pytest.raises(serving.ServingFailed) as caught:
-            serving.run(_HungServerEngine(script), request, spec, WorkloadSpec(prompts=2, input_len=8, output_len=4), smollm2_dir, tmp_path / "server.log")
+        with pytest.raises(StageStop) as caught:
+            serving.measure(_HungServerEngine(script), request, spec, WorkloadSpec(prompts=2, input_len=8, output_len=4), smollm2_dir, tmp_path / "server.log")
     assert f"port {port} on 127.0.0.1 is already taken" in str(caught.value)
     assert json.loads(caught.value.columns["serving_slo"]) is not None

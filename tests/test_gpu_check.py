@@ -131,7 +131,7 @@ def test_the_synthetic_model_step_on_a_tiny_shape(tmp_path: Path) -> None:
     synthetic model) and what the later steps ask of its directory, on a 1-layer shape."""
     from transformers import AutoTokenizer
 
-    from harness import bench, calibration
+    from harness.stages import calibration, workload
     from harness.config import CalibrationSpec, WorkloadSpec
 
     source = tmp_path / "tiny"
@@ -152,7 +152,7 @@ def test_the_synthetic_model_step_on_a_tiny_shape(tmp_path: Path) -> None:
     tokenizer.decode(list(range(320)))  # every id a random model samples decodes
     samples = calibration.build_samples(CalibrationSpec(name="code", source="builtin:code", samples=2, seq_len=64), tokenizer)
     assert [len(s) for s in samples.token_ids] == [64, 64]
-    prompts = bench.make_prompts(model_dir, WorkloadSpec(prompts=2, input_len=8, output_len=4))
+    prompts = workload.make_prompts(model_dir, WorkloadSpec(prompts=2, input_len=8, output_len=4))
     assert [len(p) for p in prompts] == [8, 8]
 
 
@@ -162,7 +162,9 @@ def test_the_measuring_flow_records_every_step(tmp_path: Path, monkeypatch, vllm
     serve a model in a unit test): the real synthetic-model step on a tiny shape, calibration
     samples, then quantize and serve stand-ins through the same harness entry points
     (artifacts.build, run_isolated); a failing AWQ is recorded and the run goes on to its report."""
-    from harness import artifacts, bench, isolation
+    from harness import isolation
+    from harness.stages import bench
+    from harness.stages import quantize as artifacts
     from harness.isolation import StageOutcome
 
     source = tmp_path / "tiny"

@@ -95,7 +95,7 @@ def test_ignore_indivisible_leaves_those_layers_out(tmp_path: Path) -> None:
 
 
 def test_real_model_shapes(smollm2_dir: Path) -> None:
-    from harness.models import linear_layers, parameter_count
+    from harness.stages.models import linear_layers, parameter_count
 
     layers = dict(linear_layers(smollm2_dir))
     assert layers["model.layers.0.self_attn.q_proj"] == 576

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import formats, gpus, memory
+from harness import formats, gpus, shapes
+from harness.formats.layout import gguf_tensor_type
+from harness.plan import memory
 from harness.errors import HarnessError
 
 GIB = 2**30
@@ -24,21 +26,21 @@ def gptq(group_size: int):
     [("llama-3.1-70b", 70.6e9), ("llama-3.1-8b", 8.03e9), ("qwen2.5-7b", 7.6e9), ("qwen2.5-coder-7b", 7.6e9), ("smollm2-135m", 134.5e6)],
 )
 def test_parameter_counts_match_the_published_sizes(name: str, published: float) -> None:
-    assert memory.load_shape(name).parameter_count == pytest.approx(published, rel=0.01)
+    assert shapes.load_shape(name).parameter_count == pytest.approx(published, rel=0.01)
 
 
 def test_the_70b_count_by_hand() -> None:
-    shape = memory.load_shape("llama-3.1-70b")
+    shape = shapes.load_shape("llama-3.1-70b")
     block = 8192 * 8192 * 2 + 8192 * 1024 * 2 + 8192 * 28672 * 3  # q, o; k, v; gate, up, down
     assert shape.linear_params == 80 * block == 68_451_041_280
     assert shape.parameter_count == 80 * block + 2 * 128256 * 8192 + (2 * 80 + 1) * 8192 == 70_553_706_496
     # tied embeddings (SmolLM2) are counted once; Qwen2's q/k/v biases are counted
-    assert memory.load_shape("smollm2-135m").lm_head_params == 0
-    assert memory.load_shape("qwen2.5-7b").bias_params == 28 * (3584 + 2 * 512)
+    assert shapes.load_shape("smollm2-135m").lm_head_params == 0
+    assert shapes.load_shape("qwen2.5-7b").bias_params == 28 * (3584 + 2 * 512)
 
 
 def test_kv_bytes_per_token_by_hand() -> None:
-    shape = memory.load_shape("llama-3.1-70b")
+    shape = shapes.load_shape("llama-3.1-70b")
     assert memory.kv_bytes_per_token(shape, "auto") == 2 * 80 * 8 * 128 * 2 == 327_680
     assert memory.kv_bytes_per_token(shape, "fp8") == 163_840
     assert memory.kv_bytes(shape, "auto", 128, 2048) == 85_899_345_920 == 80 * GIB
@@ -81,7 +83,7 @@ def test_tensor_parallel_halves_weights_and_kv_per_gpu() -> None:
     one = memory.plan("llama-3.1-70b", "w4a16-gptq", "auto", **WORKLOAD)
     two = memory.plan("llama-3.1-70b", "w4a16-gptq", "auto", tensor_parallel=2, **WORKLOAD)
     assert two.kv_bytes * 2 == one.kv_bytes
-    norms = 2 * memory.load_shape("llama-3.1-70b").norm_params  # replicated on every rank
+    norms = 2 * shapes.load_shape("llama-3.1-70b").norm_params  # replicated on every rank
     assert two.weights_bytes == (one.weights_bytes - norms) / 2 + norms
     with pytest.raises(HarnessError, match="tensor_parallel"):
         memory.plan("llama-3.1-70b", "bf16", "auto", tensor_parallel=3, **WORKLOAD)
@@ -103,22 +105,22 @@ def test_bits_per_weight_include_scales_and_zero_points() -> None:
     assert memory.bits_per_weight("mxfp4") == 4 + 8 / 32
     assert memory.bits_per_weight("gguf-q4_k_m") == 4.5 and memory.bits_per_weight("gguf-q6_k") == 6.5625
     # with a shape, per-channel scales count: 16 bits per output row
-    shape = memory.load_shape("llama-3.1-70b")
+    shape = shapes.load_shape("llama-3.1-70b")
     assert 8.0 < memory.bits_per_weight("fp8-dynamic", shape) < 8.002
 
 
 def test_gguf_sizes_match_what_llama_cpp_reports() -> None:
     """llama.cpp prints `4.58 GiB (4.89 BPW)` for Llama-3-8B Q4_K_M and 39.59 GiB for the 70B."""
-    small, large = memory.load_shape("llama-3.1-8b"), memory.load_shape("llama-3.1-70b")
+    small, large = shapes.load_shape("llama-3.1-8b"), shapes.load_shape("llama-3.1-70b")
     q4 = memory.weights(small, "gguf-q4_k_m")
     assert round(q4.total / GIB, 2) == 4.58
     assert round(q4.total * 8 / small.parameter_count, 2) == 4.89
     assert memory.weights(large, "gguf-q4_k_m").total == 42_512_531_456  # 39.59 GiB, by hand in docs/memory.md
     assert round(memory.weights(small, "gguf-q8_0").total * 8 / small.parameter_count, 2) == 8.5
     # K-quant rows must divide by 256: SmolLM2's 576-wide rows fall back, its output to Q8_0
-    smol = memory.load_shape("smollm2-135m")
-    assert memory.gguf_tensor_type("Q4_K_M", "q", smol, 0, 576) == "Q5_0"
-    assert memory.gguf_tensor_type("Q4_K_M", "token_embd", smol) == "Q8_0"
+    smol = shapes.load_shape("smollm2-135m")
+    assert gguf_tensor_type("Q4_K_M", "q", smol, 0, 576) == "Q5_0"
+    assert gguf_tensor_type("Q4_K_M", "token_embd", smol) == "Q8_0"
 
 
 #: llama.cpp's tools/quantize/quantize.cpp lists each type's file size for Llama-3-8B (GiB)
@@ -132,7 +134,7 @@ LLAMA_CPP_LLAMA3_8B_GIB = {
 def test_every_gguf_type_matches_llama_cpp_list(ftype: str, listed: float) -> None:
     """The per-tensor rules of each mix, not one bits-per-weight figure: within 0.02 GiB (the file's
     metadata and tokenizer are not weights)."""
-    planned = memory.weights(memory.load_shape("llama-3.1-8b"), f"gguf-{ftype.lower()}").total / GIB
+    planned = memory.weights(shapes.load_shape("llama-3.1-8b"), f"gguf-{ftype.lower()}").total / GIB
     assert planned == pytest.approx(listed, abs=0.02)
 
 
@@ -156,24 +158,24 @@ def test_config_json_from_a_directory_and_a_file(tmp_path: Path) -> None:
         "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 128, "vocab_size": 1000,
     }
     (tmp_path / "config.json").write_text(json.dumps(config))
-    shape = memory.load_shape(tmp_path)
-    assert shape == memory.load_shape(str(tmp_path / "config.json"))
+    shape = shapes.load_shape(tmp_path)
+    assert shape == shapes.load_shape(str(tmp_path / "config.json"))
     assert (shape.name, shape.head_dim, shape.kv_heads, shape.tied_embeddings, shape.qkv_bias) == (tmp_path.name, 128, 2, False, False)
     assert memory.kv_bytes_per_token(shape) == 2 * 4 * 2 * 128 * 2
     del config["num_key_value_heads"], config["head_dim"]
     (tmp_path / "config.json").write_text(json.dumps(config))
-    assert (memory.load_shape(tmp_path).kv_heads, memory.load_shape(tmp_path).head_dim) == (8, 64)
+    assert (shapes.load_shape(tmp_path).kv_heads, shapes.load_shape(tmp_path).head_dim) == (8, 64)
 
 
 def test_config_json_mistakes_are_harness_errors(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"num_hidden_layers": 2, "hidden_size": 64}))
     with pytest.raises(HarnessError, match="intermediate_size"):
-        memory.load_shape(tmp_path)
-    moe = dict(memory.KNOWN_SHAPES["llama-3.1-8b"], num_local_experts=8)
+        shapes.load_shape(tmp_path)
+    moe = dict(shapes.KNOWN_SHAPES["llama-3.1-8b"], num_local_experts=8)
     with pytest.raises(HarnessError, match="mixture of experts"):
-        memory.ModelShape.from_config(moe)
+        shapes.ModelShape.from_config(moe)
     with pytest.raises(HarnessError, match="llama-3.1-70b"):
-        memory.load_shape(tmp_path / "nowhere")
+        shapes.load_shape(tmp_path / "nowhere")
 
 
 def test_unknown_names_are_harness_errors() -> None:
@@ -184,7 +186,7 @@ def test_unknown_names_are_harness_errors() -> None:
     with pytest.raises(HarnessError, match="fp8_e4m3"):
         memory.plan("llama-3.1-8b", "bf16", "int4", **WORKLOAD)
     with pytest.raises(HarnessError, match="prequantized"):
-        memory.weights(memory.load_shape("llama-3.1-8b"), "prequantized")
+        memory.weights(shapes.load_shape("llama-3.1-8b"), "prequantized")
 
 
 def test_gpu_table() -> None:

@@ -280,7 +280,7 @@ FAKE_RUN = """
 import math, os, sys
 from pathlib import Path
 import pandas as pd
-from harness import results
+from harness.results import store as results
 from harness.config import load_config
 
 config, out = sys.argv[1], Path(sys.argv[2])

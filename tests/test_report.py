@@ -20,6 +20,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from harness import report
+from harness.report import figures as report_figures
+from harness.report import rows as report_rows
+from harness.report import sections as report_sections
+from harness.results.read import load_results
 from harness.errors import HarnessError
 
 DATA = Path(__file__).parent / "data" / "report"
@@ -49,7 +53,7 @@ def synthetic_serving_table(tmp_path: Path) -> Path:
     sweeps (concurrency 1..64 and two Poisson rates), engine memory splits, row plans and roofline
     fractions on the ok serving-engine cells, written through the results schema (so the `serving`
     column round-trips through parquet exactly as a run writes it)."""
-    from harness.results import SCHEMA
+    from harness.results.schema import SCHEMA
 
     frame = pd.read_parquet(FORMATS_CPU)
     rows = []
@@ -103,7 +107,7 @@ def test_every_plot_is_embedded_or_a_labelled_placeholder(built: report.ReportFi
             body = figures[f"{section}-{key}"]
             assert ("<svg" in body and "</svg>" in body) or 'class="placeholder"' in body, (section, key)
     # these tables predate the serving benchmark: a labelled placeholder, never a made-up figure
-    assert page.count(html.escape(report.LATENCY_PLACEHOLDER)) == 2
+    assert page.count(html.escape(report_figures.LATENCY_PLACEHOLDER)) == 2
     assert page.count("no roofline fraction in these results") == 2
     # real plots where the rows support them; their SVG files are written beside the page
     quality = next(body for name, body in figures.items() if name.endswith("-quality") and "it-quality" in name)
@@ -130,7 +134,7 @@ def test_markdown_table_names_every_cell(built: report.ReportFiles) -> None:
     names = set(pd.read_parquet(FORMATS_CPU)["cell_name"]) | set(pd.read_parquet(QUALITY)["cell_name"])
     for name in names:
         assert any(line.startswith(f"| {name} |") for line in rows), name
-    assert report.LATENCY_PLACEHOLDER in text
+    assert report_figures.LATENCY_PLACEHOLDER in text
     assert "(reference)" in text and "(serving)" in text  # tok/s carry their speed class
 
 
@@ -207,7 +211,7 @@ def test_missing_or_unreadable_results_are_one_line_errors(tmp_path: Path) -> No
 def test_a_results_directory_is_read_through_its_results_parquet(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "results.parquet").write_bytes(QUALITY.read_bytes())
-    frame = report.load_results(tmp_path / "run")
+    frame = load_results(tmp_path / "run")
     assert len(frame) == len(pd.read_parquet(QUALITY))
 
 
@@ -281,7 +285,7 @@ def test_latency_plots_a_line_per_cell_against_concurrency(synthetic: report.Rep
     assert ">request rate (req/s, Poisson arrivals)</text>" in svgs[3]  # 0.5 ... 2 req/s: a linear axis, no "(log scale)"
     assert "r0.5: TTFT p50" in svgs[3] and "r2: TTFT p99" in svgs[3]
     text = synthetic.markdown.read_text(encoding="utf-8")
-    assert text.count("-latency-") == 6 and report.LATENCY_PLACEHOLDER not in text
+    assert text.count("-latency-") == 6 and report_figures.LATENCY_PLACEHOLDER not in text
     assert all((synthetic.html.parent / "plots" / f"{p.name}").is_file() for p in synthetic.plots)
 
 
@@ -305,11 +309,11 @@ def test_roofline_fraction_is_a_bar_per_cell(synthetic: report.ReportFiles) -> N
 def test_serving_points_read_from_numpy_arrays_lists_or_nothing() -> None:
     point = _synthetic_point(4, 1)
     rate = {**point, "mode": "rate", "concurrency": None, "request_rate": float("inf")}
-    assert [report._point_label(p) for p in report._points({"serving": np.array([rate, point], dtype=object)})] == ["c4", "r∞"]
-    assert report._points({"serving": [point]})[0]["ttft_p50_ms"] == point["ttft_p50_ms"]
-    assert report._points({"serving": None}) == report._points({}) == report._points({"serving": float("nan")}) == []
-    assert report._latency_text([{**point, "ttft_p50_ms": None, "ttft_p99_ms": None}], "ttft") == ""
-    assert report._goodput_text([{**point, "goodput_rps": None, "failed": 3}]) == "3 failed"
+    assert [report_rows.point_label(p) for p in report_rows.sweep_points({"serving": np.array([rate, point], dtype=object)})] == ["c4", "r∞"]
+    assert report_rows.sweep_points({"serving": [point]})[0]["ttft_p50_ms"] == point["ttft_p50_ms"]
+    assert report_rows.sweep_points({"serving": None}) == report_rows.sweep_points({}) == report_rows.sweep_points({"serving": float("nan")}) == []
+    assert report_rows.latency_text([{**point, "ttft_p50_ms": None, "ttft_p99_ms": None}], "ttft") == ""
+    assert report_rows.goodput_text([{**point, "goodput_rps": None, "failed": 3}]) == "3 failed"
 
 
 def test_a_real_serving_run_is_reported(tmp_path: Path) -> None:
@@ -319,13 +323,13 @@ def test_a_real_serving_run_is_reported(tmp_path: Path) -> None:
         pytest.skip(f"{SERVING} is not there yet (a table from a real run with `serving:` in its config)")
     files = report.build_report(SERVING, tmp_path / "out")
     text = files.markdown.read_text(encoding="utf-8")
-    rows = report.load_results(SERVING).to_dict("records")
-    served = [r for r in rows if report._points(r)]
+    rows = load_results(SERVING).to_dict("records")
+    served = [r for r in rows if report_rows.sweep_points(r)]
     assert served, "serving.parquet has no row with serving sweep points"
     for r in served:
-        for p in report._points(r):
+        for p in report_rows.sweep_points(r):
             if p.get("ttft_p50_ms") is not None:
-                assert f"{report._point_label(p)} {report._ms(p['ttft_p50_ms'])}/" in text, (r["cell_name"], p)
+                assert f"{report_rows.point_label(p)} {report_rows.ms_text(p['ttft_p50_ms'])}/" in text, (r["cell_name"], p)
     figures = _figures(files.html.read_text(encoding="utf-8"))
     assert any(name.endswith("-latency") and "<svg" in body for name, body in figures.items())
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness import results
+from harness.results import store as results
 
 
 def row(key: str, status: str = "ok", minutes: int = 0, tok_s: float = 10.0) -> dict:

@@ -6,11 +6,12 @@ import json
 
 import pytest
 
-from harness import hardware, roofline
+from harness import hardware
+from harness.plan import roofline
 from harness.errors import HarnessError
 from harness.gpus import GPUS
 from harness.hardware import Hardware, Peak
-from harness.memory import ModelShape, load_shape
+from harness.shapes import ModelShape, load_shape
 
 
 def tiny(tied: bool = False) -> ModelShape:

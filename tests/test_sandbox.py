@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.sandbox import MAX_TASKS, run_untrusted
+from harness.stages.evaluate.sandbox import MAX_TASKS, run_untrusted
 
 # A builtin module made afresh has the real functions the guard replaced: the way past it.
 _UNGUARDED_POSIX = """

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import models
+from harness.stages import models
 from harness.config import load_config
 from harness.errors import HarnessError
-from harness.memory import ModelShape
+from harness.shapes import ModelShape
 
 TINY = {  # a Llama-style shape small enough to build in a second
     "model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128,

@@ -12,7 +12,7 @@ import pytest
 
 from harness import workarounds
 
-from harness.models import BUILTINS, _builtin_gguf
+from harness.stages.models import BUILTINS, _builtin_gguf
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from harness.engines.base import Engine
 from harness.engines.llamacpp import LlamaCppEngine
 from harness.engines.transformers import TransformersEngine
 from harness.engines.vllm import VllmEngine
 
-REGISTRY: dict[str, Engine] = {
+REGISTRY: dict[str, Engine[Any]] = {
     e.name: e
     for e in (
         VllmEngine(),
@@ -17,5 +19,5 @@ REGISTRY: dict[str, Engine] = {
 }
 
 
-def get(name: str) -> Engine:
+def get(name: str) -> Engine[Any]:
     return REGISTRY[name]

@@ -1,4 +1,6 @@
-"""The Engine protocol: start a model, generate from token prompts, stop; and read its logs."""
+"""The Engine protocol: what an engine is (its parameters, what it loads, its devices, whether it
+has a server), how it runs (start, generate, stop), how quality is measured on it (its lm-eval
+model and its next-token log-probabilities), and how its logs are read."""
 
 from __future__ import annotations
 
@@ -6,19 +8,35 @@ from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
-from harness.config import EngineSpec
+import numpy as np
+
+from harness.params import EngineParams
+
+EP = TypeVar("EP", bound=EngineParams)
 
 
 @dataclass(frozen=True)
 class EngineRequest:
     model_dir: Path
     dtype: str  # "bfloat16", "float16", "auto" (what the checkpoint says)
-    spec: EngineSpec
+    spec: EngineParams  # the engine's own parameter type (Engine.params_model)
     device: str  # "cpu" or "cuda"
     max_model_len: int
     logprobs_k: int = 0  # top log-probabilities per position the engine must be able to return
+
+
+@dataclass(frozen=True)
+class Parallelism:
+    """How one cell of an engine spreads over devices: tensor x pipeline parallel."""
+
+    tensor: int = 1
+    pipeline: int = 1
+
+    @property
+    def devices(self) -> int:
+        return self.tensor * self.pipeline
 
 
 @dataclass(frozen=True)
@@ -50,6 +68,15 @@ class MemorySplit:
     kv_cache_tokens: int | None = None
 
 
+@dataclass(frozen=True)
+class EvalModelRequest:
+    """What an engine's lm-eval model is built from."""
+
+    engine_request: EngineRequest
+    batch_size: int
+    add_bos_token: bool | None  # lm-eval's add_bos_token; None: the tokenizer's default
+
+
 class EngineSession(ABC):
     @abstractmethod
     def generate(self, prompts: list[list[int]], max_tokens: int) -> Generation:
@@ -60,12 +87,30 @@ class EngineSession(ABC):
         return None
 
 
-class Engine(ABC):
+class Engine(ABC, Generic[EP]):
     name: ClassVar[str]
+    params_model: type[EP]
     kv_cache_dtypes: ClassVar[tuple[str, ...]] = ("auto",)
     #: what its speed figures are: "serving" engines are compared with each other, a
     #: "reference" engine's speed is labelled and never mixed into those comparisons
     speed_class: ClassVar[str] = "serving"
+    #: the checkpoint kinds it loads (Format.artifact_kind)
+    artifact_kinds: ClassVar[tuple[str, ...]] = ("hf",)
+    #: whether it has an OpenAI-compatible server for the online benchmark
+    has_server: ClassVar[bool] = False
+    #: the engine whose baseline cell is this engine's quality reference when it serves no
+    #: baseline format itself (GGUF cells are compared with vLLM's bf16): declared, not guessed
+    reference_engine: ClassVar[str | None] = None
+
+    def own(self, spec: EngineParams) -> EP:
+        """`spec` as this engine's own parameter type (config built it from params_model)."""
+        if not isinstance(spec, self.params_model):
+            raise TypeError(f"{self.name}: expected {self.params_model.__name__}, got {type(spec).__name__}")
+        return spec
+
+    def parallelism(self, spec: EngineParams) -> Parallelism:
+        """Devices one request of a cell uses (tensor x pipeline parallel)."""
+        return Parallelism()
 
     @abstractmethod
     def version(self) -> str: ...
@@ -82,9 +127,30 @@ class Engine(ABC):
     def start(self, request: EngineRequest) -> AbstractContextManager[EngineSession]:
         """Load the model; the context manager always stops the engine."""
 
-    def server(self, request: EngineRequest, port: int) -> ServerLaunch | None:
-        """The engine's server for the online benchmark; None: it has none (a reference engine)."""
-        return None
+    def server(self, request: EngineRequest, port: int) -> ServerLaunch:
+        """The engine's server for the online benchmark (only when has_server)."""
+        raise NotImplementedError(f"{self.name} has no server")
+
+    @abstractmethod
+    def lm_eval_model(self, request: EvalModelRequest) -> Any:
+        """lm-eval's model (an `lm_eval.api.model.LM`) for this engine, loaded on the artifact."""
+
+    def full_logprobs(self, model: Any, window: list[int]) -> np.ndarray:
+        """(len(window) - 1, vocab) log-probabilities of each next token of `window`, from the
+        model lm_eval_model built. Engines that can't return full logits override top_logprobs."""
+        raise NotImplementedError(f"{self.name} returns no full logits")
+
+    def top_logprobs(self, model: Any, windows: list[list[int]], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each position's k most likely next tokens and their log-probabilities: (positions, k)
+        ids and values, positions 1..n-1 of every window, predicting the window's next token."""
+        ids_rows: list[np.ndarray] = []
+        lp_rows: list[np.ndarray] = []
+        for window in windows:
+            logprobs = self.full_logprobs(model, window)
+            top = np.argsort(-logprobs, axis=1)[:, :k]
+            ids_rows.extend(top)
+            lp_rows.extend(np.take_along_axis(logprobs, top, axis=1))
+        return np.stack(ids_rows).astype(np.int64), np.stack(lp_rows).astype(np.float32)
 
     def kernels(self, log_text: str) -> list[str]:
         """Kernels the engine said it selected, from its log."""

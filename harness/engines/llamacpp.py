@@ -8,10 +8,19 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
 
 from harness import llamacpp_tools
-from harness.engines.base import Engine, EngineRequest, EngineSession, Generation, ServerLaunch
+from harness.engines.base import Engine, EngineRequest, EngineSession, EvalModelRequest, Generation, ServerLaunch
+from harness.params import EngineParams
+
+
+class LlamaCppParams(EngineParams):
+    name: Literal["llamacpp"] = "llamacpp"
+    threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores)")
 
 # llama.cpp's loader lists the tensor types it found: "llama_model_loader: - type q4_K:   97 tensors"
 _TENSOR_TYPES = re.compile(r"llama_model_loader: - type\s+(\w+):\s+(\d+) tensors")
@@ -41,8 +50,12 @@ class LlamaCppSession(EngineSession):
         return int(lib.llama_model_size(self.llm.model))
 
 
-class LlamaCppEngine(Engine):
+class LlamaCppEngine(Engine[LlamaCppParams]):
     name = "llamacpp"
+    params_model = LlamaCppParams
+    artifact_kinds = ("gguf",)
+    has_server = True
+    reference_engine = "vllm"  # no baseline format is GGUF-only: GGUF cells are compared with vLLM's bf16
 
     def version(self) -> str:
         return f"llama-cpp-python=={llamacpp_tools.bindings_version() or 'not installed'}"
@@ -51,7 +64,7 @@ class LlamaCppEngine(Engine):
         return {
             "model_path": str(request.model_dir / "model.gguf"),
             "n_ctx": request.max_model_len,
-            "n_threads": request.spec.threads or os.cpu_count() or 1,
+            "n_threads": self.own(request.spec).threads or os.cpu_count() or 1,
             "n_batch": 512,
             "n_gpu_layers": -1 if request.device == "cuda" else 0,
             "seed": request.spec.seed,
@@ -91,3 +104,13 @@ class LlamaCppEngine(Engine):
         for kind, count in _TENSOR_TYPES.findall(log_text):
             counts[kind] = int(count)
         return [f"ggml {kind} x{count}" for kind, count in counts.items()]
+
+    def lm_eval_model(self, request: EvalModelRequest) -> Any:
+        """An lm-eval model over the bindings (engines/llamacpp_lm.py)."""
+        from harness.engines.llamacpp_lm import LlamaCppLM
+
+        return LlamaCppLM(**{k: v for k, v in self.settings(request.engine_request).items() if k != "sequences"})
+
+    def full_logprobs(self, model: Any, window: list[int]) -> np.ndarray:
+        result: np.ndarray = model.window_logprobs(window)[:-1]
+        return result

@@ -12,9 +12,18 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
-from typing import Any
+from typing import Any, Literal
 
-from harness.engines.base import Engine, EngineRequest, EngineSession, Generation
+import numpy as np
+from pydantic import Field
+
+from harness.engines.base import Engine, EngineRequest, EngineSession, EvalModelRequest, Generation
+from harness.params import EngineParams
+
+
+class TransformersParams(EngineParams):
+    name: Literal["transformers"] = "transformers"
+    batch_size: int = Field(16, ge=1, le=4096, description="prompts per generate call")
 
 
 class TransformersSession(EngineSession):
@@ -47,8 +56,9 @@ class TransformersSession(EngineSession):
         return Generation(len(prompts), sum(len(p) for p in prompts), out_tokens, seconds)
 
 
-class TransformersEngine(Engine):
+class TransformersEngine(Engine[TransformersParams]):
     name = "transformers"
+    params_model = TransformersParams
     speed_class = "reference"
 
     def version(self) -> str:
@@ -59,11 +69,11 @@ class TransformersEngine(Engine):
             "model": str(request.model_dir),
             "dtype": request.dtype,
             "device": request.device,
-            "batch_size": request.spec.batch_size,
+            "batch_size": self.own(request.spec).batch_size,
         }
 
     def concurrent_sequences(self, request: EngineRequest, prompts: int) -> int:
-        return min(prompts, request.spec.batch_size)
+        return min(prompts, self.own(request.spec).batch_size)
 
     @contextmanager
     def start(self, request: EngineRequest) -> Iterator[TransformersSession]:
@@ -76,6 +86,22 @@ class TransformersEngine(Engine):
         tokenizer = AutoTokenizer.from_pretrained(request.model_dir)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         try:
-            yield TransformersSession(model, pad, request.spec.batch_size)
+            yield TransformersSession(model, pad, self.own(request.spec).batch_size)
         finally:
             del model
+
+    def lm_eval_model(self, request: EvalModelRequest) -> Any:
+        """lm-eval's own `hf` backend."""
+        from lm_eval.models.huggingface import HFLM
+
+        er = request.engine_request
+        return HFLM(pretrained=str(er.model_dir), dtype=er.dtype, batch_size=request.batch_size, device=er.device,
+                    add_bos_token=request.add_bos_token)
+
+    def full_logprobs(self, model: Any, window: list[int]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            logits = model.model(torch.tensor([window], device=model.model.device)).logits[0, :-1].float()
+        result: np.ndarray = torch.log_softmax(logits, dim=-1).cpu().numpy()
+        return result

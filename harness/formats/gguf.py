@@ -4,13 +4,14 @@ served by llama.cpp: the CPU/edge formats."""
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import Field
 
 from harness import llamacpp_tools
-from harness.config import FormatParams
 from harness.formats.base import Format, QuantizeRequest
+from harness.formats.layout import GgufLayout
+from harness.params import FormatParams
 
 # The llama.cpp quantization types offered as formats (llama_cpp.LLAMA_FTYPE_MOSTLY_<TYPE>).
 GGUF_TYPES: tuple[str, ...] = (
@@ -24,7 +25,7 @@ class GgufParams(FormatParams):
     intermediate: str = Field("bf16", pattern="^(f16|bf16|f32)$", description="the converter's output type before quantizing")
 
 
-class Gguf(Format):
+class Gguf(Format[GgufParams]):
     """`gguf-<type>` for each llama.cpp type: gguf-q4_k_m, gguf-q5_k_m, gguf-q8_0, ..."""
 
     params_model = GgufParams
@@ -34,16 +35,21 @@ class Gguf(Format):
 
     def __init__(self, quant_type: str) -> None:
         self.type = quant_type.upper()
-        self.name = f"gguf-{quant_type.lower()}"  # type: ignore[misc]
-        self.weight_bits = int("".join(ch for ch in self.type.split("_")[0] if ch.isdigit()))  # type: ignore[misc]
-        self.summary = f"llama.cpp {self.type}: convert_hf_to_gguf.py, then llama_model_quantize"  # type: ignore[misc]
+        self.name = f"gguf-{quant_type.lower()}"
+        self.weight_bits = int("".join(ch for ch in self.type.split("_")[0] if ch.isdigit()))
+        self.summary = f"llama.cpp {self.type}: convert_hf_to_gguf.py, then llama_model_quantize"
 
-    def quant_type(self, params: Any) -> str:
+    artifact_kind = "gguf"
+
+    def quant_type(self, params: FormatParams) -> str:
         return self.type
+
+    def layout(self, params: FormatParams) -> GgufLayout:
+        return GgufLayout(self.type)
 
     def quantize(self, request: QuantizeRequest) -> None:
         llamacpp_tools.require_bindings()
-        params: Any = request.params
+        params = self.own(request.params)
         log = request.out_dir / "convert.log"
         intermediate = request.out_dir / f"model-{params.intermediate}.gguf"
         llamacpp_tools.convert_hf_to_gguf(request.model_dir, intermediate, params.intermediate, log)

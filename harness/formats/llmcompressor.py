@@ -5,12 +5,15 @@ vLLM loads these checkpoints as they are (quantization_config in config.json).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from pathlib import Path
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import Field
 
-from harness.config import FormatParams
 from harness.formats.base import Format, QuantizeRequest
+from harness.formats.layout import Encoding
+from harness.hardware import Hardware
+from harness.params import FormatParams
 
 GroupSize = Literal[-1, 16, 32, 64, 128, 256]
 
@@ -46,17 +49,20 @@ class W8A8Params(LlmCompressorParams):
     dampening_frac: float = Field(0.01, gt=0.0, lt=1.0)
 
 
-class _LlmCompressorFormat(Format):
+LP = TypeVar("LP", bound=LlmCompressorParams)
+
+
+class _LlmCompressorFormat(Format[LP], Generic[LP]):
     engines: ClassVar[tuple[str, ...]] = ("vllm", "transformers")
     uses_data: ClassVar[bool] = False
 
     def needs_calibration(self, params: FormatParams) -> bool:
-        return self.uses_data or getattr(params, "kv_cache_scheme", None) is not None
+        return self.uses_data or self.own(params).kv_cache_scheme is not None
 
     def ignored_modules(self, params: FormatParams) -> tuple[str, ...]:
-        return tuple(getattr(params, "ignore", ()))
+        return tuple(self.own(params).ignore)
 
-    def recipe(self, params: Any, ignore: list[str]) -> list[Any]:
+    def recipe(self, params: LP, ignore: list[str]) -> list[Any]:
         raise NotImplementedError
 
     def quantize(self, request: QuantizeRequest) -> None:
@@ -74,7 +80,7 @@ class _LlmCompressorFormat(Format):
         model = AutoModelForCausalLM.from_pretrained(request.model_dir, dtype=dtype, device_map=None)
         tokenizer = AutoTokenizer.from_pretrained(request.model_dir)
         ignore = list(self.ignored_modules(request.params)) + list(request.ignore)
-        recipe = self.recipe(request.params, ignore)
+        recipe = self.recipe(self.own(request.params), ignore)
         kwargs: dict[str, Any] = {"model": model, "recipe": recipe}
         if request.samples is not None:
             kwargs.update(
@@ -93,7 +99,7 @@ class _LlmCompressorFormat(Format):
         _copy_generation_config(request)
 
 
-def _source_dtype(model_dir: Any) -> Any:
+def _source_dtype(model_dir: Path) -> Any:
     import torch
     from transformers import AutoConfig
 
@@ -115,8 +121,8 @@ def _copy_generation_config(request: QuantizeRequest) -> None:
         (request.out_dir / "generation_config.json").write_text(source.read_text())
 
 
-def _kv_scheme(params: Any) -> Any:
-    if getattr(params, "kv_cache_scheme", None) != "fp8":
+def _kv_scheme(params: LlmCompressorParams) -> Any:
+    if params.kv_cache_scheme != "fp8":
         return None
     from compressed_tensors.quantization import QuantizationArgs
 
@@ -137,7 +143,7 @@ def _weight_args(bits: int, group_size: int, actorder: str | None = None, symmet
     )
 
 
-class Fp8Dynamic(_LlmCompressorFormat):
+class Fp8Dynamic(_LlmCompressorFormat[LlmCompressorParams]):
     name = "fp8-dynamic"
     summary = "FP8 W8A8: per-channel FP8 weights, dynamic per-token FP8 activations (no calibration data)"
     params_model = LlmCompressorParams
@@ -145,33 +151,46 @@ class Fp8Dynamic(_LlmCompressorFormat):
     activation_bits = 8
     hardware = "native FP8 on SM89+ (Ada, Hopper, Blackwell); weight-only FP8 Marlin on SM80; CPU: emulated (slow)"
 
-    def recipe(self, params: Any, ignore: list[str]) -> list[Any]:
+    def layout(self, params: FormatParams) -> Encoding:
+        return Encoding("fp8 per-channel", 8, None, scale_bits=16)
+
+    def recipe(self, params: LlmCompressorParams, ignore: list[str]) -> list[Any]:
         from llmcompressor.modifiers.quantization import QuantizationModifier
 
         return [QuantizationModifier(targets="Linear", scheme="FP8_DYNAMIC", ignore=ignore, kv_cache_scheme=_kv_scheme(params))]
 
 
-class _GroupedInt4(_LlmCompressorFormat):
+GP = TypeVar("GP", bound=GroupedParams)
+
+
+class _GroupedInt4(_LlmCompressorFormat[GP], Generic[GP]):
     """INT4 weights in groups along the input dimension, 16-bit activations."""
 
     weight_bits = 4
     activation_bits = 16
     uses_data = True
 
-    def group_size(self, params: Any) -> int | None:
-        return None if params.group_size == -1 else params.group_size
+    def group_size(self, params: FormatParams) -> int | None:
+        size = self.own(params).group_size
+        return None if size == -1 else size
 
-    def ignore_indivisible(self, params: Any) -> bool:
-        return params.ignore_indivisible
+    def ignore_indivisible(self, params: FormatParams) -> bool:
+        return self.own(params).ignore_indivisible
+
+    def layout(self, params: FormatParams) -> Encoding:
+        group = self.group_size(params)  # None: group_size -1, one scale per output channel
+        asymmetric = not getattr(self.own(params), "symmetric", True)
+        label = f"int4 {'g' + str(group) if group else 'per-channel'}{' asym' if asymmetric else ''}"
+        return Encoding(label, 4, group, scale_bits=16, zero_bits=4 if asymmetric else 0)
 
 
-class W4A16Gptq(_GroupedInt4):
+class W4A16Gptq(_GroupedInt4[GroupedParams]):
     name = "w4a16-gptq"
     summary = "INT4 weights (GPTQ, group-wise), 16-bit activations"
     params_model = GroupedParams
     hardware = "GPU SM80+ (Marlin/Machete kernels); CPU: vLLM's cpu_gemm_wna16 needs an AVX-512 build"
 
-    def recipe(self, params: Any, ignore: list[str]) -> list[Any]:
+    def recipe(self, params: GroupedParams, ignore: list[str]) -> list[Any]:
         from compressed_tensors.quantization import QuantizationScheme
         from llmcompressor.modifiers.quantization import GPTQModifier
 
@@ -179,7 +198,7 @@ class W4A16Gptq(_GroupedInt4):
         return [GPTQModifier(config_groups={"group_0": scheme}, ignore=ignore, dampening_frac=params.dampening_frac, kv_cache_scheme=_kv_scheme(params))]
 
 
-class W8A8Int8(_LlmCompressorFormat):
+class W8A8Int8(_LlmCompressorFormat[W8A8Params]):
     name = "w8a8-int8"
     summary = "INT8 W8A8: SmoothQuant then GPTQ, per-channel weights, dynamic per-token activations"
     params_model = W8A8Params
@@ -189,7 +208,10 @@ class W8A8Int8(_LlmCompressorFormat):
 
     uses_data = True
 
-    def recipe(self, params: Any, ignore: list[str]) -> list[Any]:
+    def layout(self, params: FormatParams) -> Encoding:
+        return Encoding("int8 per-channel", 8, None, scale_bits=16)
+
+    def recipe(self, params: W8A8Params, ignore: list[str]) -> list[Any]:
         from llmcompressor.modifiers.quantization import GPTQModifier
         from llmcompressor.modifiers.smoothquant import SmoothQuantModifier
 
@@ -199,7 +221,7 @@ class W8A8Int8(_LlmCompressorFormat):
         ]
 
 
-class W4A16Awq(_GroupedInt4):
+class W4A16Awq(_GroupedInt4[AwqParams]):
     """AWQ through llm-compressor's AWQModifier: AutoAWQ is archived upstream."""
 
     name = "w4a16-awq"
@@ -207,7 +229,7 @@ class W4A16Awq(_GroupedInt4):
     params_model = AwqParams
     hardware = "GPU SM80+ (AWQ-Marlin / Marlin kernels); CPU: vLLM's cpu_gemm_wna16 needs an AVX-512 build"
 
-    def recipe(self, params: Any, ignore: list[str]) -> list[Any]:
+    def recipe(self, params: AwqParams, ignore: list[str]) -> list[Any]:
         from compressed_tensors.quantization import QuantizationScheme
         from llmcompressor.modifiers.quantization import QuantizationModifier
         from llmcompressor.modifiers.transform.awq import AWQModifier
@@ -225,7 +247,7 @@ class W4A16Awq(_GroupedInt4):
             super().quantize(request)
 
 
-class Fp8Static(_LlmCompressorFormat):
+class Fp8Static(_LlmCompressorFormat[LlmCompressorParams]):
     name = "fp8-static"
     summary = "FP8 W8A8: per-channel FP8 weights, static per-tensor FP8 activation scales from calibration"
     params_model = LlmCompressorParams
@@ -235,23 +257,38 @@ class Fp8Static(_LlmCompressorFormat):
 
     uses_data = True
 
-    def recipe(self, params: Any, ignore: list[str]) -> list[Any]:
+    def layout(self, params: FormatParams) -> Encoding:
+        return Encoding("fp8 per-channel", 8, None, scale_bits=16)
+
+    def recipe(self, params: LlmCompressorParams, ignore: list[str]) -> list[Any]:
         from llmcompressor.modifiers.quantization import QuantizationModifier
 
         return [QuantizationModifier(targets="Linear", scheme="FP8", ignore=ignore, kv_cache_scheme=_kv_scheme(params))]
 
 
-class _Fp4(_LlmCompressorFormat):
+FP = TypeVar("FP", bound=LlmCompressorParams)
+
+
+class _Fp4(_LlmCompressorFormat[FP], Generic[FP]):
     scheme: ClassVar[str]
     preset_group_size: ClassVar[int]
+    #: scale bits per group: FP8 (E4M3) for NVFP4, E8M0 for MXFP4
+    scale_bits: ClassVar[int] = 8
+    #: FP32 global scales per tensor (NVFP4: the weight's, and W4A4's activation one)
+    global_scale_bits: ClassVar[int] = 0
     weight_bits = 4
     #: FP4 activations need FP4 tensor cores: compute capability 10.0+ (Blackwell)
     min_capability_for_activations: ClassVar[float] = 10.0
 
-    def group_size(self, params: Any) -> int | None:
+    def group_size(self, params: FormatParams) -> int | None:
         return self.preset_group_size
 
-    def recipe(self, params: Any, ignore: list[str]) -> list[Any]:
+    def layout(self, params: FormatParams) -> Encoding:
+        scale = "fp8" if self.scheme.startswith("NV") else "e8m0"
+        return Encoding(f"fp4 e2m1 g{self.preset_group_size} + {scale} scale", 4, self.preset_group_size,
+                        scale_bits=self.scale_bits, tensor_bits=self.global_scale_bits)
+
+    def recipe(self, params: FP, ignore: list[str]) -> list[Any]:
         from llmcompressor.modifiers.quantization import QuantizationModifier
 
         return [QuantizationModifier(targets="Linear", scheme=self.scheme, ignore=ignore, kv_cache_scheme=_kv_scheme(params))]
@@ -260,10 +297,10 @@ class _Fp4(_LlmCompressorFormat):
         # FP4 checkpoints fail in fp32 ("expected m1 and m2 to have the same dtype").
         return "bfloat16"
 
-    def unsupported_reason(self, params: Any, hw: Any) -> str | None:
+    def unsupported_reason(self, params: FormatParams, hw: Hardware) -> str | None:
         if self.activation_bits != 4 or hw.device != "cuda" or hw.compute_capability is None:
             return None
-        if float(hw.compute_capability) >= self.min_capability_for_activations or params.weight_only_fallback:
+        if float(hw.compute_capability) >= self.min_capability_for_activations or getattr(params, "weight_only_fallback", False):
             return None
         return (
             f"{self.name} quantizes activations to FP4, which needs FP4 tensor cores (Blackwell, SM 10.0+); "
@@ -271,29 +308,31 @@ class _Fp4(_LlmCompressorFormat):
         )
 
 
-class Nvfp4(_Fp4):
+class Nvfp4(_Fp4[Fp4Params]):
     name = "nvfp4"
     summary = "NVFP4 W4A4: FP4 (E2M1) weights and activations, FP8 scales per 16 values + a global scale"
     params_model = Fp4Params
     scheme = "NVFP4"
     preset_group_size = 16
+    global_scale_bits = 64
     activation_bits = 4
     hardware = "native on Blackwell (SM100+); older GPUs: weight-only via Marlin FP4 with weight_only_fallback; CPU: no kernel"
 
     uses_data = True  # global activation scales
 
 
-class Nvfp4A16(_Fp4):
+class Nvfp4A16(_Fp4[LlmCompressorParams]):
     name = "nvfp4a16"
     summary = "NVFP4 weight-only: FP4 (E2M1) weights with FP8 scales per 16 values, 16-bit activations"
     params_model = LlmCompressorParams
     scheme = "NVFP4A16"
     preset_group_size = 16
+    global_scale_bits = 32
     activation_bits = 16
     hardware = "Blackwell native; SM80+ via Marlin FP4; CPU: no kernel (quality via the transformers engine)"
 
 
-class Mxfp4(_Fp4):
+class Mxfp4(_Fp4[Fp4Params]):
     name = "mxfp4"
     summary = "MXFP4 W4A4 (OCP microscaling): FP4 weights and dynamic FP4 activations, E8M0 scale per 32 values"
     params_model = Fp4Params
@@ -303,7 +342,7 @@ class Mxfp4(_Fp4):
     hardware = "native on Blackwell (SM100+); older GPUs: weight-only with weight_only_fallback; CPU: no kernel"
 
 
-class Mxfp4A16(_Fp4):
+class Mxfp4A16(_Fp4[LlmCompressorParams]):
     name = "mxfp4a16"
     summary = "MXFP4 weight-only: FP4 weights with an E8M0 scale per 32 values, 16-bit activations"
     params_model = LlmCompressorParams

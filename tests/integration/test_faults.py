@@ -30,7 +30,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from harness import models
+from harness.stages import models
 from tests.conftest import ROOT
 from tests.test_faults import full_tmpfs
 

@@ -91,7 +91,7 @@ def test_harness_figures_equal_lm_eval_run_directly(quality: dict) -> None:
 
 def test_humaneval_is_skipped_with_a_reason_without_permission() -> None:
     from harness.config import EvalSpec
-    from harness.evaluate import lm_eval_tasks
+    from harness.stages.evaluate.stage import lm_eval_tasks
 
     tasks, note = lm_eval_tasks(EvalSpec(tasks=["humaneval", "perplexity"], allow_code_execution=False))
     assert tasks == ["harness_prose_ppl"]

@@ -19,9 +19,9 @@ import pandas as pd
 import psutil
 import pytest
 
-from harness import results
+from harness.results import store as results
 from harness.config import load_config
-from harness.executor_ray import ATTEMPTS_LOG
+from harness.executors.ray import ATTEMPTS_LOG
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration

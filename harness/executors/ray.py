@@ -1,16 +1,16 @@
 """`executor: ray`: a run's cells fanned out over a Ray cluster, one cell per task.
 
 The driver (`harness run`) expands the matrix, skips finished cells and records every row, as
-with the local executor; only `pipeline.run_cell` runs in the Ray worker, with the same
+with the local executor; only `harness.cell.run_cell` runs in the Ray worker, with the same
 picklable run context (its stages still in isolated children of that worker). A cell holds
 tensor_parallel_size x pipeline_parallel_size GPUs of one node on a GPU cluster, or (CPU)
 every CPU of the cluster's smallest node, so CPU cells never share cores; `ray:` in the config
 overrides both. A cell whose worker process or node dies is run again elsewhere by Ray
 (max_retries, default 1), then recorded as a failed row with Ray's own words.
 
-Scheduling rules the driver keeps: with evals, quantized cells wait for the baseline cells (their
-KL divergence and recovery are against the baseline's row and logits); cells that would build the
-same artifact run one after another, so it is built once. On a multi-node cluster the cache and
+Scheduling rule the driver keeps: cells that would build the same artifact run one after another,
+so it is built once. (No cell waits for another's results: relative figures are the compare
+pass's, after the cells.) On a multi-node cluster the cache and
 output directories must be one shared filesystem, at the same path on every node (the model,
 artifacts, calibration text, logs and baseline logits are read and written there); a node that
 does not see them fails its cell saying so.
@@ -23,17 +23,18 @@ import os
 import platform
 import time
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
-from harness import artifacts, cell_lock, formats
+from rich.progress import Progress
+
+from harness import cell_lock, engines, formats, hardware
+from harness.cell import RunContext, device_peak, failed_row, run_cell
+from harness.config import RaySpec
 from harness.errors import HarnessError
-
-if TYPE_CHECKING:
-    from rich.progress import Progress
-
-    from harness.config import EngineSpec, RaySpec
-    from harness.matrix import Cell
-    from harness.pipeline import _Context
+from harness.executors.base import Record, StillNeeded
+from harness.matrix import Cell
+from harness.params import EngineParams
+from harness.stages import quantize as artifacts
 
 #: per cell, in its log directory: one line per attempt (time, host, worker pid)
 ATTEMPTS_LOG = "executor.log"
@@ -60,14 +61,12 @@ def _now() -> datetime:
 # --- in the Ray worker --------------------------------------------------------------------
 
 
-def cell_task(ctx: "_Context", cell: "Cell", key: str) -> dict[str, Any]:
+def cell_task(ctx: RunContext, cell: Cell, key: str) -> dict[str, Any]:
     """One attempt at a cell in a Ray worker: the row, for the driver to record."""
-    from harness import hardware, pipeline
-
     started = _now()
     problem = _unshared(ctx)
     if problem is not None:
-        return pipeline.failed_row(ctx, cell, key, started, problem, "executor")
+        return failed_row(ctx, cell, key, started, problem, "executor")
     log = ctx.out_dir / "logs" / key / ATTEMPTS_LOG
     try:
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -77,11 +76,11 @@ def cell_task(ctx: "_Context", cell: "Cell", key: str) -> dict[str, Any]:
         pass
     hw = hardware.detect()  # this node's, not the driver's: it decides cpu or cuda for every stage
     if hw != ctx.hw:
-        ctx = dataclasses.replace(ctx, hw=hw, peak=pipeline.device_peak(hw, ctx.cache_dir))
-    return pipeline.run_cell(ctx, cell, key, None, _SAMPLES)
+        ctx = dataclasses.replace(ctx, hw=hw, peak=device_peak(hw, ctx.cache_dir))
+    return run_cell(ctx, cell, key, None, _SAMPLES)
 
 
-def _unshared(ctx: "_Context") -> str | None:
+def _unshared(ctx: RunContext) -> str | None:
     missing = [str(p) for p in (ctx.model.path, ctx.out_dir) if not p.exists()]
     if not missing:
         return None
@@ -94,11 +93,10 @@ def _unshared(ctx: "_Context") -> str | None:
 
 @dataclasses.dataclass
 class _Job:
-    cell: "Cell"
+    cell: Cell
     key: str
     artifact_key: str
     builds: bool  # its artifact is neither cached nor the model itself: it will quantize
-    baseline: bool
     cpus: float
     gpus: float
     submitted: datetime | None = None
@@ -134,13 +132,13 @@ def _nodes(ray: Any) -> list[dict[str, float]]:
     return [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
 
 
-def resources(spec: "RaySpec", engine: "EngineSpec", nodes: list[dict[str, float]]) -> tuple[float, float]:
+def resources(spec: RaySpec, engine: EngineParams, nodes: list[dict[str, float]]) -> tuple[float, float]:
     """(CPUs, GPUs) a cell on `engine` holds, given the cluster's live nodes' resources."""
     gpu_nodes = [n for n in nodes if n.get("GPU", 0) > 0]
     if spec.num_gpus_per_cell is not None:
         gpus = spec.num_gpus_per_cell
     elif gpu_nodes:
-        gpus = float(engine.tensor_parallel_size * engine.pipeline_parallel_size)
+        gpus = float(engines.get(engine.name).parallelism(engine).devices)
     else:
         gpus = 0.0
     if spec.num_cpus_per_cell is not None:
@@ -158,7 +156,7 @@ def fits(cpus: float, gpus: float, nodes: list[dict[str, float]]) -> bool:
     return any(n.get("CPU", 0) >= cpus and n.get("GPU", 0) >= gpus for n in nodes)
 
 
-def _attempts(ctx: "_Context", key: str) -> list[str]:
+def _attempts(ctx: RunContext, key: str) -> list[str]:
     log = ctx.out_dir / "logs" / key / ATTEMPTS_LOG
     return log.read_text(encoding="utf-8").splitlines() if log.is_file() else []
 
@@ -172,19 +170,15 @@ def _failure(ray: Any, exc: BaseException, attempts: int, max_retries: int) -> s
 
 
 class Order:
-    """Which waiting cells may start: with evals, quantized cells after every baseline cell (their
-    KL divergence and recovery are against the baseline's logits and row); of the cells that
-    need the same artifact not yet built, one at a time (it is built once)."""
+    """Which waiting cells may start: of the cells that need the same artifact not yet built,
+    one at a time (it is built once); every other cell at once."""
 
     def __init__(self, jobs: list[_Job], unbuilt: Callable[[str], bool]) -> None:
         self.waiting = jobs  # the caller's list: it removes the jobs it starts
         self.unbuilt = unbuilt  # artifact key -> not in the cache yet
-        self.baselines_left = {job.key for job in jobs if job.baseline}
         self.building: set[str] = set()
 
     def ready(self, job: _Job) -> bool:
-        if job.cell.evals is not None and not job.baseline and self.baselines_left:
-            return False
         return not (job.builds and job.artifact_key in self.building)
 
     def started(self, job: _Job) -> None:
@@ -194,21 +188,18 @@ class Order:
     def finished(self, job: _Job) -> None:
         """`job` ended (or was skipped): what waited on it may start."""
         self.building.discard(job.artifact_key)
-        self.baselines_left.discard(job.key)
         for other in self.waiting:  # built now (or failed: the next cell of that artifact tries again)
             if other.artifact_key == job.artifact_key:
                 other.builds = self.unbuilt(other.artifact_key)
 
 
-def run_cells(ctx: "_Context", pending: list[tuple["Cell", str]], record: Callable[["Cell", dict[str, Any]], None],
-              progress: "Progress", still_needed: Callable[["Cell", str], bool] = lambda cell, key: True) -> None:
+def run_cells(ctx: RunContext, pending: list[tuple[Cell, str]], record: Record, progress: Progress,
+              still_needed: StillNeeded) -> None:
     """Run `pending` (cell, key) pairs as Ray tasks; `record(cell, row)` is called here, in the
     driver, once per cell, as each one ends. Each cell's lock (harness.cell_lock) is held by
     this process from its submission to its row: a cell another run on the same output
     directory holds waits, and is asked about again (`still_needed`: False when that run
     wrote its row meanwhile, which then skips it) once its lock is free."""
-    from harness import pipeline
-
     ray = _ray()
     spec = ctx.config.ray
     owned = _connect(ray, spec.address)
@@ -225,12 +216,12 @@ def run_cells(ctx: "_Context", pending: list[tuple["Cell", str]], record: Callab
             artifact_key = cell.artifact_key(ctx.model.identity, ctx.quantize_versions)
             builds = fmt.existing_checkpoint(cell.format, ctx.model.path) is None and artifacts.cached(ctx.cache_dir, artifact_key) is None
             cpus, gpus = resources(spec, cell.engine, nodes)
-            job = _Job(cell, key, artifact_key, builds, fmt.is_baseline, cpus, gpus)
+            job = _Job(cell, key, artifact_key, builds, cpus, gpus)
             if not fits(cpus, gpus, nodes):
                 shape = ", ".join(f"{n.get('CPU', 0):g} CPUs {n.get('GPU', 0):g} GPUs" for n in nodes) or "no live node"
-                record(cell, pipeline.failed_row(ctx, cell, key, _now(), (
+                record(cell, failed_row(ctx, cell, key, _now(), (
                     f"ray: no node of the cluster has {cpus:g} CPUs and {gpus:g} GPUs for this cell "
-                    f"(tensor_parallel_size x pipeline_parallel_size = {cell.engine.tensor_parallel_size * cell.engine.pipeline_parallel_size}; "
+                    f"(tensor_parallel_size x pipeline_parallel_size = {engines.get(cell.engine.name).parallelism(cell.engine).devices}; "
                     f"ray.num_gpus_per_cell / num_cpus_per_cell override); nodes: {shape}"), "executor"))
                 continue
             jobs.append(job)
@@ -274,7 +265,7 @@ def run_cells(ctx: "_Context", pending: list[tuple["Cell", str]], record: Callab
                 try:
                     row = ray.get(ref)
                 except ray.exceptions.RayError as exc:
-                    row = pipeline.failed_row(ctx, job.cell, job.key, job.submitted or _now(),
+                    row = failed_row(ctx, job.cell, job.key, job.submitted or _now(),
                                               _failure(ray, exc, len(attempts), spec.max_retries), "executor")
                 else:
                     if len(attempts) > 1:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lm_eval.tasks.minerva_math import utils as minerva
 
-from harness.sandbox import run_untrusted
+from harness.stages.evaluate.sandbox import run_untrusted
 
 # Printed after the tests: a completion that exits early (sys.exit(0)) must not pass.
 PASSED = "__harness_humaneval_tests_passed__"

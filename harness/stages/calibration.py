@@ -149,3 +149,12 @@ def build_samples(spec: CalibrationSpec, tokenizer: Any) -> CalibrationSamples:
             f"(asked for {spec.samples}); add text or lower samples/seq_len"
         )
     return CalibrationSamples(spec.name, spec.resolved_domain, spec.source, spec.seq_len, samples)
+
+
+def samples_for(spec: CalibrationSpec, model_dir: Path, cache: dict[str, CalibrationSamples]) -> CalibrationSamples:
+    """The set's samples, tokenized by the model's tokenizer, built once per run (`cache`)."""
+    if spec.name not in cache:
+        from transformers import AutoTokenizer
+
+        cache[spec.name] = build_samples(spec, AutoTokenizer.from_pretrained(model_dir))
+    return cache[spec.name]

@@ -30,16 +30,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from harness import memory
-from harness.config import FormatParams
 from harness.errors import HarnessError
-from harness.hardware import Peak, peak_for
-from harness.memory import ModelShape
-
-__all__ = [
-    "Peak", "peak_for", "RooflineResult", "roofline_tok_s", "cell_roofline",
-    "weight_bytes_per_step", "matmul_params", "flops_per_token", "mean_decode_context",
-]
+from harness.hardware import Peak
+from harness.params import FormatParams
+from harness.plan import memory
+from harness.shapes import ModelShape, load_shape
 
 
 @dataclass(frozen=True)
@@ -144,9 +139,9 @@ def cell_roofline(
     """The roofline of one cell: `batch` concurrent sequences of input_len + output_len tokens,
     weights in `fmt` (a name or FormatParams; GGUF included), KV cache in `kv_dtype` ("auto",
     "fp8", ...; "auto" = 16 bits, also llama.cpp's f16 cache). shape: a ModelShape or anything
-    memory.load_shape takes. Raises HarnessError when a figure cannot be had (prequantized
+    harness.shapes.load_shape takes. Raises HarnessError when a figure cannot be had (prequantized
     format, unknown KV dtype): its message is the row's reason."""
-    shape = shape if isinstance(shape, ModelShape) else memory.load_shape(shape)
+    shape = shape if isinstance(shape, ModelShape) else load_shape(shape)
     if input_len < 0 or output_len < 1:
         raise HarnessError(f"roofline: input_len must be at least 0 and output_len at least 1 (got {input_len}, {output_len})")
     return roofline_tok_s(

@@ -16,13 +16,18 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from harness import formats
 from harness.cell_lock import FileLock
-from harness.formats.base import QuantizeRequest
+from harness.config import QuantizeSpec
+from harness.errors import HarnessError
+from harness.formats.base import Format, QuantizeRequest
 from harness.isolation import StageOutcome, memory_limit_bytes, run_isolated
+from harness.stages.base import StageStop
 
 META_FILE = "harness-artifact.json"
 LOCKS = ".locks"
@@ -40,6 +45,19 @@ class Artifact:
     peak_rss_bytes: int | None
     peak_gpu_bytes: int | None
     reused: bool
+
+    def columns(self, parameters: int) -> dict[str, Any]:
+        return {
+            "artifact_key": self.key,
+            "artifact_path": str(self.path),
+            "artifact_bytes": self.bytes,
+            "bits_per_weight": 8 * self.bytes / parameters if parameters else None,
+            "artifact_reused": self.reused,
+            "scheme": describe_scheme(self.path),
+            "quantize_s": self.quantize_s,
+            "quantize_peak_rss_bytes": self.peak_rss_bytes,
+            "quantize_peak_gpu_bytes": self.peak_gpu_bytes,
+        }
 
 
 def checkpoint_bytes(directory: Path) -> int:
@@ -65,6 +83,30 @@ def cached(cache_dir: Path, key: str) -> Artifact | None:
         return None
     data = json.loads(meta.read_text())
     return Artifact(key, path, data["bytes"], data["quantize_s"], data["peak_rss_bytes"], data["peak_gpu_bytes"], reused=True)
+
+
+def obtain(
+    fmt: Format[Any], request: QuantizeRequest, key: str, cache_dir: Path, spec: QuantizeSpec, log_path: Path,
+    calibrate: Callable[[], list[list[int]] | None], on_stage: Callable[[str], None],
+) -> Artifact:
+    """The cell's artifact: the checkpoint itself (a baseline, a prequantized model), the cached
+    build, or a new build (calibrate, then quantize). Raises StageStop when it cannot be had."""
+    existing_dir = fmt.existing_checkpoint(request.params, request.model_dir)
+    if existing_dir is not None:
+        return existing(existing_dir, key)
+    found = cached(cache_dir, key)
+    if found is not None:
+        return found
+    try:
+        samples = calibrate()  # None for a data-free format
+    except HarnessError as exc:
+        raise StageStop("failed", str(exc), "calibrate") from exc
+    on_stage("quantize")
+    artifact, outcome = build(cache_dir, key, replace(request, samples=samples), log_path, spec.timeout_s, spec.memory_limit_gib)
+    if artifact is None:
+        peaks = {"quantize_peak_rss_bytes": outcome.peak_rss_bytes, "quantize_peak_gpu_bytes": outcome.peak_gpu_bytes}
+        raise StageStop("failed", f"quantize: {outcome.error}", "quantize", peaks)
+    return artifact
 
 
 def build(cache_dir: Path, key: str, request: QuantizeRequest, log_path: Path, timeout_s: float,

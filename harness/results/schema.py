@@ -1,33 +1,12 @@
-"""The results table: one row per cell, in parquet.
-
-On disk, in the output directory:
-  rows/<cell_key>.parquet   one file per finished cell, written to a temporary file and
-                            renamed: a killed run leaves whole rows or none, and two runs
-                            on the same directory never write the same file half-way.
-  results.parquet           every row merged, rewritten atomically after each cell (under
-                            locks/merge.lock: two runs' merges never lose each other's rows).
-  locks/<cell_key>.lock     held while a run computes the cell (harness.cell_lock).
-  logs/<cell_key>/          each stage's log (engines say there which kernel they chose).
-
-When a row cannot be written (a full disk, a read-only directory), the run stops with one
-line (ResultsWriteError, exit status 74): every later row would be lost the same way, and
-the rows already written are whole, so the next run resumes after the space is freed.
-"""
+"""The results table's columns: one row per cell, in parquet (the store writes it)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from harness.cell_lock import LOCKS_DIR, held
-from harness.errors import HarnessError
+from harness.results.metrics import METRICS
 
 STATUSES = ("ok", "failed", "unsupported")
 # Final statuses are not recomputed on a resume; "failed" cells are tried again.
@@ -144,23 +123,22 @@ SCHEMA = pa.schema([
     ("serving_peak_gpu_bytes", pa.int64()),
     ("serving_note", pa.string()),  # why a cell has no serving figures (e.g. a reference engine has no server)
     ("serving_slo", pa.string()),  # JSON {ttft_ms, tpot_ms, e2el_ms}
-    # quality (lm-eval; KLD against the baseline cell on the same held-out tokens)
-    ("pass_at_1", pa.float64()),  # HumanEval, greedy, n=1, temperature 0
-    ("math_exact_match", pa.float64()),
-    ("gsm8k_strict_match", pa.float64()),
-    ("gsm8k_flexible_match", pa.float64()),
-    ("perplexity", pa.float64()),  # word perplexity on held-out prose
-    ("bits_per_byte", pa.float64()),
+    # quality: what the cell measured about itself (lm-eval metrics, harness.results.metrics)
+    *[(m.column, pa.float64()) for m in METRICS],
+    ("eval_items", pa.string()),  # JSON {task: {doc_id: score}}: per-item outcomes, for paired statistics
+    ("kld_logprobs", pa.string()),  # its top log-probabilities on the held-out windows, relative to the output dir
+    # relative figures: filled by the compare pass after the cells (harness.results.compare)
+    ("reference_cell_key", pa.string()),  # the cell every quality figure of this row is relative to
+    ("reference_rule", pa.string()),  # which rule chose it, or why there is none
     ("kld_mean", pa.float64()),
     ("kld_p99", pa.float64()),
     ("top1_agreement", pa.float64()),
     ("kld_positions", pa.int64()),
-    ("kld_reference", pa.string()),  # the baseline cell the KLD is against
-    ("pass_at_1_recovery_pct", pa.float64()),  # % of the baseline's value (perplexity: baseline / cell)
-    ("math_exact_match_recovery_pct", pa.float64()),
-    ("gsm8k_strict_match_recovery_pct", pa.float64()),
-    ("perplexity_recovery_pct", pa.float64()),
-    ("recovery_reference", pa.string()),
+    ("kld_reference", pa.string()),  # the reference cell's name
+    *[(m.recovery_column, pa.float64()) for m in METRICS if m.recovered],  # % of the reference's value
+    ("recovery_reference", pa.string()),  # the reference cell's name
+    ("speedup", pa.float64()),  # output tok/s over the speed reference's
+    ("speed_reference_key", pa.string()),  # the same engine's baseline on the same host and workload
     ("eval_limit", pa.int32()),
     ("eval_samples", pa.string()),  # JSON {task: documents scored}
     ("eval_task_versions", pa.string()),  # JSON {task: version}
@@ -188,20 +166,6 @@ SCHEMA = pa.schema([
 COLUMNS = tuple(SCHEMA.names)
 
 
-def _atomic_write_table(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def row_table(row: dict[str, Any]) -> pa.Table:
     unknown = set(row) - set(COLUMNS)
     if unknown:
@@ -211,89 +175,3 @@ def row_table(row: dict[str, Any]) -> pa.Table:
     return pa.Table.from_pylist([{c: row.get(c) for c in COLUMNS}], schema=SCHEMA)
 
 
-class ResultsWriteError(HarnessError):
-    """The results directory cannot be written (full disk, read-only): the run stops."""
-
-    exit_code = 74  # EX_IOERR
-
-
-def write_row(out_dir: Path, row: dict[str, Any]) -> Path:
-    """Write one cell's row atomically, then refresh the merged table. Raises ResultsWriteError
-    when either cannot be written; a row file is then whole or absent, never half-written."""
-    path = out_dir / "rows" / f"{row['cell_key']}.parquet"
-    table = row_table(row)
-    cell = row.get("cell_name") or row["cell_key"]
-    try:
-        _atomic_write_table(table, path)
-    except OSError as exc:
-        raise ResultsWriteError(
-            f"cannot write the row of cell {cell} ({row.get('status')}) to {path.parent}: {_why(exc)}; "
-            "the run stops (the rows written before are intact: free the space and run again to resume)"
-        ) from exc
-    try:
-        merge(out_dir)
-    except OSError as exc:
-        raise ResultsWriteError(
-            f"the row of cell {cell} is saved in {path.parent}, but {out_dir / 'results.parquet'} cannot be rewritten: "
-            f"{_why(exc)}; the run stops (run again once there is space: the merge is redone)"
-        ) from exc
-    return path
-
-
-def merge_if_stale(out_dir: Path) -> None:
-    """Redo the merge when a row file is newer than results.parquet (a run stopped between the
-    two, e.g. on a full disk). Raises ResultsWriteError when it still cannot be written."""
-    rows = list((out_dir / "rows").glob("*.parquet"))
-    merged = out_dir / "results.parquet"
-    if not rows or (merged.is_file() and merged.stat().st_mtime_ns >= max(r.stat().st_mtime_ns for r in rows)):
-        return
-    try:
-        merge(out_dir)
-    except OSError as exc:
-        raise ResultsWriteError(f"{merged} cannot be rewritten: {_why(exc)}") from exc
-
-
-def _why(exc: OSError) -> str:
-    """[Errno 28] No space left on device (pyarrow words its strerror its own way)."""
-    return f"[Errno {exc.errno}] {os.strerror(exc.errno)}" if exc.errno else str(exc)
-
-
-def read_rows(out_dir: Path) -> pd.DataFrame:
-    files = sorted((out_dir / "rows").glob("*.parquet"))
-    if not files:
-        return pd.DataFrame({name: pd.Series(dtype=object) for name in COLUMNS})
-    tables = [pq.read_table(f, schema=SCHEMA) for f in files]
-    frame = pa.concat_tables(tables).to_pandas()
-    return frame.sort_values("finished_at").drop_duplicates("cell_key", keep="last").reset_index(drop=True)
-
-
-def merge(out_dir: Path) -> Path:
-    """Rewrite results.parquet from rows/. Serialized across runs: the last merge to finish
-    started after every row file written before it, so it holds them all."""
-    path = out_dir / "results.parquet"
-    with held(out_dir / LOCKS_DIR / "merge.lock"):
-        frame = read_rows(out_dir)
-        _atomic_write_table(pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False), path)
-    return path
-
-
-def row_status(out_dir: Path, key: str, since: datetime | None = None) -> str | None:
-    """The status of a cell's row when it needs no computing now: a final status, or any
-    status written at or after `since` (by a concurrent run: its failure is not retried by
-    this run; the next run retries it). None: compute the cell."""
-    path = out_dir / "rows" / f"{key}.parquet"
-    if not path.is_file():
-        return None
-    row = pq.read_table(path, columns=["status", "finished_at"]).to_pylist()[0]
-    if row["status"] in FINAL_STATUSES:
-        return str(row["status"])
-    if since is not None and row["finished_at"] is not None and row["finished_at"] >= since.replace(microsecond=since.microsecond // 1000 * 1000):  # stored in ms
-        return str(row["status"])
-    return None
-
-
-def finished(out_dir: Path) -> dict[str, str]:
-    """cell_key → status, for rows that need no recomputation."""
-    frame = read_rows(out_dir)
-    done = frame[frame["status"].isin(FINAL_STATUSES)]
-    return dict(zip(done["cell_key"], done["status"]))

@@ -20,8 +20,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from harness import workarounds
 from harness.errors import HarnessError
 from harness.isolation import run_isolated
+from harness.shapes import KNOWN_SHAPES
 
 
 # Bump when convert_gguf_to_hf changes what it writes: a new identity, a new cache entry.
@@ -138,8 +140,6 @@ def convert_gguf_to_hf(gguf: Path, out_dir: Path, builtin: Builtin) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from harness import workarounds
-
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     model = workarounds.rebuild_without_gguf_quantization(loaded, torch.bfloat16)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -243,7 +243,6 @@ def synthetic_config(spec: str, revision: str | None = None) -> tuple[str, dict[
     """(label, config.json dict, directory whose tokenizer files may be used) for what follows
     `synthetic:`: a known architecture (harness.memory.KNOWN_SHAPES), a config.json file or a
     directory holding one, or a hub id (only its config.json is downloaded)."""
-    from harness.memory import KNOWN_SHAPES
 
     text = spec.strip()
     known = text.removeprefix("builtin:").lower()

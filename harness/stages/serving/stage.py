@@ -1,47 +1,52 @@
 """The online benchmark of one cell: its engine's server on 127.0.0.1, a warm-up, then one
-load point per configured concurrency and Poisson rate (harness.loadgen)."""
+load point per configured concurrency and Poisson rate (harness.stages.serving.loadgen)."""
 
 from __future__ import annotations
 
 import json
 import shlex
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from harness import bench, loadgen
 from harness.config import ServingSpec, WorkloadSpec
+from harness.stages.base import StageStop
 from harness.engines.base import Engine, EngineRequest
-from harness.errors import HarnessError
 from harness.isolation import memory_limit_bytes
-from harness.server import ServerError, free_port, serve
+from harness.stages.serving import loadgen
+from harness.stages.serving.server import ServerError, free_port, serve
+from harness.stages.workload import make_prompts, read_prompts_file
+
+STAGE = "serve under load"
 
 
-class ServingFailed(RuntimeError):
-    """The server did not come up, or no request of a point completed."""
+@dataclass(frozen=True)
+class ServingResult:
+    """The sweep of one cell's server: the command, its start-up, one entry per load point."""
 
-    def __init__(self, reason: str, columns: dict[str, Any]) -> None:
-        super().__init__(reason)
-        self.columns = columns  # what was measured before it failed
+    server: str  # the server command line
+    slo: str  # JSON {ttft_ms, tpot_ms, e2el_ms}
+    startup_s: float | None
+    points: list[dict[str, Any]]
+    peak_rss_bytes: int | None
+    peak_gpu_bytes: int | None
+
+    def columns(self) -> dict[str, Any]:
+        return {
+            "serving": self.points or None,
+            "serving_server": self.server,
+            "serving_slo": self.slo,
+            "serving_startup_s": self.startup_s,
+            "serving_peak_rss_bytes": self.peak_rss_bytes,
+            "serving_peak_gpu_bytes": self.peak_gpu_bytes,
+        }
 
 
-def read_prompts_file(path: Path) -> list[str]:
-    """A prompt per non-empty line, or JSONL objects with a "prompt" field."""
-    prompts = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        if path.suffix == ".jsonl":
-            try:
-                prompts.append(str(json.loads(line)["prompt"]))
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise HarnessError(f"{path}:{number}: a JSONL prompt line is an object with a \"prompt\" field") from None
-        else:
-            prompts.append(line.replace("\\n", "\n"))
-    if not prompts:
-        raise HarnessError(f"{path}: no prompts in the file")
-    return prompts
+def no_server_note(engine: Engine[Any]) -> dict[str, Any]:
+    """The columns of a cell whose engine has no server (a reference engine)."""
+    return {"serving_note": f"{engine.name} has no server ({engine.speed_class} engine): no online figures"}
 
 
 def build_requests(spec: ServingSpec, workload: WorkloadSpec, tokenizer_dir: Path, text_prompts: bool) -> list[loadgen.LoadRequest]:
@@ -56,7 +61,7 @@ def build_requests(spec: ServingSpec, workload: WorkloadSpec, tokenizer_dir: Pat
         prompts: list[list[int] | str] = [texts[i % len(texts)] for i in range(spec.requests)]
         counts = [len(tokenizer(text)["input_ids"]) for text in prompts]
     else:
-        ids = bench.make_prompts(tokenizer_dir, workload.model_copy(update={"prompts": spec.requests}))
+        ids = make_prompts(tokenizer_dir, workload.model_copy(update={"prompts": spec.requests}))
         prompts = [tokenizer.decode(p) for p in ids] if text_prompts else list(ids)
         counts = [len(p) for p in ids]
     rng = np.random.default_rng(spec.seed)
@@ -66,21 +71,18 @@ def build_requests(spec: ServingSpec, workload: WorkloadSpec, tokenizer_dir: Pat
     return [loadgen.LoadRequest(p, int(n), c) for p, n, c in zip(prompts, lengths, counts)]
 
 
-def run(engine: Engine, request: EngineRequest, spec: ServingSpec, workload: WorkloadSpec, tokenizer_dir: Path, log_path: Path) -> dict[str, Any]:
-    """Row columns of the online benchmark (serving, serving_*). Raises ServingFailed."""
+def measure(engine: Engine[Any], request: EngineRequest, spec: ServingSpec, workload: WorkloadSpec, tokenizer_dir: Path,
+            log_path: Path) -> ServingResult:
+    """The online benchmark of the cell's artifact. Raises StageStop (failed) with what was
+    measured before the server broke or a point got no answer."""
     port = spec.port or free_port()
     launch = engine.server(request, port)
-    if launch is None:
-        raise ValueError(f"engine {engine.name} has no server")
-    columns: dict[str, Any] = {
-        "serving_server": shlex.join(launch.argv),
-        "serving_slo": json.dumps(spec.slo.model_dump(), sort_keys=True),
-    }
+    result = ServingResult(shlex.join(launch.argv), json.dumps(spec.slo.model_dump(), sort_keys=True), None, [], None, None)
     requests = build_requests(spec, workload, tokenizer_dir, launch.text_prompts)
     points: list[dict[str, Any]] = []
     try:
         with serve(launch, port, log_path, spec.startup_timeout_s, memory_limit_bytes(request.spec.memory_limit_gib)) as server:
-            columns["serving_startup_s"] = server.startup_s
+            result = replace(result, startup_s=server.startup_s)
             target = loadgen.Target(server.base_url, launch.model_name, launch.extra_body, spec.request_timeout_s)
             if spec.warmup_requests:  # not measured; a server that answers none of them is not swept
                 warm = loadgen.run_point(target, requests[: spec.warmup_requests], spec.slo, concurrency=1)
@@ -91,19 +93,19 @@ def run(engine: Engine, request: EngineRequest, spec: ServingSpec, workload: Wor
                 points.append(loadgen.run_point(target, requests, spec.slo, seed=spec.seed, **point_args))
                 if not points[-1]["completed"]:  # a dead or hung server: the next points would only wait longer
                     break
-            columns.update(serving_peak_rss_bytes=server.peak_rss_bytes, serving_peak_gpu_bytes=server.peak_gpu_bytes)
+            result = replace(result, peak_rss_bytes=server.peak_rss_bytes, peak_gpu_bytes=server.peak_gpu_bytes)
             if server.memory_error is not None:  # killed during the sweep: its points are not the server's
                 raise ServerError(f"{server.memory_error} (the server was killed under load)")
     except ServerError as exc:
-        columns["serving"] = points or None
-        raise ServingFailed(str(exc), columns) from exc
-    columns["serving"] = points
+        raise StageStop("failed", f"serve under load: {exc}", STAGE, replace(result, points=points).columns()) from exc
+    result = replace(result, points=points)
     empty = [p for p in points if not p["completed"]]
     if empty:
         point = empty[0]
         where = f"concurrency {point['concurrency']}" if point["mode"] == "concurrency" else f"rate {point['request_rate']}/s"
-        raise ServingFailed(f"no request completed at {where}: {_no_answer(point, spec, None)}", columns)
-    return columns
+        raise StageStop("failed", f"serve under load: no request completed at {where}: {_no_answer(point, spec, None)}", STAGE,
+                        result.columns())
+    return result
 
 
 def _no_answer(point: dict[str, Any], spec: ServingSpec, memory_error: str | None) -> str:

@@ -22,7 +22,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.calibration import builtin_documents
+from harness.stages.calibration import builtin_documents
 from harness.errors import HarnessError
 
 

@@ -1,0 +1,1 @@
+"""What a cell should cost by the book: the memory plan and the roofline."""

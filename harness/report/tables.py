@@ -1,0 +1,85 @@
+"""The report's tables: one line per cell, and one per serving sweep point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.report.rows import (
+    GIB,
+    MIB,
+    as_float,
+    fmt_value,
+    goodput_text,
+    is_missing,
+    kernels_text,
+    latency_text,
+    metric_text,
+    ms_text,
+    peak_memory,
+    planned_text,
+    point_label,
+    recovery_text,
+    roofline_text,
+    slo_text,
+    speedup_text,
+    split_text,
+    sweep_points,
+)
+from harness.results.metrics import BY_COLUMN
+from harness.shapes import ModelShape
+
+#: the quality metrics the cell table shows, in this order
+TABLE_METRICS = ("pass_at_1", "math_exact_match", "gsm8k_strict_match", "perplexity")
+
+
+TABLE_HEADERS = ("cell", "format", "calibration", "KV", "engine", "kernel", "size MiB", "planned GiB", "engine GiB (w + KV)", "peak GiB",
+                 "out tok/s", "speedup", "roofline %", "TTFT p50/p99", "ITL p50/p99", "best goodput req/s (SLO met)",
+                 *(BY_COLUMN[c].label for c in TABLE_METRICS), "KLD", "recovery %", "status", "reason")
+
+
+def table_rows(rows: list[dict[str, Any]], shape: ModelShape | None) -> list[list[str]]:
+    table = []
+    for r in rows:
+        peak, kind = peak_memory(r)
+        speed = fmt_value(r.get("output_tok_s"), ".1f")
+        points = sweep_points(r)
+        table.append([
+            str(r["cell_name"]), str(r.get("format_id") or r.get("format") or ""), "" if is_missing(r.get("calibration_name")) else str(r["calibration_name"]),
+            str(r.get("kv_cache_dtype") or ""), str(r.get("engine") or ""), kernels_text(r.get("kernels")), fmt_value(r.get("artifact_bytes"), ".1f", MIB),
+            planned_text(r, shape), split_text(r), f"{peak / GIB:.2f} {kind}" if peak is not None else "",
+            f"{speed} ({r.get('engine_speed_class') or 'unknown'})" if speed else "", speedup_text(r), roofline_text(r),
+            latency_text(points, "ttft"), latency_text(points, "itl"), goodput_text(points),
+            *(metric_text(r, c) for c in TABLE_METRICS), fmt_value(r.get("kld_mean"), ".4f"), recovery_text(r), str(r.get("status") or ""),
+            "" if r.get("status") == "ok" or is_missing(r.get("reason")) else str(r["reason"]),
+        ])
+    return table
+
+
+SERVING_HEADERS = ("cell", "point", "requests", "failed", "req/s", "out tok/s", "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms", "ITL p99 ms",
+                   "TPOT p50 ms", "E2EL p50 ms", "E2EL p99 ms", "goodput req/s", "SLO met %", "error")
+
+
+def serving_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """One line per cell and sweep point: every figure of the point (the table above keeps two percentiles)."""
+    table = []
+    for r in rows:
+        for p in sweep_points(r):
+            table.append([
+                str(r["cell_name"]), point_label(p), fmt_value(p.get("requests"), ".0f"), fmt_value(p.get("failed"), ".0f"),
+                fmt_value(p.get("request_throughput"), ".2f"), fmt_value(p.get("output_tok_s"), ".1f"),
+                *(ms_text(p.get(c)) if as_float(p.get(c)) is not None else "" for c in ("ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms",
+                                                                             "tpot_p50_ms", "e2el_p50_ms", "e2el_p99_ms")),
+                fmt_value(p.get("goodput_rps"), ".2f"), fmt_value(p.get("slo_attained_pct"), ".0f"), "" if is_missing(p.get("error")) else str(p["error"]),
+            ])
+    return table
+
+
+def serving_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """What the serving sweep ran under: the SLO goodput counts against, and the servers' start-up."""
+    slos = sorted({text for r in rows if sweep_points(r) and (text := slo_text(r.get("serving_slo")))})
+    startups = [s for r in rows if sweep_points(r) and (s := as_float(r.get("serving_startup_s"))) is not None]
+    notes = ["c8: 8 requests in flight; r2: Poisson arrivals at 2 requests/s. Latencies in ms."]
+    notes.append("SLO (goodput counts the requests meeting every one): " + ("; ".join(slos) if slos else "none set"))
+    if startups:
+        notes.append(f"server start-up to ready: {min(startups):.1f}–{max(startups):.1f} s")
+    return notes

@@ -1,0 +1,102 @@
+"""Offline throughput: a fixed, seeded prompt set through an engine, end-of-sequence ignored."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from typing import Any
+
+from harness import engines
+from harness.engines.base import Engine, EngineRequest, MemorySplit
+from harness.isolation import memory_limit_bytes, run_isolated
+from harness.stages.base import StageStop
+
+
+@dataclass(frozen=True)
+class OfflineMeasurement:
+    load_s: float
+    generate_s: float
+    prompts: int
+    input_tokens: int
+    output_tokens: int
+    output_tok_s: float
+    total_tok_s: float
+    requests_per_s: float
+    weights_bytes: int | None  # as the engine loaded them (None: it can't say)
+
+    def columns(self) -> dict[str, Any]:
+        return {
+            "load_s": self.load_s,
+            "generate_s": self.generate_s,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "output_tok_s": self.output_tok_s,
+            "total_tok_s": self.total_tok_s,
+            "requests_per_s": self.requests_per_s,
+        }
+
+
+@dataclass(frozen=True)
+class OfflineResult:
+    """The offline stage as the parent saw it: the measurement, and what the engine's log said."""
+
+    measurement: OfflineMeasurement
+    kernels: list[str]
+    split: MemorySplit
+    peak_rss_bytes: int
+    peak_gpu_bytes: int | None
+
+    def columns(self) -> dict[str, Any]:
+        weights = self.split.weights_bytes if self.split.weights_bytes is not None else self.measurement.weights_bytes
+        return {
+            **self.measurement.columns(),
+            "kernels": "; ".join(self.kernels),
+            "engine_peak_rss_bytes": self.peak_rss_bytes,
+            "engine_peak_gpu_bytes": self.peak_gpu_bytes,
+            "engine_weights_bytes": weights,
+            "engine_kv_cache_bytes": self.split.kv_cache_bytes,
+            "engine_kv_cache_tokens": self.split.kv_cache_tokens,
+        }
+
+
+def measure(engine: Engine[Any], request: EngineRequest, prompts: list[list[int]], output_len: int, log_path: Path,
+            device: str) -> OfflineResult:
+    """Offline throughput of the cell's artifact, in an isolated child. Raises StageStop: the
+    engine refused the format on this hardware (unsupported, in its own words) or broke (failed)."""
+    outcome = run_isolated(offline_throughput, (engine.name, request, prompts, output_len), log_path, request.spec.timeout_s,
+                           memory_limit_bytes(request.spec.memory_limit_gib))
+    log_text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    kernels = engine.kernels(log_text)
+    if not outcome.ok:
+        seen = {"kernels": "; ".join(kernels), "engine_peak_rss_bytes": outcome.peak_rss_bytes, "engine_peak_gpu_bytes": outcome.peak_gpu_bytes}
+        # Killed by the harness (timeout, memory limit): not the engine's verdict on the format, whatever its log says.
+        reason = None if outcome.timed_out or outcome.out_of_memory else engine.unsupported_reason(outcome.error or "", log_text)
+        if reason is not None:
+            raise StageStop("unsupported", f"{engine.name} on {device}: {reason}", "serve", seen)
+        raise StageStop("failed", f"serve: {outcome.error}", "serve", seen)
+    return OfflineResult(outcome.value, kernels, engine.memory_split(log_text), outcome.peak_rss_bytes, outcome.peak_gpu_bytes)
+
+
+def offline_throughput(engine_name: str, request: EngineRequest, prompts: list[list[int]], output_len: int) -> OfflineMeasurement:
+    """Runs inside an isolated process (harness.isolation). The prompts come from the source
+    model's tokenizer (a GGUF artifact has none of its own), the same for every cell."""
+    engine = engines.get(engine_name)
+    start = time.perf_counter()
+    with engine.start(request) as session:
+        load_s = time.perf_counter() - start
+        session.generate(prompts[:1], 4)  # warm-up: first-call allocations are not throughput
+        result = session.generate(prompts, output_len)
+        weights_bytes = session.weights_bytes()
+    return OfflineMeasurement(
+        load_s=load_s,
+        generate_s=result.seconds,
+        prompts=result.prompts,
+        input_tokens=result.input_tokens,
+        output_tokens=result.output_tokens,
+        output_tok_s=result.output_tokens / result.seconds,
+        total_tok_s=(result.input_tokens + result.output_tokens) / result.seconds,
+        requests_per_s=result.prompts / result.seconds,
+        weights_bytes=weights_bytes,
+    )

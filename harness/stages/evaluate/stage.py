@@ -1,0 +1,145 @@
+"""The evaluate stage, parent side: choose the tasks, build the held-out windows, run
+lm_eval.run in an isolated process, and keep what the cell measured about itself: its scores,
+each document's score, and its top log-probabilities on the windows (a file beside its row).
+Nothing here reads another cell: recovery and KL divergence are the compare pass's
+(harness.results.compare)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.config import EvalSpec
+from harness.engines.base import EngineRequest
+from harness.isolation import memory_limit_bytes, run_isolated
+from harness.stages.evaluate import data as eval_data
+from harness.stages.evaluate import lm_eval
+
+#: where a cell's log-probabilities go, relative to the output directory
+LOGPROBS_DIR = "logprobs"
+
+
+def lm_eval_tasks(spec: EvalSpec) -> tuple[list[str], str | None]:
+    """lm-eval task names, and a note when HumanEval is skipped for lack of permission."""
+    tasks = [lm_eval.OFFLINE_TASKS.get(name, name) for name in spec.tasks]
+    notes = []
+    unsandboxed = [t for t in tasks if t in lm_eval.UNSANDBOXED_CODE_TASKS]
+    if unsandboxed:
+        tasks = [t for t in tasks if t not in unsandboxed]
+        notes.append(f"{', '.join(unsandboxed)} refused: lm-eval runs its code outside harness.sandbox")
+    if not spec.allow_code_execution:
+        skipped = [t for t in tasks if t in lm_eval.CODE_TASKS]
+        if skipped:
+            tasks = [t for t in tasks if t not in skipped]
+            notes.append(f"{', '.join(skipped)} skipped: it runs model-generated code; set evals.allow_code_execution: true to run it in the sandbox")
+    return tasks, "; ".join(notes) or None
+
+
+def kld_windows(model_dir: Path, cache_dir: Path, spec: EvalSpec) -> list[list[int]]:
+    """Held-out prose (disjoint from calibration), tokenized by the source model, cut into windows."""
+    if spec.kld is None:
+        return []
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokens: list[int] = []
+    need = spec.kld.windows * spec.kld.seq_len
+    for line in eval_data.heldout_prose_file(cache_dir).read_text().splitlines():
+        tokens.extend(tokenizer(json.loads(line)["text"], add_special_tokens=False)["input_ids"])
+        if len(tokens) >= need:
+            break
+    count = min(spec.kld.windows, len(tokens) // spec.kld.seq_len)
+    return [tokens[i * spec.kld.seq_len : (i + 1) * spec.kld.seq_len] for i in range(count)]
+
+
+def eval_settings(spec: EvalSpec, tasks: list[str]) -> str:
+    """The settings two cells' quality figures are comparable under (the compare pass matches on them)."""
+    return json.dumps({"greedy": True, "n": 1, "temperature": 0.0, "max_gen_toks": spec.max_gen_toks, "tasks": tasks,
+                       "kld": spec.kld.model_dump() if spec.kld else None})
+
+
+@dataclass(frozen=True)
+class QualityResult:
+    """What the evaluate stage measured about the cell itself."""
+
+    limit: int | None
+    settings: str
+    seconds: float
+    note: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    items: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lm_eval_version: str | None = None
+    samples: dict[str, int] = field(default_factory=dict)
+    task_versions: dict[str, Any] = field(default_factory=dict)
+    logprobs_file: str | None = None  # relative to the output directory
+
+    def columns(self) -> dict[str, Any]:
+        columns: dict[str, Any] = {"eval_limit": self.limit, "eval_settings": self.settings, "eval_s": self.seconds, "eval_note": self.note}
+        if self.lm_eval_version is None:  # the evaluation failed: only its note
+            return columns
+        return {
+            **columns,
+            **self.metrics,
+            "eval_items": json.dumps(self.items, sort_keys=True) if self.items else None,
+            "lm_eval_version": self.lm_eval_version,
+            "eval_samples": json.dumps(self.samples),
+            "eval_task_versions": json.dumps(self.task_versions, default=str),
+            "kld_logprobs": self.logprobs_file,
+        }
+
+
+#: the columns of a cell whose model has random weights
+SYNTHETIC = {"eval_note": "synthetic model (random weights): no quality figures"}
+
+
+def save_logprobs(out_dir: Path, key: str, ids: np.ndarray, logprobs: np.ndarray) -> str:
+    """The cell's top log-probabilities, written atomically; the path relative to `out_dir`."""
+    relative = f"{LOGPROBS_DIR}/{key}.npz"
+    target = out_dir / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".npz", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, ids=ids, logprobs=logprobs)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return relative
+
+
+def measure(*, out_dir: Path, key: str, cache_dir: Path, model_dir: Path, spec: EvalSpec, engine_request: EngineRequest,
+            log_path: Path) -> QualityResult:
+    """The cell's quality figures, or a QualityResult whose note says what failed (the cell stays ok)."""
+    tasks, note = lm_eval_tasks(spec)
+    include = lm_eval.prepare_task_dir(cache_dir, tasks, spec.max_gen_toks)
+    k = spec.kld.top_k if spec.kld else 0
+    request = lm_eval.EvalRequest(
+        engine_request=replace(engine_request, max_model_len=max(engine_request.max_model_len, spec.max_model_len), logprobs_k=k),
+        tasks=tuple(tasks),
+        include_path=include,
+        limit=spec.limit,
+        allow_code_execution=spec.allow_code_execution,
+        batch_size=spec.batch_size,
+        add_bos_token=spec.add_bos_token,
+        kld_windows=kld_windows(model_dir, cache_dir, spec),
+        kld_top_k=k,
+    )
+    outcome = run_isolated(lm_eval.run, (request,), log_path, spec.timeout_s, memory_limit_bytes(engine_request.spec.memory_limit_gib))
+    base = QualityResult(spec.limit, eval_settings(spec, tasks), outcome.wall_s, note)
+    if not outcome.ok:
+        return replace(base, note="; ".join(filter(None, [note, f"evaluate failed: {outcome.error}"])))
+    value: lm_eval.EvalOutcome = outcome.value
+    logprobs_file = None
+    if value.top_ids is not None and value.top_logprobs is not None:
+        logprobs_file = save_logprobs(out_dir, key, value.top_ids, value.top_logprobs)
+    return replace(base, metrics=value.metrics, items=value.items, lm_eval_version=value.lm_eval_version, samples=value.samples,
+                   task_versions=value.task_versions, logprobs_file=logprobs_file)
