@@ -57,9 +57,11 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def device_peak(hw: hardware.Hardware, cache_dir: Path) -> hardware.Peak | str:
+def device_peak(
+    hw: hardware.Hardware, cache_dir: Path, say: Callable[[str], None] | None = None
+) -> hardware.Peak | str:
     try:
-        return hardware.peak_for(hw, cache_dir)
+        return hardware.peak_for(hw, cache_dir, say=say)
     except HarnessError as exc:
         return f"no roofline: {exc}"
 
@@ -78,8 +80,13 @@ class _Row:
         return finish(self.columns, self.started, status, reason, stage)
 
 
-def run_cell(ctx: RunContext, cell: Cell, key: str, on_stage: OnStage | None = None,
-             samples_cache: dict[str, CalibrationSamples] | None = None) -> dict[str, Any]:
+def run_cell(
+    ctx: RunContext,
+    cell: Cell,
+    key: str,
+    on_stage: OnStage | None = None,
+    samples_cache: dict[str, CalibrationSamples] | None = None,
+) -> dict[str, Any]:
     """The cell's row, not yet written. Its stages run in isolated children."""
     on_stage = on_stage or (lambda name: None)
     cache = {} if samples_cache is None else samples_cache
@@ -88,37 +95,86 @@ def run_cell(ctx: RunContext, cell: Cell, key: str, on_stage: OnStage | None = N
     engine = engines.get(cell.engine.name)
     logs = ctx.out_dir / "logs" / key
     try:
-        artifact = quantize.obtain(fmt, _quantize_request(ctx, cell), cell.artifact_key(ctx.model.identity, ctx.quantize_versions),
-                                   ctx.cache_dir, ctx.config.quantize, logs / "quantize.log",
-                                   calibrate=lambda: _calibrate(ctx, cell, cache, on_stage), on_stage=on_stage)
+        artifact = quantize.obtain(
+            fmt,
+            _quantize_request(ctx, cell),
+            cell.artifact_key(ctx.model.identity, ctx.quantize_versions),
+            ctx.cache_dir,
+            ctx.config.quantize,
+            logs / "quantize.log",
+            calibrate=lambda: _calibrate(ctx, cell, cache, on_stage),
+            on_stage=on_stage,
+        )
         row.add(artifact.columns(ctx.parameters))
         on_stage("serve + measure")
         request = _engine_request(ctx, cell, artifact.path)
         settings = engine.settings(request)
-        row.add({"engine_settings": json.dumps(settings, sort_keys=True), "engine_env": json.dumps(engine.environment(request), sort_keys=True)})
+        row.add(
+            {
+                "engine_settings": json.dumps(settings, sort_keys=True),
+                "engine_env": json.dumps(engine.environment(request), sort_keys=True),
+            }
+        )
         parallel = engine.parallelism(cell.engine)
-        row.add(cell_plan.planned_columns(ctx.shape, cell.format, cell.engine.kv_dtype, _planned_batch(cell),
-                                          cell.workload.input_len + cell.workload.output_len, ctx.hw, parallel, settings))
+        row.add(
+            cell_plan.planned_columns(
+                ctx.shape,
+                cell.format,
+                cell.engine.kv_dtype,
+                _planned_batch(cell),
+                cell.workload.input_len + cell.workload.output_len,
+                ctx.hw,
+                parallel,
+                settings,
+            )
+        )
         refusal = fmt.unsupported_reason(cell.format, ctx.hw)
         if refusal is not None:
             raise StageStop("unsupported", refusal, "serve")
-        offline = bench.measure(engine, request, make_prompts(ctx.model.path, cell.workload), cell.workload.output_len,
-                                logs / "engine.log", ctx.hw.device)
+        offline = bench.measure(
+            engine,
+            request,
+            make_prompts(ctx.model.path, cell.workload),
+            cell.workload.output_len,
+            logs / "engine.log",
+            ctx.hw.device,
+        )
         row.add(offline)
         peak = ctx.peak.times(parallel.devices) if not isinstance(ctx.peak, str) else ctx.peak
-        row.add(cell_plan.roofline_columns(
-            ctx.shape, cell.format, cell.engine.kv_dtype, engine.concurrent_sequences(request, cell.workload.prompts),
-            cell.workload.input_len, cell.workload.output_len, peak, offline.measurement.output_tok_s,
-        ))
+        row.add(
+            cell_plan.roofline_columns(
+                ctx.shape,
+                cell.format,
+                cell.engine.kv_dtype,
+                engine.concurrent_sequences(request, cell.workload.prompts),
+                cell.workload.input_len,
+                cell.workload.output_len,
+                peak,
+                offline.measurement.output_tok_s,
+            )
+        )
         if cell.serving is not None:
             on_stage("serve under load")
-            row.add(serving.measure(engine, request, cell.serving, cell.workload, ctx.model.path, logs / "server.log")
-                    if engine.has_server else serving.no_server_note(engine))
+            row.add(
+                serving.measure(engine, request, cell.serving, cell.workload, ctx.model.path, logs / "server.log")
+                if engine.has_server
+                else serving.no_server_note(engine)
+            )
         if cell.evals is not None:
             on_stage("evaluate")
-            row.add(evaluate.SYNTHETIC if ctx.model.synthetic else evaluate.measure(
-                out_dir=ctx.out_dir, key=key, cache_dir=ctx.cache_dir, model_dir=ctx.model.path, spec=cell.evals,
-                engine_request=request, log_path=logs / "evaluate.log"))
+            row.add(
+                evaluate.SYNTHETIC
+                if ctx.model.synthetic
+                else evaluate.measure(
+                    out_dir=ctx.out_dir,
+                    key=key,
+                    cache_dir=ctx.cache_dir,
+                    model_dir=ctx.model.path,
+                    spec=cell.evals,
+                    engine_request=request,
+                    log_path=logs / "evaluate.log",
+                )
+            )
     except StageStop as stop:
         row.add(stop.columns)
         return row.finish(stop.status, stop.reason, stop.stage)
@@ -126,7 +182,9 @@ def run_cell(ctx: RunContext, cell: Cell, key: str, on_stage: OnStage | None = N
     return row.finish("ok")
 
 
-def _calibrate(ctx: RunContext, cell: Cell, cache: dict[str, CalibrationSamples], on_stage: OnStage) -> list[list[int]] | None:
+def _calibrate(
+    ctx: RunContext, cell: Cell, cache: dict[str, CalibrationSamples], on_stage: OnStage
+) -> list[list[int]] | None:
     if cell.calibration is None:
         return None
     on_stage("calibrate")
@@ -165,7 +223,9 @@ def _planned_batch(cell: Cell) -> int:
     return batch
 
 
-def failed_row(ctx: RunContext, cell: Cell, key: str, started: datetime, reason: str, stage: str | None) -> dict[str, Any]:
+def failed_row(
+    ctx: RunContext, cell: Cell, key: str, started: datetime, reason: str, stage: str | None
+) -> dict[str, Any]:
     """The row of a cell that returned none (its process, worker or node died): who it was and why."""
     return finish(identity_columns(ctx, cell, key, started), started, "failed", reason, stage)
 
@@ -218,9 +278,17 @@ def identity_columns(ctx: RunContext, cell: Cell, key: str, started: datetime) -
     return row
 
 
-def finish(row: dict[str, Any], started: datetime, status: str, reason: str | None, stage: str | None) -> dict[str, Any]:
+def finish(
+    row: dict[str, Any], started: datetime, status: str, reason: str | None, stage: str | None
+) -> dict[str, Any]:
     finished = now()
     if reason is not None:
         reason = " ".join(reason.split())[:2000]  # one line, whatever the engine printed
-    row.update(status=status, reason=reason, failed_stage=stage, finished_at=finished, wall_s=(finished - started).total_seconds())
+    row.update(
+        status=status,
+        reason=reason,
+        failed_stage=stage,
+        finished_at=finished,
+        wall_s=(finished - started).total_seconds(),
+    )
     return row

@@ -87,8 +87,9 @@ def held(path: Path) -> Iterator[None]:
         yield
 
 
-def in_turn(out_dir: Path, items: Iterable[tuple[T, str]],
-            on_wait: Callable[[T, str, str], None] | None = None) -> Iterator[tuple[T, str]]:
+def in_turn(
+    out_dir: Path, items: Iterable[tuple[T, str]], on_wait: Callable[[T, str, str], None] | None = None
+) -> Iterator[tuple[T, str]]:
     """Yield each (item, cell_key) while holding that cell's lock; the lock is released when the
     next item is asked for (or the loop ends). A cell whose lock another process holds is put
     off to the end and waited for then. on_wait(item, key, holder) is called before each wait.

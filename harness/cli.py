@@ -15,7 +15,9 @@ from harness.errors import HarnessError
 if TYPE_CHECKING:
     from harness import pipeline
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Quantize, serve and benchmark LLMs from one YAML config.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Quantize, serve and benchmark LLMs from one YAML config."
+)
 out = Console()
 err = Console(stderr=True)
 
@@ -34,9 +36,19 @@ def validate(config: Path = typer.Argument(..., help="the YAML config")) -> None
 @app.command()
 def run(
     config: Path = typer.Argument(..., help="the YAML config"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="results directory (default: the config's output)"),
-    allow_code_execution: bool = typer.Option(False, "--allow-code-execution", help="run HumanEval's model-generated code (in the sandbox), as evals.allow_code_execution: true"),
-    executor: Optional[str] = typer.Option(None, "--executor", help="local or ray: where cells run (default: the config's executor); not part of any cell key"),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="results directory (default: the config's output)"
+    ),
+    allow_code_execution: bool = typer.Option(
+        False,
+        "--allow-code-execution",
+        help="run HumanEval's model-generated code (in the sandbox), as evals.allow_code_execution: true",
+    ),
+    executor: Optional[str] = typer.Option(
+        None,
+        "--executor",
+        help="local or ray: where cells run (default: the config's executor); not part of any cell key",
+    ),
 ) -> None:
     """Run every cell of a config; finished cells are skipped (resume)."""
     from harness import pipeline
@@ -64,7 +76,17 @@ def _print_summary(summary: "pipeline.RunSummary") -> None:
         return
     shown = ("pass_at_1", "math_exact_match", "perplexity")
     table = Table(title=f"results: {path}")
-    for column in ("cell", "status", "kernel", "out tok/s", "peak RSS GiB", "size MiB", *(BY_COLUMN[m].label for m in shown), "KLD", "reason"):
+    for column in (
+        "cell",
+        "status",
+        "kernel",
+        "out tok/s",
+        "peak RSS GiB",
+        "size MiB",
+        *(BY_COLUMN[m].label for m in shown),
+        "KLD",
+        "reason",
+    ):
         table.add_column(column, overflow="fold")
 
     def num(value: object, fmt: str, scale: float = 1.0) -> str:
@@ -106,7 +128,7 @@ def list_formats() -> None:
             "data" if fmt.needs_calibration(params) else "none",
             group_text,
             fmt.hardware,
-            ", ".join(fmt.engines),
+            ", ".join(fmt.serving_engines()),
             fmt.summary,
         )
     out.print(table)
@@ -114,33 +136,67 @@ def list_formats() -> None:
 
 @app.command()
 def memory(
-    model: str = typer.Option(..., "--model", help="a known shape (llama-3.1-70b, qwen2.5-7b, smollm2-135m, ...), a config.json or a model directory"),
+    model: str = typer.Option(
+        ...,
+        "--model",
+        help="a known shape (llama-3.1-70b, qwen2.5-7b, smollm2-135m, ...), a config.json or a model directory",
+    ),
     batch: int = typer.Option(128, "--batch", min=1, help="concurrent sequences"),
     context: int = typer.Option(2048, "--context", min=1, help="tokens per sequence (prompt + output)"),
     gpu: str = typer.Option("h100-80gb", "--gpu", help="a GPU from harness/gpus.py"),
     utilization: float = typer.Option(0.9, "--utilization", min=0.05, max=1.0, help="vLLM gpu_memory_utilization"),
     tensor_parallel: int = typer.Option(1, "--tensor-parallel", min=1),
     kv: list[str] = typer.Option(["auto", "fp8"], "--kv", help="KV-cache dtypes (repeatable)"),
-    format_names: Optional[list[str]] = typer.Option(None, "--format", help="formats (repeatable; default: the main families)"),
+    format_names: Optional[list[str]] = typer.Option(
+        None, "--format", help="formats (repeatable; default: the main families)"
+    ),
     max_num_batched_tokens: Optional[int] = typer.Option(None, "--max-num-batched-tokens", min=1),
 ) -> None:
     """Planned GPU memory (weights + KV cache + activations) per format and KV dtype: what fits."""
     from harness.plan import memory as planner
 
     rows = planner.plan_all(
-        model, batch, context, gpu, kv_dtypes=kv, formats=format_names or planner.DEFAULT_FORMATS,
-        utilization=utilization, tensor_parallel=tensor_parallel, max_num_batched_tokens=max_num_batched_tokens,
+        model,
+        batch,
+        context,
+        gpu,
+        kv_dtypes=kv,
+        formats=format_names or planner.DEFAULT_FORMATS,
+        utilization=utilization,
+        tensor_parallel=tensor_parallel,
+        max_num_batched_tokens=max_num_batched_tokens,
     )
     first = rows[0]
-    table = Table(title=f"{first.model} on {gpu} x{tensor_parallel}: {batch} sequences x {context} tokens, capacity {first.capacity_bytes / 2**30:.2f} GiB per GPU")
-    for column in ("format", "KV", "bits/weight", "weights GiB", "KV GiB", "activations GiB", "total GiB", "fits", "max batch", "note"):
+    table = Table(
+        title=f"{first.model} on {gpu} x{tensor_parallel}: {batch} sequences x {context} tokens, capacity "
+        f"{first.capacity_bytes / 2**30:.2f} GiB per GPU"
+    )
+    for column in (
+        "format",
+        "KV",
+        "bits/weight",
+        "weights GiB",
+        "KV GiB",
+        "activations GiB",
+        "total GiB",
+        "fits",
+        "max batch",
+        "note",
+    ):
         table.add_column(column, overflow="fold")
     for plan in rows:
         row = plan.as_row()
         table.add_row(
-            plan.format, plan.kv_dtype, f"{plan.bits_per_weight:.2f}", f"{row['weights_gib']:.2f}", f"{row['kv_gib']:.2f}",
-            f"{row['activations_gib']:.2f}", f"{row['total_gib']:.2f}", "[green]yes[/]" if plan.fits else "[red]no[/]",
-            str(plan.max_batch), plan.note or "",
+            plan.format,
+            plan.kv_dtype,
+            f"{plan.bits_per_weight:.2f}",
+            f"{row['weights_gib']:.2f}",
+            f"{row['kv_gib']:.2f}",
+            f"{row['activations_gib']:.2f}",
+            f"{row['total_gib']:.2f}",
+            "[green]yes[/]" if plan.fits else "[red]no[/]",
+            str(plan.max_batch),
+            plan.note or "",
         )
     out.print(table)
 
@@ -148,8 +204,14 @@ def memory(
 @app.command()
 def report(
     results: list[Path] = typer.Argument(..., help="results.parquet files, or the directories holding them"),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="where report.html, report.md and plots/ go (default: report/ beside the first table)"),
-    threshold: float = typer.Option(5.0, "--threshold", help="flag a regression: output tok/s down or perplexity up by more than this % between runs"),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out", help="where report.html, report.md and plots/ go (default: report/ beside the first table)"
+    ),
+    threshold: float = typer.Option(
+        5.0,
+        "--threshold",
+        help="flag a regression: output tok/s down or perplexity up by more than this % between runs",
+    ),
 ) -> None:
     """Build the comparison report (self-contained HTML + Markdown) from results tables (docs/report.md)."""
     from harness.report import build_report
@@ -165,13 +227,25 @@ def report(
 @app.command()
 def gate(
     results: list[Path] = typer.Argument(..., help="this run's results.parquet files, or the directories holding them"),
-    config: Optional[list[Path]] = typer.Option(None, "--config", "-c", help="a config whose gate: section sets the recovery floors of its rows (repeatable)"),
-    baseline: Optional[list[Path]] = typer.Option(None, "--baseline", help="the previous run's results (file or directory, repeatable): tok/s are compared with them"),
+    config: Optional[list[Path]] = typer.Option(
+        None, "--config", "-c", help="a config whose gate: section sets the recovery floors of its rows (repeatable)"
+    ),
+    baseline: Optional[list[Path]] = typer.Option(
+        None,
+        "--baseline",
+        help="the previous run's results (file or directory, repeatable): tok/s are compared with them",
+    ),
     max_throughput_regression_pct: Optional[float] = typer.Option(
-        None, "--max-throughput-regression-pct", help="largest output tok/s drop (%) against the baseline (default: the config's gate setting, else 10)"),
-    summary: Optional[Path] = typer.Option(None, "--summary", help="append the verdict as Markdown to this file (e.g. $GITHUB_STEP_SUMMARY)"),
+        None,
+        "--max-throughput-regression-pct",
+        help="largest output tok/s drop (%) against the baseline (default: the config's gate setting, else 10)",
+    ),
+    summary: Optional[Path] = typer.Option(
+        None, "--summary", help="append the verdict as Markdown to this file (e.g. $GITHUB_STEP_SUMMARY)"
+    ),
 ) -> None:
-    """Fail (exit 1) on failed cells, recovery below the config's floor, or a tok/s drop against the baseline (docs/production.md)."""
+    """Fail (exit 1) on failed cells, recovery below the config's floor, or a tok/s drop against the baseline
+    (docs/production.md)."""
     from harness import gate as gating
     from harness.config import load_config
 
@@ -184,20 +258,32 @@ def gate(
         with summary.open("a", encoding="utf-8") as handle:
             handle.write(verdict.markdown())
     if not verdict.passed:
-        raise SystemExit(1)  # not typer.Exit: main() runs the app with standalone_mode=False, where click returns its code
+        raise SystemExit(
+            1
+        )  # not typer.Exit: main() runs the app with standalone_mode=False, where click returns its code
 
 
 @app.command()
 def pick(
-    hardware: str = typer.Option(..., "--hardware", help="cpu, or a GPU of harness/gpus.py (h100-80gb, h200, b200, l40s, ...)"),
-    model: str = typer.Option(..., "--model", help="a known shape (llama-3.1-70b, qwen2.5-coder-7b, ...), a size (70b, 7b) or a model directory"),
+    hardware: str = typer.Option(
+        ..., "--hardware", help="cpu, or a GPU of harness/gpus.py (h100-80gb, h200, b200, l40s, ...)"
+    ),
+    model: str = typer.Option(
+        ...,
+        "--model",
+        help="a known shape (llama-3.1-70b, qwen2.5-coder-7b, ...), a size (70b, 7b) or a model directory",
+    ),
     workload: str = typer.Option(..., "--workload", help="chat, code, reasoning, math, medical, long-context"),
     tolerance: str = typer.Option(..., "--tolerance", help="strict (99 % recovery), balanced (97), aggressive (94)"),
     multi_lora: bool = typer.Option(False, "--multi-lora", help="serve many LoRA adapters on one base (vLLM)"),
     concurrency: int = typer.Option(128, "--concurrency", min=1, help="concurrent sequences"),
     context: int = typer.Option(2048, "--context", min=16, help="tokens per sequence (prompt + output)"),
-    results: Optional[Path] = typer.Option(None, "--results", help="a results.parquet whose measured rows override the rules"),
-    write_config: Optional[Path] = typer.Option(None, "--write-config", help="write the validation config for harness run here"),
+    results: Optional[Path] = typer.Option(
+        None, "--results", help="a results.parquet whose measured rows override the rules"
+    ),
+    write_config: Optional[Path] = typer.Option(
+        None, "--write-config", help="write the validation config for harness run here"
+    ),
 ) -> None:
     """Pick a format, engine and KV-cache dtype, with the reasons and a validation plan (docs/picker.md)."""
     from rich.markup import escape
@@ -205,11 +291,21 @@ def pick(
     from harness import picker
 
     rec = picker.pick(hardware, model, workload, tolerance, multi_lora, concurrency, context, results)
-    table = Table(title=f"{rec.model} on {rec.hardware}: {rec.workload}, {rec.tolerance} (floor {rec.floor_pct:g} %), {concurrency} x {context}")
+    table = Table(
+        title=f"{rec.model} on {rec.hardware}: {rec.workload}, {rec.tolerance} (floor {rec.floor_pct:g} %), "
+        f"{concurrency} x {context}"
+    )
     for column in ("format", "engine", "KV cache", "fits", "max batch", "decided by rows"):
         table.add_column(column, overflow="fold")
     fits = {True: "[green]yes[/]", False: "[red]no[/]", None: "not planned (CPU)"}[rec.fits]
-    table.add_row(rec.format, rec.engine, rec.kv_cache_dtype, fits, "" if rec.max_batch is None else str(rec.max_batch), escape(", ".join(rec.decided_by_rows)))
+    table.add_row(
+        rec.format,
+        rec.engine,
+        rec.kv_cache_dtype,
+        fits,
+        "" if rec.max_batch is None else str(rec.max_batch),
+        escape(", ".join(rec.decided_by_rows)),
+    )
     out.print(table)
     out.print("[bold]why[/]")
     for reason in rec.reasons:

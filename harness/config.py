@@ -70,40 +70,76 @@ class ServingSpec(StrictModel):
     driven by a streaming client. Prompts and lengths come from `workload` unless
     `prompts_file` is set (one prompt per line, or JSONL with a "prompt" field)."""
 
-    concurrency: list[int] = Field(default_factory=lambda: [1, 8], description="in-flight request limits, one sweep point each")
-    request_rates: list[float] = Field(default_factory=list, description="Poisson arrival rates (requests/s), one sweep point each")
+    concurrency: list[int] = Field(
+        default_factory=lambda: [1, 8], description="in-flight request limits, one sweep point each"
+    )
+    request_rates: list[float] = Field(
+        default_factory=list, description="Poisson arrival rates (requests/s), one sweep point each"
+    )
     requests: int = Field(16, ge=1, le=100_000, description="requests per sweep point")
     prompts_file: str | None = Field(None, description="local prompts (text lines, or JSONL with a prompt field)")
-    output_len_jitter: float = Field(0.0, ge=0.0, lt=1.0, description="output lengths drawn uniformly from output_len x [1-j, 1+j]")
+    output_len_jitter: float = Field(
+        0.0, ge=0.0, lt=1.0, description="output lengths drawn uniformly from output_len x [1-j, 1+j]"
+    )
     slo: SloSpec = SloSpec()
     seed: int = Field(0, ge=0)
     startup_timeout_s: int = Field(900, ge=10, description="from the server's start to its /health answering")
     request_timeout_s: int = Field(600, ge=1)
     warmup_requests: int = Field(1, ge=0, le=64, description="requests sent before the sweep, not measured")
     port: int | None = Field(None, ge=1, le=65535, description="the server's port on 127.0.0.1 (None: a free one)")
-    formats: list[str] | None = Field(None, description="format ids (names or labels) to serve under load (None: every cell)")
+    formats: list[str] | None = Field(
+        None, description="format ids (names or labels) to serve under load (None: every cell)"
+    )
 
 
 class RaySpec(StrictModel):
     """Where `executor: ray` runs cells (docs/production.md, "Scale past one GPU"). Not part of any
     cell key: where a cell ran never changes what it measures."""
 
-    address: str | None = Field(None, description='None: a local cluster started for the run; "auto": the cluster `ray start` runs on this machine; "HOST:PORT" or "ray://HOST:10001"')
-    num_gpus_per_cell: float | None = Field(None, gt=0, description="GPUs a cell holds (None: tensor_parallel_size x pipeline_parallel_size on a GPU cluster, none on CPU)")
-    num_cpus_per_cell: float | None = Field(None, gt=0, description="CPUs a cell holds (None: 1 beside GPUs; on a CPU cluster every CPU of its smallest node, so CPU cells never share cores)")
-    max_retries: int = Field(1, ge=0, le=10, description="times a cell whose worker process or node died is run again elsewhere; then it is a failed row")
+    address: str | None = Field(
+        None,
+        description='None: a local cluster started for the run; "auto": the cluster `ray start` runs on this machine; '
+        '"HOST:PORT" or "ray://HOST:10001"',
+    )
+    num_gpus_per_cell: float | None = Field(
+        None,
+        gt=0,
+        description="GPUs a cell holds (None: tensor_parallel_size x pipeline_parallel_size on a GPU cluster, none on "
+        "CPU)",
+    )
+    num_cpus_per_cell: float | None = Field(
+        None,
+        gt=0,
+        description="CPUs a cell holds (None: 1 beside GPUs; on a CPU cluster every CPU of its smallest node, so CPU "
+        "cells never share cores)",
+    )
+    max_retries: int = Field(
+        1,
+        ge=0,
+        le=10,
+        description="times a cell whose worker process or node died is run again elsewhere; then it is a failed row",
+    )
 
     @field_validator("address")
     @classmethod
     def _address(cls, value: str | None) -> str | None:
         if value is None or value == "auto" or re.match(r"^(ray://)?[A-Za-z0-9.\-\[\]:]+:\d+$", value):
             return value
-        raise PydanticCustomError("ray_address", 'a Ray address is "auto", HOST:PORT (the GCS of a cluster) or ray://HOST:PORT (Ray Client); leave it out to start a local cluster')
+        raise PydanticCustomError(
+            "ray_address",
+            'a Ray address is "auto", HOST:PORT (the GCS of a cluster) or ray://HOST:PORT (Ray Client); leave it out '
+            "to start a local cluster",
+        )
 
 
 class QuantizeSpec(StrictModel):
     timeout_s: int = Field(7200, ge=10, description="wall-clock limit of one quantization")
-    memory_limit_gib: float | None = Field(None, gt=0, description="host RSS limit of the quantization's process tree: over it, the tree is killed and the cell fails as out of memory; None: no limit")
+    memory_limit_gib: float | None = Field(
+        None,
+        gt=0,
+        description="host RSS limit of the quantization's process tree: over it, the tree is killed and the cell "
+        "fails as out of memory; None: no limit",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
@@ -114,13 +150,23 @@ class KldSpec(StrictModel):
 
 
 class EvalSpec(StrictModel):
-    tasks: list[str] = Field(default_factory=list, description="humaneval, math500, perplexity (offline), or any lm-eval task name")
+    tasks: list[str] = Field(
+        default_factory=list, description="humaneval, math500, perplexity (offline), or any lm-eval task name"
+    )
     limit: int | None = Field(20, ge=1, description="documents per task (None: all)")
     max_gen_toks: int = Field(256, ge=1, le=32_768)
     max_model_len: int = Field(2048, ge=64, description="context for evaluation (few-shot prompts are long)")
     batch_size: int = Field(8, ge=1, le=1024)
-    allow_code_execution: bool = Field(False, description="run model-generated code (HumanEval) in the sandbox; off: HumanEval is skipped and the row says why")
-    add_bos_token: bool | None = Field(None, description="lm-eval's add_bos_token (llm-compressor's examples set true for Llama-3-style models); None: the tokenizer's default")
+    allow_code_execution: bool = Field(
+        False,
+        description="run model-generated code (HumanEval) in the sandbox; off: HumanEval is skipped and the row says "
+        "why",
+    )
+    add_bos_token: bool | None = Field(
+        None,
+        description="lm-eval's add_bos_token (llm-compressor's examples set true for Llama-3-style models); None: the "
+        "tokenizer's default",
+    )
     kld: KldSpec | None = KldSpec()
     timeout_s: int = Field(3600, ge=10)
 
@@ -130,9 +176,14 @@ class GateSpec(StrictModel):
     rows, it never changes what a cell measures."""
 
     recovery_floor_pct: float | dict[str, float] | None = Field(
-        None, description="lowest recovery % a cell may have: one number for every recovery metric, or per metric")
+        None, description="lowest recovery % a cell may have: one number for every recovery metric, or per metric"
+    )
     max_throughput_regression_pct: float | None = Field(
-        None, gt=0, lt=100, description="largest output tok/s drop (%) against the stored previous run; None: harness gate's default")
+        None,
+        gt=0,
+        lt=100,
+        description="largest output tok/s drop (%) against the stored previous run; None: harness gate's default",
+    )
 
     @field_validator("recovery_floor_pct", mode="before")
     @classmethod
@@ -140,7 +191,9 @@ class GateSpec(StrictModel):
         def percent(number: Any, where: str) -> float:
             if isinstance(number, bool) or not isinstance(number, (int, float)) or not 0 < number <= 100:
                 got = f" (got {number!r})" if where else ""  # the top-level value is shown by _first_error
-                raise PydanticCustomError("gate_floor", f"{where}a floor is a recovery percent, above 0 and at most 100{got}")
+                raise PydanticCustomError(
+                    "gate_floor", f"{where}a floor is a recovery percent, above 0 and at most 100{got}"
+                )
             return float(number)
 
         if value is None:
@@ -148,7 +201,9 @@ class GateSpec(StrictModel):
         if isinstance(value, dict):
             for metric in value:
                 if metric not in RECOVERY_METRICS:
-                    raise PydanticCustomError("gate_floor", f"unknown metric {metric!r}; recovery metrics: {', '.join(RECOVERY_METRICS)}")
+                    raise PydanticCustomError(
+                        "gate_floor", f"unknown metric {metric!r}; recovery metrics: {', '.join(RECOVERY_METRICS)}"
+                    )
             return {metric: percent(number, f"{metric}: ") for metric, number in value.items()}
         return percent(value, "")
 
@@ -167,13 +222,18 @@ class RawConfig(StrictModel):
     calibration: list[CalibrationSpec] = Field(default_factory=list)
     workload: WorkloadSpec = WorkloadSpec()
     engine: dict[str, Any] | list[dict[str, Any]] = Field(
-        default_factory=lambda: {"name": "vllm"}, description="an engine's settings (name: vllm, transformers, llamacpp), or a list: the engine axis"
+        default_factory=lambda: {"name": "vllm"},
+        description="an engine's settings (name: vllm, transformers, llamacpp), or a list: the engine axis",
     )
     quantize: QuantizeSpec = QuantizeSpec()
     evals: EvalSpec | None = None
     serving: ServingSpec | None = None
     gate: GateSpec | None = None
-    executor: str = Field("local", description="where cells run (harness.executors): local, one after another here; ray, fanned out over a Ray cluster")
+    executor: str = Field(
+        "local",
+        description="where cells run (harness.executors): local, one after another here; ray, fanned out over a Ray "
+        "cluster",
+    )
     ray: RaySpec | None = None
     output: str | None = None
     cache_dir: str | None = None
@@ -295,9 +355,8 @@ def _is_union_tag(part: Any) -> bool:
 
 def _first_error(path: Path, exc: ValidationError, model: type[BaseModel], prefix: str = "") -> HarnessError:
     # Of a union's alternatives, report the one that got deepest into the user's input.
-    errors = [{**e, "loc": tuple(p for p in e["loc"] if not _is_union_tag(p))} for e in exc.errors()]
-    err = max(errors, key=lambda e: len(e["loc"]))
-    loc = err["loc"]
+    located = [(tuple(p for p in e["loc"] if not _is_union_tag(p)), e) for e in exc.errors()]
+    loc, err = max(located, key=lambda item: len(item[0]))
     key = _key(loc, prefix)
     if err["type"] == "extra_forbidden":
         allowed = _allowed_keys(model, loc)
@@ -333,52 +392,81 @@ def _check_semantics(config: Config) -> None:
     path = config.path
     _check_model_source(path, config.model.source)
     if config.executor not in executors.REGISTRY:
-        raise config_error(path, "executor", f"unknown executor {config.executor!r}; executors: {', '.join(executors.REGISTRY)}")
+        raise config_error(
+            path, "executor", f"unknown executor {config.executor!r}; executors: {', '.join(executors.REGISTRY)}"
+        )
 
     ids = [f.id for f in config.formats]
     for i, fid in enumerate(ids):
         if fid in ids[:i]:
-            raise config_error(path, f"formats[{i}]", f"format {fid!r} is listed twice; give one of them a distinct 'label'")
+            raise config_error(
+                path, f"formats[{i}]", f"format {fid!r} is listed twice; give one of them a distinct 'label'"
+            )
 
     names = [c.name for c in config.calibration]
     for i, calib in enumerate(config.calibration):
         if calib.name in names[:i]:
-            raise config_error(path, f"calibration[{i}].name", f"calibration set name {calib.name!r} is used twice; names must be unique")
+            raise config_error(
+                path,
+                f"calibration[{i}].name",
+                f"calibration set name {calib.name!r} is used twice; names must be unique",
+            )
         _check_calibration_source(path, f"calibration[{i}].source", calib.source)
 
     needing = [f.id for f in config.formats if REGISTRY[f.name].needs_calibration(f)]
     if needing and not config.calibration:
         raise config_error(
-            path, "calibration",
-            f"format(s) {', '.join(needing)} need calibration data; add a set, e.g. calibration: [{{name: code, source: builtin:code}}]",
+            path,
+            "calibration",
+            f"format(s) {', '.join(needing)} need calibration data; add a set, e.g. calibration: "
+            f"[{{name: code, source: builtin:code}}]",
         )
 
-    names = {spec.name for spec in config.engines}
+    engine_names = {spec.name for spec in config.engines}
     for i, fmt in enumerate(config.formats):
-        served_by = REGISTRY[fmt.name].engines
-        if not names & set(served_by):
-            raise config_error(path, f"formats[{i}].name", f"format {fmt.name!r} is served by {', '.join(served_by)}, none of which the config's engine lists")
+        served_by = REGISTRY[fmt.name].serving_engines()
+        if not engine_names & set(served_by):
+            raise config_error(
+                path,
+                f"formats[{i}].name",
+                f"format {fmt.name!r} is served by {', '.join(served_by)}, none of which the config's engine lists",
+            )
     if config.serving is not None:
         _check_serving(path, config.serving, config.formats)
 
 
 def _check_serving(path: Path, serving: ServingSpec, formats: tuple[FormatParams, ...]) -> None:
     if not serving.concurrency and not serving.request_rates:
-        raise config_error(path, "serving", "neither concurrency nor request_rates lists a sweep point; give e.g. concurrency: [1, 8]")
+        raise config_error(
+            path, "serving", "neither concurrency nor request_rates lists a sweep point; give e.g. concurrency: [1, 8]"
+        )
     for i, level in enumerate(serving.concurrency):
         if level < 1:
-            raise config_error(path, f"serving.concurrency[{i}]", f"a concurrency is a number of in-flight requests, at least 1 (got {level})")
+            raise config_error(
+                path,
+                f"serving.concurrency[{i}]",
+                f"a concurrency is a number of in-flight requests, at least 1 (got {level})",
+            )
     for i, rate in enumerate(serving.request_rates):
         if not rate > 0:
-            raise config_error(path, f"serving.request_rates[{i}]", f"a Poisson rate is requests per second, above 0 (got {rate})")
+            raise config_error(
+                path, f"serving.request_rates[{i}]", f"a Poisson rate is requests per second, above 0 (got {rate})"
+            )
     ids = [f.id for f in formats]
     for i, fid in enumerate(serving.formats or []):
         if fid not in ids:
-            raise config_error(path, f"serving.formats[{i}]", f"{fid!r} is not one of the config's formats ({', '.join(ids)})")
+            raise config_error(
+                path, f"serving.formats[{i}]", f"{fid!r} is not one of the config's formats ({', '.join(ids)})"
+            )
     if serving.prompts_file is not None:
         prompts = Path(serving.prompts_file).expanduser()
         if not prompts.is_file():
-            raise config_error(path, "serving.prompts_file", f"no such file {serving.prompts_file!r}; give a text file (a prompt per line) or JSONL with a prompt field")
+            raise config_error(
+                path,
+                "serving.prompts_file",
+                f"no such file {serving.prompts_file!r}; give a text file (a prompt per line) or JSONL with a prompt "
+                "field",
+            )
 
 
 def _parse_engines(path: Path, raw: RawConfig) -> list[EngineParams]:
@@ -399,12 +487,18 @@ def _parse_engines(path: Path, raw: RawConfig) -> list[EngineParams]:
             raise _first_error(path, exc, engine.params_model, prefix=key) from None
         for kv in spec.kv_cache_dtype if isinstance(spec.kv_cache_dtype, list) else [spec.kv_cache_dtype]:
             if kv not in engine.kv_cache_dtypes:
-                raise config_error(path, f"{key}.kv_cache_dtype", f"engine {name} supports KV-cache dtypes {', '.join(engine.kv_cache_dtypes)} (got {kv!r})")
+                raise config_error(
+                    path,
+                    f"{key}.kv_cache_dtype",
+                    f"engine {name} supports KV-cache dtypes {', '.join(engine.kv_cache_dtypes)} (got {kv!r})",
+                )
         need = raw.workload.input_len + raw.workload.output_len
         if spec.max_model_len is not None and need > spec.max_model_len:
             raise config_error(
-                path, "workload",
-                f"input_len + output_len = {need} exceeds {key}.max_model_len = {spec.max_model_len}; shorten the workload or raise max_model_len",
+                path,
+                "workload",
+                f"input_len + output_len = {need} exceeds {key}.max_model_len = {spec.max_model_len}; shorten the "
+                "workload or raise max_model_len",
             )
         specs.append(spec)
     return specs
@@ -428,29 +522,44 @@ def _check_model_source(path: Path, source: str) -> None:
         local = Path(spec).expanduser()
         if _looks_like_path(spec):
             if not (local.is_file() or (local / "config.json").is_file()):
-                raise config_error(path, key, f"synthetic:{spec}: neither a config.json file nor a directory holding one")
+                raise config_error(
+                    path, key, f"synthetic:{spec}: neither a config.json file nor a directory holding one"
+                )
             return
         if not HUB_ID.match(spec):
             raise config_error(
-                path, key,
+                path,
+                key,
                 f"synthetic:{spec!r}: give a known architecture ({', '.join(KNOWN_SHAPES)}), a local config.json "
-                "(or a directory holding one), or a hub id like meta-llama/Llama-3.1-70B (only its config.json is downloaded)",
+                "(or a directory holding one), or a hub id like meta-llama/Llama-3.1-70B (only its config.json is "
+                "downloaded)",
             )
         return
     if _looks_like_path(source):
         local = Path(source).expanduser()
         if not (local / "config.json").is_file():
-            raise config_error(path, key, f"{source} is not a model directory (no config.json in it); give a local HF model directory, a hub id or builtin:smollm2-135m")
+            raise config_error(
+                path,
+                key,
+                f"{source} is not a model directory (no config.json in it); give a local HF model directory, a hub id "
+                "or builtin:smollm2-135m",
+            )
         return
     if not HUB_ID.match(source):
-        raise config_error(path, key, f"{source!r} is neither builtin:NAME, a hub id like Qwen/Qwen2.5-7B-Instruct, nor an existing directory")
+        raise config_error(
+            path,
+            key,
+            f"{source!r} is neither builtin:NAME, a hub id like Qwen/Qwen2.5-7B-Instruct, nor an existing directory",
+        )
 
 
 def _check_calibration_source(path: Path, key: str, source: str) -> None:
     if source.startswith("builtin:"):
         name = source.split(":", 1)[1]
         if name not in BUILTIN_CALIBRATION:
-            raise config_error(path, key, f"unknown builtin calibration set {name!r}; builtins: {', '.join(BUILTIN_CALIBRATION)}")
+            raise config_error(
+                path, key, f"unknown builtin calibration set {name!r}; builtins: {', '.join(BUILTIN_CALIBRATION)}"
+            )
         return
     if source.startswith("hf:"):
         if not HUB_ID.match(source[3:]):
@@ -459,7 +568,16 @@ def _check_calibration_source(path: Path, key: str, source: str) -> None:
     matches = glob.glob(str(Path(source).expanduser()), recursive=True)
     files = [m for m in matches if Path(m).is_file()]
     if not files:
-        raise config_error(path, key, f"no file matches {source!r}; give builtin:code, builtin:prose, hf:ORG/NAME, or existing .txt/.jsonl files")
+        raise config_error(
+            path,
+            key,
+            f"no file matches {source!r}; give builtin:code, builtin:prose, hf:ORG/NAME, or existing .txt/.jsonl files",
+        )
     bad = [f for f in files if Path(f).suffix not in (".txt", ".md", ".rst", ".py", ".jsonl", ".json")]
     if bad:
-        raise config_error(path, key, f"{bad[0]}: unsupported file type; calibration files are .txt/.md/.rst/.py (text) or .jsonl/.json (a text column)")
+        raise config_error(
+            path,
+            key,
+            f"{bad[0]}: unsupported file type; calibration files are .txt/.md/.rst/.py (text) or .jsonl/.json (a text "
+            "column)",
+        )

@@ -30,14 +30,22 @@ import pandas as pd
 
 from harness.config import Config
 from harness.errors import HarnessError
-from harness.results.read import is_missing, load_results
+from harness.results.read import is_missing, load_results, number
 from harness.results.trend import Regression
 
 #: output tok/s may drop by this % against the previous run when neither the command line
 #: nor the config's `gate.max_throughput_regression_pct` says otherwise
 DEFAULT_MAX_THROUGHPUT_REGRESSION_PCT = 10.0
 #: a previous figure is compared only with a row of the same model, machine and workload
-COMPARABLE_ON = ("model_source", "hw_device", "hw_name", "hw_count", "workload_prompts", "workload_input_len", "workload_output_len")
+COMPARABLE_ON = (
+    "model_source",
+    "hw_device",
+    "hw_name",
+    "hw_count",
+    "workload_prompts",
+    "workload_input_len",
+    "workload_output_len",
+)
 REASON_LIMIT = 400
 
 Results = Path | str | Sequence[Path | str]
@@ -73,14 +81,21 @@ class GateResult:
         return not self.failures
 
     def verdict(self) -> str:
-        checked = f"{self.cells} cells, {self.recovery_checks} recovery figures against a floor, {self.throughput_checks} tok/s against the previous run"
+        checked = (
+            f"{self.cells} cells, {self.recovery_checks} recovery figures against a floor, "
+            f"{self.throughput_checks} tok/s against the previous run"
+        )
         if self.passed:
             return f"gate: passed ({checked})"
         return f"gate: FAILED: {len(self.failures)} failure{'s' if len(self.failures) != 1 else ''} ({checked})"
 
     def lines(self) -> list[str]:
-        return ([f.line() for f in self.failures] + [f"not gated: {line}" for line in self.not_gated]
-                + [f"note: {line}" for line in self.notes] + [self.verdict()])
+        return (
+            [f.line() for f in self.failures]
+            + [f"not gated: {line}" for line in self.not_gated]
+            + [f"note: {line}" for line in self.notes]
+            + [self.verdict()]
+        )
 
     def markdown(self) -> str:
         out = ["## Gate", "", f"**{self.verdict()}**", ""]
@@ -101,7 +116,7 @@ def _latest(frame: pd.DataFrame, only_ok: bool = False) -> dict[tuple[str, str],
     """(config_name, cell_name) → the cell's latest row by start time."""
     records = frame.astype(object).where(frame.notna(), None).to_dict("records")
     earliest = pd.Timestamp.min.tz_localize("UTC")
-    records.sort(key=lambda r: (earliest if is_missing(r.get("started_at")) else r["started_at"]))
+    records.sort(key=lambda r: earliest if is_missing(r.get("started_at")) else r["started_at"])
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     for row in records:
         if only_ok and row.get("status") != "ok":
@@ -119,7 +134,9 @@ def _threshold(value: float | None, where: str) -> float:
     if value is None:
         return DEFAULT_MAX_THROUGHPUT_REGRESSION_PCT
     if not 0 < value < 100:
-        raise HarnessError(f"{where}: a throughput regression threshold is a % drop above 0 and below 100 (got {value:g})")
+        raise HarnessError(
+            f"{where}: a throughput regression threshold is a % drop above 0 and below 100 (got {value:g})"
+        )
     return float(value)
 
 
@@ -133,11 +150,18 @@ def evaluate(
 
     `configs` give the recovery floors (and throughput thresholds) of the rows whose config_name
     is theirs; `max_throughput_regression_pct`, when given, overrides every config's threshold."""
-    override = None if max_throughput_regression_pct is None else _threshold(max_throughput_regression_pct, "--max-throughput-regression-pct")
+    override = (
+        None
+        if max_throughput_regression_pct is None
+        else _threshold(max_throughput_regression_pct, "--max-throughput-regression-pct")
+    )
     by_name: dict[str, Config] = {}
     for config in configs:
         if config.name in by_name and by_name[config.name].path != config.path:
-            raise HarnessError(f"{config.path}: config name {config.name!r} is also the name of {by_name[config.name].path}; the gate matches rows to configs by name")
+            raise HarnessError(
+                f"{config.path}: config name {config.name!r} is also the name of {by_name[config.name].path}; the "
+                "gate matches rows to configs by name"
+            )
         by_name[config.name] = config
 
     current = _latest(load_results(results))
@@ -152,86 +176,149 @@ def evaluate(
     seen_configs = {config_name for config_name, _ in current}
     for name, config in by_name.items():
         if name not in seen_configs:
-            failures.append(Failure(name, "-", "rows", f"no row of config {name!r} ({config.path}) in the results: nothing to gate"))
+            failures.append(
+                Failure(name, "-", "rows", f"no row of config {name!r} ({config.path}) in the results: nothing to gate")
+            )
         elif config.gate is None or not config.gate.floors():
             notes.append(f"config {name}: no gate.recovery_floor_pct set; recovery not gated")
     for name in sorted(seen_configs - set(by_name)):
-        notes.append(f"config {name}: not given with --config; its recovery is not gated (failed cells and tok/s still are)")
+        notes.append(
+            f"config {name}: not given with --config; its recovery is not gated (failed cells and tok/s still are)"
+        )
     if previous is None:
         notes.append("no --baseline given; throughput not compared with a previous run")
 
     measured: dict[tuple[str, str], int] = {}  # (config, metric) → cells with a figure
     for (config_name, cell_name), row in sorted(current.items()):
-        config = by_name.get(config_name)
+        cell_config = by_name.get(config_name)
         status = row.get("status")
         if status == "failed":
             stage = row.get("failed_stage")
             reason = _one_line(row.get("reason") or "no reason recorded")
             if stage and reason.startswith(f"{stage}: "):  # the pipeline's reasons name their stage already
-                reason = reason[len(stage) + 2:]
-            failures.append(Failure(config_name, cell_name, "status", f"status failed{f' at {stage}' if stage else ''}: {reason}"))
+                reason = reason[len(stage) + 2 :]
+            failures.append(
+                Failure(config_name, cell_name, "status", f"status failed{f' at {stage}' if stage else ''}: {reason}")
+            )
             continue
         if status != "ok":
             reason = _one_line(row.get("reason") or "")
             not_gated.append(f"{config_name} {cell_name}: {status}{f' ({reason})' if reason else ''}")
             continue
 
-        floors = config.gate.floors() if config is not None and config.gate is not None else {}
+        floors = cell_config.gate.floors() if cell_config is not None and cell_config.gate is not None else {}
         for metric, floor in floors.items():
-            recovery, figure = row.get(f"{metric}_recovery_pct"), row.get(metric)
-            if not is_missing(figure) or not is_missing(recovery):
+            recovery, figure = number(row.get(f"{metric}_recovery_pct")), number(row.get(metric))
+            if figure is not None or recovery is not None:
                 measured[(config_name, metric)] = measured.get((config_name, metric), 0) + 1
-            if not is_missing(recovery):
+            if recovery is not None:
                 recovery_checks += 1
-                if float(recovery) < floor:
+                if recovery < floor:
                     against = row.get("recovery_reference") or "the baseline"
-                    shown = f"; {metric} {float(figure):.4g} against {against}" if not is_missing(figure) else ""
-                    failures.append(Failure(config_name, cell_name, "recovery",
-                                            f"{metric} recovery {float(recovery):.2f} % is below the floor {floor:g} %{shown}",
-                                            float(recovery), floor))
-            elif not is_missing(figure):
+                    shown = f"; {metric} {figure:.4g} against {against}" if figure is not None else ""
+                    failures.append(
+                        Failure(
+                            config_name,
+                            cell_name,
+                            "recovery",
+                            f"{metric} recovery {recovery:.2f} % is below the floor {floor:g} %{shown}",
+                            recovery,
+                            floor,
+                        )
+                    )
+            elif figure is not None:
                 reference = row.get("recovery_reference") or "no baseline cell"
-                not_gated.append(f"{config_name} {cell_name}: {metric} = {float(figure):.4g}, recovery undefined "
-                                 f"(its reference, {reference}, scored 0 or has no {metric})")
+                not_gated.append(
+                    f"{config_name} {cell_name}: {metric} = {figure:.4g}, recovery undefined "
+                    f"(its reference, {reference}, scored 0 or has no {metric})"
+                )
 
         if previous is None:
             continue
         before = previous.get((config_name, cell_name))
-        speed = row.get("output_tok_s")
-        if is_missing(speed):
+        speed = number(row.get("output_tok_s"))
+        if speed is None:
             continue
-        if before is None or is_missing(before.get("output_tok_s")):
-            not_gated.append(f"{config_name} {cell_name}: output tok/s {float(speed):.4g}, no previous figure (a new cell, or not ok in the baseline)")
+        previous_speed = None if before is None else number(before.get("output_tok_s"))
+        if before is None or previous_speed is None:
+            not_gated.append(
+                f"{config_name} {cell_name}: output tok/s {speed:.4g}, no previous figure (a new cell, or not "
+                "ok in the baseline)"
+            )
             continue
         differs = [key for key in COMPARABLE_ON if str(before.get(key)) != str(row.get(key))]
         if differs:
-            not_gated.append(f"{config_name} {cell_name}: output tok/s not compared: {', '.join(differs)} differ from the baseline's row")
+            not_gated.append(
+                f"{config_name} {cell_name}: output tok/s not compared: {', '.join(differs)} differ from the "
+                "baseline's row"
+            )
             continue
-        threshold = override if override is not None else _threshold(
-            config.gate.max_throughput_regression_pct if config is not None and config.gate is not None else None,
-            f"{config.path if config else config_name}: gate.max_throughput_regression_pct")
-        a, b = float(before["output_tok_s"]), float(speed)
+        threshold = (
+            override
+            if override is not None
+            else _threshold(
+                cell_config.gate.max_throughput_regression_pct
+                if cell_config is not None and cell_config.gate is not None
+                else None,
+                f"{cell_config.path if cell_config else config_name}: gate.max_throughput_regression_pct",
+            )
+        )
+        a, b = previous_speed, speed
         change = (b - a) / a * 100 if a else 0.0
         throughput_checks += 1
         if change < -threshold:
-            regression = Regression("gate", config_name, cell_name, "output_tok_s", str(before.get("run_id")), str(row.get("run_id")),
-                                    a, b, change, str(row.get("engine_speed_class") or "unknown"))
+            regression = Regression(
+                "gate",
+                config_name,
+                cell_name,
+                "output_tok_s",
+                str(before.get("run_id")),
+                str(row.get("run_id")),
+                a,
+                b,
+                change,
+                str(row.get("engine_speed_class") or "unknown"),
+            )
             regressions.append(regression)
             engine = " (reference engine)" if regression.speed_class != "serving" else ""
-            failures.append(Failure(config_name, cell_name, "throughput",
-                                    f"output tok/s{engine} {b:.4g} is {change:+.1f} % against {a:.4g} in run {regression.previous_run}; "
-                                    f"the largest drop allowed is {threshold:g} %", change, -threshold))
+            failures.append(
+                Failure(
+                    config_name,
+                    cell_name,
+                    "throughput",
+                    f"output tok/s{engine} {b:.4g} is {change:+.1f} % against {a:.4g} in run "
+                    f"{regression.previous_run}; "
+                    f"the largest drop allowed is {threshold:g} %",
+                    change,
+                    -threshold,
+                )
+            )
 
     for name, config in by_name.items():  # a floor over figures nobody measured would pass on nothing
-        floors = config.gate.floors() if config.gate is not None else {}
-        if name not in seen_configs or not floors:
+        if config.gate is None or name not in seen_configs or not config.gate.floors():
             continue
+        floors = config.gate.floors()
         unmeasured = [metric for metric in floors if (name, metric) not in measured]
-        if isinstance(config.gate.recovery_floor_pct, dict):  # type: ignore[union-attr]
+        if isinstance(config.gate.recovery_floor_pct, dict):
             missing = unmeasured
         else:  # one floor for every metric: the config's evals pick which exist
             missing = unmeasured if len(unmeasured) == len(floors) else []
         if missing:
-            failures.append(Failure(name, "-", "recovery", f"a recovery floor is set for {', '.join(missing)}, but no ok cell has "
-                                    f"{'that figure' if len(missing) == 1 else 'any of these figures'}: quality was not measured"))
-    return GateResult(tuple(failures), tuple(not_gated), tuple(notes), len(current), recovery_checks, throughput_checks, tuple(regressions))
+            failures.append(
+                Failure(
+                    name,
+                    "-",
+                    "recovery",
+                    f"a recovery floor is set for {', '.join(missing)}, but no ok cell has "
+                    f"{'that figure' if len(missing) == 1 else 'any of these figures'}: quality was not measured",
+                )
+            )
+    return GateResult(
+        tuple(failures),
+        tuple(not_gated),
+        tuple(notes),
+        len(current),
+        recovery_checks,
+        throughput_checks,
+        tuple(regressions),
+    )

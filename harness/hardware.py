@@ -9,6 +9,7 @@ import os
 import platform
 import re
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -38,7 +39,8 @@ class Hardware:
 
 
 def _cpu_model_and_flags() -> tuple[str, tuple[str, ...]]:
-    name, flags = platform.processor() or platform.machine(), ()
+    name = platform.processor() or platform.machine()
+    flags: tuple[str, ...] = ()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:
             for line in info:
@@ -85,7 +87,7 @@ def detect() -> Hardware:
 
 
 #: Bump when the CPU measurement changes: old cache files are then ignored.
-CPU_PEAK_VERSION = 1
+CPU_PEAK_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -109,10 +111,14 @@ def gpu_spec(hw: Hardware) -> Gpu:
     if gpu is not None:
         return gpu
     known = ", ".join(g.product for g in GPUS.values())
-    raise HarnessError(f"no datasheet figures for GPU {hw.name!r} in harness/gpus.py (known: {known}); add a row to get a roofline")
+    raise HarnessError(
+        f"no datasheet figures for GPU {hw.name!r} in harness/gpus.py (known: {known}); add a row to get a roofline"
+    )
 
 
-def peak_for(hw: Hardware, cache_dir: Path | None, remeasure: bool = False) -> Peak:
+def peak_for(
+    hw: Hardware, cache_dir: Path | None, remeasure: bool = False, say: Callable[[str], None] | None = None
+) -> Peak:
     """Per device: a GPU's datasheet bandwidth and dense BF16 FLOP/s (harness/gpus.py), or this
     CPU's measured figures (measured once, then read from cache_dir/hardware/*.json; cache_dir
     None: measured every time).
@@ -124,9 +130,10 @@ def peak_for(hw: Hardware, cache_dir: Path | None, remeasure: bool = False) -> P
         return Peak(
             gpu.bandwidth_bytes_s,
             gpu.bf16_flops,
-            f"{gpu.name} datasheet: {gpu.bandwidth_bytes_s / 1e12:g} TB/s, {gpu.bf16_flops / 1e12:g} dense BF16 TFLOP/s ({gpu.source})",
+            f"{gpu.name} datasheet: {gpu.bandwidth_bytes_s / 1e12:g} TB/s, {gpu.bf16_flops / 1e12:g} dense BF16 "
+            f"TFLOP/s ({gpu.source})",
         )
-    return cpu_peak(hw, cache_dir, remeasure)
+    return cpu_peak(hw, cache_dir, remeasure, say)
 
 
 def cpu_peak_cache_file(hw: Hardware, cache_dir: Path) -> Path:
@@ -134,7 +141,9 @@ def cpu_peak_cache_file(hw: Hardware, cache_dir: Path) -> Path:
     return Path(cache_dir) / "hardware" / f"cpu-peak-{slug}-{hw.count}c-v{CPU_PEAK_VERSION}.json"
 
 
-def cpu_peak(hw: Hardware, cache_dir: Path | None, remeasure: bool = False) -> Peak:
+def cpu_peak(
+    hw: Hardware, cache_dir: Path | None, remeasure: bool = False, say: Callable[[str], None] | None = None
+) -> Peak:
     """This CPU's peak, measured by measure_cpu_peak() on the first call and cached as JSON keyed
     by CPU model, core count and CPU_PEAK_VERSION (delete the file, or remeasure=True, to redo it)."""
     path = cpu_peak_cache_file(hw, cache_dir) if cache_dir is not None else None
@@ -146,8 +155,13 @@ def cpu_peak(hw: Hardware, cache_dir: Path | None, remeasure: bool = False) -> P
         except (OSError, ValueError, KeyError, TypeError):
             figures = None  # unreadable: measure again
     if figures is None:
-        figures = {"cpu": hw.name, "cores": hw.count, "version": CPU_PEAK_VERSION,
-                   "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **measure_cpu_peak()}
+        figures = {
+            "cpu": hw.name,
+            "cores": hw.count,
+            "version": CPU_PEAK_VERSION,
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **measure_cpu_peak(say=say, bf16_native=bf16_is_native(hw.cpu_flags)),
+        }
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             staging = path.with_name(f".{path.name}.{os.getpid()}")
@@ -158,7 +172,8 @@ def cpu_peak(hw: Hardware, cache_dir: Path | None, remeasure: bool = False) -> P
         float(figures["flops"]),
         f"measured on this host ({hw.name}, {hw.count} cores, {figures.get('measured_at', '?')}): "
         f"{float(figures['bandwidth_bytes_s']) / 1e9:.1f} GB/s numpy copy/add, "
-        f"{float(figures['flops']) / 1e9:.1f} GFLOP/s torch {figures.get('flops_dtype', '?')} matmul",
+        f"{float(figures['flops']) / 1e9:.1f} GFLOP/s torch {figures.get('flops_dtype', '?')} matmul"
+        + (f" ({figures['flops_note']})" if figures.get("flops_note") else ""),
     )
 
 
@@ -183,32 +198,50 @@ def _usable_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def measure_cpu_peak(budget_s: float = 8.0, array_bytes: int | None = None, matmul_n: int = 2048) -> dict[str, Any]:
-    """Measure this CPU's memory bandwidth and dense FLOP/s, using every usable core.
+#: bf16 instruction sets: without one of them torch emulates bf16 matmuls (about 500x slower here)
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def bf16_is_native(flags: tuple[str, ...]) -> bool:
+    return any(flag in flags for flag in BF16_FLAGS)
+
+
+def measure_cpu_peak(
+    budget_s: float = 8.0,
+    array_bytes: int | None = None,
+    matmul_n: int = 2048,
+    say: Callable[[str], None] | None = None,
+    bf16_native: bool | None = None,
+) -> dict[str, Any]:
+    """Measure this CPU's memory bandwidth and dense FLOP/s, using every usable core, within
+    about budget_s seconds on any host.
 
     Bandwidth, STREAM-style: float64 arrays of `array_bytes` each (default 4 x the L3, at least
     64 MiB, at most 512 MiB and 1/8 of free memory), split into one slice per thread (numpy
     releases the GIL, so the slices run in parallel). copy a = b counts 2 x array_bytes (read +
     write), add a = b + c 3 x (STREAM's convention: the write-allocate read is not counted); the
     best of a few repeats of each, the higher of the two is the figure.
-    FLOP/s: torch matmuls of matmul_n x matmul_n in float32 and bfloat16, 2 n^3 FLOPs each, the
-    best repeat; the higher dtype is the figure (a ceiling: on CPUs without native BF16 the
-    float32 one is far higher than what a BF16 model runs at).
-    Takes about budget_s seconds (bandwidth 40 %, float32 30 %, bfloat16 the rest).
+    FLOP/s: torch matmuls in float32 and bfloat16, 2 n^3 FLOPs each, the best repeat; the higher
+    dtype is the figure. Each size n (at most matmul_n) is chosen from a tiny timed trial so
+    that a few repeats fit the dtype's share of the budget. bfloat16 is skipped where the CPU
+    has no bf16 instructions (torch emulates it there, ~0.3 GFLOP/s): the result says so.
+    `say` is told what is being measured, as it starts.
     """
     import numpy as np
     import torch
 
+    say = say or (lambda text: None)
     threads = _usable_threads()
     start = time.perf_counter()
     if array_bytes is None:
         array_bytes = min(max(4 * _l3_bytes(), 64 * 2**20), 512 * 2**20, psutil.virtual_memory().available // 8)
     n = max(threads * 1024, array_bytes // 8)
-    a, b, c = np.zeros(n), np.full(n, 1.0), np.full(n, 2.0)  # np.full touches every page
+    say(f"CPU peak: memory bandwidth ({n * 8 / 2**20:.0f} MiB arrays, {threads} threads)")
+    arrays = [np.zeros(n), np.full(n, 1.0), np.full(n, 2.0)]  # np.full touches every page
     bounds = np.linspace(0, n, threads + 1, dtype=np.int64)
     slices = [slice(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
-    def timed(kernel, stop_at: float, repeats: int = 5) -> float:
+    def timed(kernel: Callable[[slice], Any], stop_at: float, repeats: int = 5) -> float:
         best = math.inf
         with ThreadPoolExecutor(threads) as pool:
             for i in range(repeats):
@@ -219,22 +252,31 @@ def measure_cpu_peak(budget_s: float = 8.0, array_bytes: int | None = None, matm
                     break
         return best
 
-    stop = start + 0.2 * budget_s
-    copy_s = timed(lambda s: np.copyto(a[s], b[s]), stop)
+    a, b, c = arrays
+    copy_s = timed(lambda s: np.copyto(a[s], b[s]), start + 0.2 * budget_s)
     add_s = timed(lambda s: np.add(b[s], c[s], out=a[s]), start + 0.4 * budget_s)
-    del a, b, c
+    arrays.clear()
     copy_bw, add_bw = 2 * n * 8 / copy_s, 3 * n * 8 / add_s
 
+    if bf16_native is None:
+        bf16_native = bf16_is_native(_cpu_model_and_flags()[1])
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     flops: dict[str, float] = {}
+    sizes: dict[str, int] = {}
+    note = None
     try:
-        for dtype, stop_at in ((torch.float32, start + 0.7 * budget_s), (torch.bfloat16, start + budget_s)):
-            if time.perf_counter() >= stop_at and flops:
-                break
-            x = torch.rand(matmul_n, matmul_n, dtype=dtype)
-            y = torch.rand(matmul_n, matmul_n, dtype=dtype)
-            out = torch.empty(matmul_n, matmul_n, dtype=dtype)
+        plan = [(torch.float32, start + 0.7 * budget_s)]
+        if bf16_native:
+            plan.append((torch.bfloat16, start + budget_s))
+        else:
+            note = "bfloat16 not measured: this CPU has no bf16 instructions (torch emulates them)"
+        for dtype, stop_at in plan:
+            name = str(dtype).removeprefix("torch.")
+            size = _matmul_size(dtype, max_n=matmul_n, seconds=max(0.05, (stop_at - time.perf_counter()) / 4))
+            say(f"CPU peak: {name} matmul {size}x{size}")
+            x, y = torch.rand(size, size, dtype=dtype), torch.rand(size, size, dtype=dtype)
+            out = torch.empty(size, size, dtype=dtype)
             torch.matmul(x, y, out=out)  # warm-up (thread pool, kernel choice)
             best = math.inf
             for i in range(5):
@@ -243,7 +285,8 @@ def measure_cpu_peak(budget_s: float = 8.0, array_bytes: int | None = None, matm
                 best = min(best, time.perf_counter() - t0)
                 if i >= 1 and time.perf_counter() > stop_at:
                     break
-            flops[str(dtype).removeprefix("torch.")] = 2 * matmul_n**3 / best
+            flops[name] = 2 * size**3 / best
+            sizes[name] = size
     finally:
         torch.set_num_threads(old_threads)
     best_dtype = max(flops, key=flops.__getitem__)
@@ -254,8 +297,26 @@ def measure_cpu_peak(budget_s: float = 8.0, array_bytes: int | None = None, matm
         "flops": flops[best_dtype],
         "flops_dtype": best_dtype,
         "flops_by_dtype": flops,
+        "flops_note": note,
         "threads": threads,
         "array_bytes": n * 8,
-        "matmul_n": matmul_n,
+        "matmul_n": sizes,
         "seconds": round(time.perf_counter() - start, 2),
     }
+
+
+def _matmul_size(dtype: Any, max_n: int, seconds: float) -> int:
+    """The largest n (a power of two, 128..max_n) whose n x n matmul takes at most `seconds`,
+    extrapolated from one timed 128 x 128 trial (time grows as n^3)."""
+    import torch
+
+    trial = 128
+    x = torch.rand(trial, trial, dtype=dtype)
+    torch.matmul(x, x)
+    t0 = time.perf_counter()
+    torch.matmul(x, x)
+    per_flop = (time.perf_counter() - t0) / (2 * trial**3)
+    size = min(trial, max_n)
+    while size * 2 <= max_n and per_flop * 2 * (size * 2) ** 3 <= seconds:
+        size *= 2
+    return size

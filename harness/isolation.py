@@ -85,7 +85,7 @@ def _child_main(fn: Callable[..., Any], args: tuple[Any, ...], log_path: str, co
 
 
 def describe_error(exc: BaseException) -> str:
-    """"Type: message"; a message-less exception (MemoryError, AssertionError) says where it
+    """ "Type: message"; a message-less exception (MemoryError, AssertionError) says where it
     was raised instead, or the row would read "MemoryError:" and nothing else."""
     message = str(exc).strip()
     if message:
@@ -127,7 +127,7 @@ class PeakSampler(threading.Thread):
 
     @property
     def memory_error(self) -> str | None:
-        """"out of memory: peak X GiB > limit Y GiB" once the limit was exceeded, else None."""
+        """ "out of memory: peak X GiB > limit Y GiB" once the limit was exceeded, else None."""
         if not self.exceeded or self.limit_bytes is None:
             return None
         return out_of_memory_reason(self.peak_rss, self.limit_bytes)
@@ -202,8 +202,13 @@ def kill_tree(pid: int) -> None:
             pass
 
 
-def run_isolated(fn: Callable[..., Any], args: tuple[Any, ...], log_path: Path, timeout_s: float,
-                 memory_limit_bytes: int | None = None) -> StageOutcome:
+def run_isolated(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    log_path: Path,
+    timeout_s: float,
+    memory_limit_bytes: int | None = None,
+) -> StageOutcome:
     """Run fn(*args) in a fresh (spawned) process; fn and its result must be picklable.
     memory_limit_bytes: the most RSS the child's process tree may hold (None: no limit)."""
     ctx = mp.get_context("spawn")
@@ -216,7 +221,9 @@ def run_isolated(fn: Callable[..., Any], args: tuple[Any, ...], log_path: Path, 
     start = time.monotonic()
     proc.start()
     child_conn.close()
-    sampler = PeakSampler(proc.pid, limit_bytes=memory_limit_bytes)
+    pid = proc.pid
+    assert pid is not None  # a started process has one
+    sampler = PeakSampler(pid, limit_bytes=memory_limit_bytes)
     sampler.start()
     message: tuple[str, Any, Any] | None = None
     timed_out = False
@@ -240,22 +247,28 @@ def run_isolated(fn: Callable[..., Any], args: tuple[Any, ...], log_path: Path, 
         if not timed_out:
             proc.join(timeout=30)  # let it exit on its own (engine shutdown) before the kill below
     finally:
-        kill_tree(proc.pid)  # also reaps engine processes a child left behind, and on Ctrl-C
+        kill_tree(pid)  # also reaps engine processes a child left behind, and on Ctrl-C
         proc.join(timeout=10)
         sampler.stop()
     wall = time.monotonic() - start
     if sampler.memory_error is not None:  # even if a result came first: the stage needed more than it may have
         _note(log_path, f"{sampler.memory_error}; the process tree was killed")
-        return StageOutcome(None, sampler.memory_error, None, sampler.peak_rss, sampler.peak_gpu, wall, False, out_of_memory=True)
+        return StageOutcome(
+            None, sampler.memory_error, None, sampler.peak_rss, sampler.peak_gpu, wall, False, out_of_memory=True
+        )
     if timed_out:
         _note(log_path, f"timed out after {timeout_s:.0f} s; the process tree was killed")
-        return StageOutcome(None, f"timed out after {timeout_s:.0f} s", None, sampler.peak_rss, sampler.peak_gpu, wall, True)
+        return StageOutcome(
+            None, f"timed out after {timeout_s:.0f} s", None, sampler.peak_rss, sampler.peak_gpu, wall, True
+        )
     if message is None:
         code = proc.exitcode
         why = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
         if code == -signal.SIGKILL:
             why += " (out of memory?)"
-        return StageOutcome(None, f"process died without a result: {why}", None, sampler.peak_rss, sampler.peak_gpu, wall, False)
+        return StageOutcome(
+            None, f"process died without a result: {why}", None, sampler.peak_rss, sampler.peak_gpu, wall, False
+        )
     status, value, trace = message
     if status == "ok":
         return StageOutcome(value, None, None, sampler.peak_rss, sampler.peak_gpu, wall, False)

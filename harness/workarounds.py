@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 
@@ -55,11 +55,11 @@ def no_pinned_memory_without_accelerator() -> Iterator[None]:
         yield
         return
     original = IntermediatesCache.pin_memory
-    IntermediatesCache.pin_memory = lambda self, *args, **kwargs: None  # type: ignore[method-assign]
+    IntermediatesCache.pin_memory = lambda self, *args, **kwargs: None
     try:
         yield
     finally:
-        IntermediatesCache.pin_memory = original  # type: ignore[method-assign]
+        IntermediatesCache.pin_memory = original
 
 
 def byte_level_bpe_tokenizer_files(model_dir: Path) -> None:
@@ -110,11 +110,11 @@ def vllm_distribution_named_vllm() -> Iterator[bool]:
     needed = _vllm_metadata_missing()
     original = importlib_metadata.version
     if needed:
-        importlib_metadata.version = _version_answering_vllm(original)  # type: ignore[assignment]
+        importlib_metadata.version = _version_answering_vllm(original)
     try:
         yield needed
     finally:
-        importlib_metadata.version = original  # type: ignore[assignment]
+        importlib_metadata.version = original
 
 
 def run_vllm_cli(argv: list[str]) -> None:

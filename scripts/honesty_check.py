@@ -25,42 +25,71 @@ import tempfile
 from pathlib import Path
 
 from harness import engines
-from harness.stages import bench, models
-from harness.stages.workload import make_prompts
 from harness.config import WorkloadSpec
-from harness.engines.vllm import VllmParams
 from harness.engines.base import EngineRequest
+from harness.engines.vllm import VllmParams
 from harness.hardware import detect
 from harness.isolation import run_isolated
+from harness.stages import bench, models
+from harness.stages.workload import make_prompts
 
 
 def harness_run(request: EngineRequest, prompts: list[list[int]], output_len: int, log: Path) -> dict[str, float]:
-    outcome = run_isolated(bench.offline_throughput, ("vllm", request, prompts, output_len), log, 1800)
+    outcome = run_isolated(bench.offline_throughput, (engines.get("vllm"), request, prompts, output_len), log, 1800)
     if not outcome.ok:
         raise SystemExit(f"harness measurement failed: {outcome.error} (log: {log})")
     m: bench.OfflineMeasurement = outcome.value
-    return {"total_tok_s": m.total_tok_s, "output_tok_s": m.output_tok_s, "requests_per_s": m.requests_per_s, "seconds": m.generate_s}
+    return {
+        "total_tok_s": m.total_tok_s,
+        "output_tok_s": m.output_tok_s,
+        "requests_per_s": m.requests_per_s,
+        "seconds": m.generate_s,
+    }
 
 
 def vllm_run(request: EngineRequest, args: argparse.Namespace, log: Path) -> dict[str, float]:
     engine = engines.get("vllm")
-    argv = ["bench", "throughput", "--dataset-name", "random", "--random-range-ratio", "0",
-            "--random-input-len", str(args.input_len), "--random-output-len", str(args.output_len), "--num-prompts", str(args.prompts),
-            "--num-warmups", "1", *engine.cli_args(request)]
+    argv = [
+        "bench",
+        "throughput",
+        "--dataset-name",
+        "random",
+        "--random-range-ratio",
+        "0",
+        "--random-input-len",
+        str(args.input_len),
+        "--random-output-len",
+        str(args.output_len),
+        "--num-prompts",
+        str(args.prompts),
+        "--num-warmups",
+        "1",
+        *engine.cli_args(request),
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "vllm.json"
         argv += ["--output-json", str(out)]
         code = "import sys; from harness.workarounds import run_vllm_cli; run_vllm_cli(sys.argv[1:])"
         with open(log, "ab") as handle:
-            done = subprocess.run([sys.executable, "-c", code, *argv], env={**os.environ, **engine.environment(request)},
-                                  stdout=handle, stderr=subprocess.STDOUT, check=False, timeout=1800)
+            done = subprocess.run(
+                [sys.executable, "-c", code, *argv],
+                env={**os.environ, **engine.environment(request)},
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                check=False,
+                timeout=1800,
+            )
         if done.returncode != 0 or not out.exists():
             raise SystemExit(f"vllm bench throughput failed (exit {done.returncode}; log: {log})")
         result = json.loads(out.read_text())
     seconds = float(result["elapsed_time"])
     output_tokens = args.prompts * args.output_len
-    return {"total_tok_s": float(result["tokens_per_second"]), "output_tok_s": output_tokens / seconds,
-            "requests_per_s": float(result["requests_per_second"]), "seconds": seconds}
+    return {
+        "total_tok_s": float(result["tokens_per_second"]),
+        "output_tok_s": output_tokens / seconds,
+        "requests_per_s": float(result["requests_per_second"]),
+        "seconds": seconds,
+    }
 
 
 def main() -> int:
@@ -79,23 +108,41 @@ def main() -> int:
     model = models.resolve(args.model, None, models.default_cache_dir(), dtype=args.dtype)
     max_len = args.input_len + args.output_len + 16  # vllm bench asks for room beyond prompt + output
     request = EngineRequest(model.path, args.dtype, VllmParams(max_model_len=max_len), detect().device, max_len)
-    prompts = make_prompts(model.path, WorkloadSpec(prompts=args.prompts, input_len=args.input_len, output_len=args.output_len))
+    prompts = make_prompts(
+        model.path, WorkloadSpec(prompts=args.prompts, input_len=args.input_len, output_len=args.output_len)
+    )
     args.log_dir.mkdir(parents=True, exist_ok=True)
 
     runs: dict[str, list[dict[str, float]]] = {"harness": [], "vllm": []}
     for i in range(args.repeats):
         runs["harness"].append(harness_run(request, prompts, args.output_len, args.log_dir / "harness.log"))
         runs["vllm"].append(vllm_run(request, args, args.log_dir / "vllm-bench.log"))
-        print(f"repeat {i + 1}: harness {runs['harness'][-1]['total_tok_s']:.1f} total tok/s, "
-              f"vllm bench {runs['vllm'][-1]['total_tok_s']:.1f}", flush=True)
+        print(
+            f"repeat {i + 1}: harness {runs['harness'][-1]['total_tok_s']:.1f} total tok/s, "
+            f"vllm bench {runs['vllm'][-1]['total_tok_s']:.1f}",
+            flush=True,
+        )
 
-    summary: dict[str, object] = {"model": model.identity, "device": detect().name, "prompts": args.prompts,
-                                  "input_len": args.input_len, "output_len": args.output_len, "runs": runs}
+    summary: dict[str, object] = {
+        "model": model.identity,
+        "device": detect().name,
+        "prompts": args.prompts,
+        "input_len": args.input_len,
+        "output_len": args.output_len,
+        "runs": runs,
+    }
     for metric in ("total_tok_s", "output_tok_s"):
         ours = statistics.median(r[metric] for r in runs["harness"])
         theirs = statistics.median(r[metric] for r in runs["vllm"])
-        summary[f"harness_{metric}"], summary[f"vllm_{metric}"], summary[f"ratio_{metric}"] = ours, theirs, ours / theirs
-        print(f"{metric}: harness {ours:.1f}, vllm bench throughput {theirs:.1f}, ratio {ours / theirs:.3f} (medians of {args.repeats})")
+        summary[f"harness_{metric}"], summary[f"vllm_{metric}"], summary[f"ratio_{metric}"] = (
+            ours,
+            theirs,
+            ours / theirs,
+        )
+        print(
+            f"{metric}: harness {ours:.1f}, vllm bench throughput {theirs:.1f}, ratio {ours / theirs:.3f} (medians of "
+            f"{args.repeats})"
+        )
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
     ratio = float(summary["ratio_total_tok_s"])  # type: ignore[arg-type]

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.stages.calibration import build_samples, builtin_documents
 from harness.config import CalibrationSpec
 from harness.errors import HarnessError
+from harness.stages.calibration import build_samples, builtin_documents
 
 
 def spec(**kw) -> CalibrationSpec:

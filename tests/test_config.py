@@ -31,34 +31,117 @@ MALFORMED = [
     ("bad name characters", GOOD.replace("name: t", "name: 'a b/c'"), "name", "pattern"),
     ("missing model", GOOD.replace("model: {source: builtin:smollm2-135m}\n", ""), "model", "required"),
     ("unknown top-level key", GOOD + "colour: blue\n", "colour", "allowed keys here: name, model, formats"),
-    ("unknown model key", GOOD.replace("{source: builtin:smollm2-135m}", "{source: builtin:smollm2-135m, size: 7b}"), "model.size", "unknown key"),
+    (
+        "unknown model key",
+        GOOD.replace("{source: builtin:smollm2-135m}", "{source: builtin:smollm2-135m, size: 7b}"),
+        "model.size",
+        "unknown key",
+    ),
     ("unknown builtin model", GOOD.replace("builtin:smollm2-135m", "builtin:gpt5"), "model.source", "smollm2-135m"),
     ("model path without config.json", GOOD.replace("builtin:smollm2-135m", "/tmp"), "model.source", "config.json"),
     ("model source nonsense", GOOD.replace("builtin:smollm2-135m", "'not a model id'"), "model.source", "hub id"),
-    ("bad model dtype", GOOD.replace("{source: builtin:smollm2-135m}", "{source: builtin:smollm2-135m, dtype: float8}"), "model.dtype", "bfloat16"),
-    ("formats empty", GOOD.replace("formats:\n  - bf16\n  - {name: w4a16-gptq, group_size: 64}\n", "formats: []\n"), "formats", "at least 1"),
+    (
+        "bad model dtype",
+        GOOD.replace("{source: builtin:smollm2-135m}", "{source: builtin:smollm2-135m, dtype: float8}"),
+        "model.dtype",
+        "bfloat16",
+    ),
+    (
+        "formats empty",
+        GOOD.replace("formats:\n  - bf16\n  - {name: w4a16-gptq, group_size: 64}\n", "formats: []\n"),
+        "formats",
+        "at least 1",
+    ),
     ("unknown format", GOOD.replace("  - bf16\n", "  - int3\n"), "formats[0].name", "fp8-dynamic"),
     ("format without name", GOOD.replace("  - bf16\n", "  - {group_size: 64}\n"), "formats[0].name", "required"),
     ("format is a number", GOOD.replace("  - bf16\n", "  - 7\n"), "formats[0]", "name or a mapping"),
     ("bad group size", GOOD.replace("group_size: 64", "group_size: 100"), "formats[1].group_size", "64"),
-    ("unknown format parameter", GOOD.replace("group_size: 64", "group_size: 64, bitz: 3"), "formats[1].bitz", "group_size"),
+    (
+        "unknown format parameter",
+        GOOD.replace("group_size: 64", "group_size: 64, bitz: 3"),
+        "formats[1].bitz",
+        "group_size",
+    ),
     ("duplicate format", GOOD.replace("  - bf16\n", "  - bf16\n  - bf16\n"), "formats[1]", "label"),
-    ("calibration needed but missing", GOOD.replace("calibration:\n  - {name: code, source: builtin:code, samples: 4, seq_len: 32}\n", ""), "calibration", "w4a16-gptq"),
-    ("unknown builtin calibration", GOOD.replace("builtin:code", "builtin:poetry"), "calibration[0].source", "code, prose"),
-    ("calibration file missing", GOOD.replace("builtin:code", "/nonexistent/*.jsonl"), "calibration[0].source", "no file matches"),
+    (
+        "calibration needed but missing",
+        GOOD.replace("calibration:\n  - {name: code, source: builtin:code, samples: 4, seq_len: 32}\n", ""),
+        "calibration",
+        "w4a16-gptq",
+    ),
+    (
+        "unknown builtin calibration",
+        GOOD.replace("builtin:code", "builtin:poetry"),
+        "calibration[0].source",
+        "code, prose",
+    ),
+    (
+        "calibration file missing",
+        GOOD.replace("builtin:code", "/nonexistent/*.jsonl"),
+        "calibration[0].source",
+        "no file matches",
+    ),
     ("bad hub dataset", GOOD.replace("builtin:code", "'hf:c4'"), "calibration[0].source", "hf:ORG/NAME"),
-    ("negative samples", GOOD.replace("samples: 4", "samples: -4"), "calibration[0].samples", "greater than or equal to 1"),
+    (
+        "negative samples",
+        GOOD.replace("samples: 4", "samples: -4"),
+        "calibration[0].samples",
+        "greater than or equal to 1",
+    ),
     ("seq_len a string", GOOD.replace("seq_len: 32", "seq_len: long"), "calibration[0].seq_len", "integer"),
-    ("duplicate calibration names", GOOD.replace("  - {name: code, source: builtin:code, samples: 4, seq_len: 32}\n", "  - {name: code, source: builtin:code}\n  - {name: code, source: builtin:prose}\n"), "calibration[1].name", "unique"),
+    (
+        "duplicate calibration names",
+        GOOD.replace(
+            "  - {name: code, source: builtin:code, samples: 4, seq_len: 32}\n",
+            "  - {name: code, source: builtin:code}\n  - {name: code, source: builtin:prose}\n",
+        ),
+        "calibration[1].name",
+        "unique",
+    ),
     ("zero prompts", GOOD.replace("prompts: 2", "prompts: 0"), "workload.prompts", "greater than or equal to 1"),
     ("unknown engine", GOOD.replace("name: vllm", "name: tgi"), "engine.name", "vllm"),
-    ("bad kv cache dtype", GOOD.replace("name: vllm,", "name: vllm, kv_cache_dtype: int4,"), "engine.kv_cache_dtype", "fp8"),
-    ("gpu memory utilisation above 1", GOOD.replace("name: vllm,", "name: vllm, gpu_memory_utilization: 1.5,"), "engine.gpu_memory_utilization", "less than or equal to 1"),
-    ("tensor parallel zero", GOOD.replace("name: vllm,", "name: vllm, tensor_parallel_size: 0,"), "engine.tensor_parallel_size", "greater than or equal to 1"),
-    ("workload longer than max_model_len", GOOD.replace("max_model_len: 64", "max_model_len: 16").replace("input_len: 8", "input_len: 12"), "workload", "max_model_len"),
-    ("bad kv cache dtype in a list", GOOD.replace("name: vllm,", "name: vllm, kv_cache_dtype: [auto, int4],"), "engine.kv_cache_dtype[1]", "fp8"),
-    ("unknown engine in a list", GOOD.replace("engine: {name: vllm, max_model_len: 64}", "engine: [{name: vllm}, {name: tgi}]"), "engine[1].name", "vllm"),
-    ("enforce_eager not a bool", GOOD.replace("name: vllm,", "name: vllm, enforce_eager: sometimes,"), "engine.enforce_eager", "boolean"),
+    (
+        "bad kv cache dtype",
+        GOOD.replace("name: vllm,", "name: vllm, kv_cache_dtype: int4,"),
+        "engine.kv_cache_dtype",
+        "fp8",
+    ),
+    (
+        "gpu memory utilisation above 1",
+        GOOD.replace("name: vllm,", "name: vllm, gpu_memory_utilization: 1.5,"),
+        "engine.gpu_memory_utilization",
+        "less than or equal to 1",
+    ),
+    (
+        "tensor parallel zero",
+        GOOD.replace("name: vllm,", "name: vllm, tensor_parallel_size: 0,"),
+        "engine.tensor_parallel_size",
+        "greater than or equal to 1",
+    ),
+    (
+        "workload longer than max_model_len",
+        GOOD.replace("max_model_len: 64", "max_model_len: 16").replace("input_len: 8", "input_len: 12"),
+        "workload",
+        "max_model_len",
+    ),
+    (
+        "bad kv cache dtype in a list",
+        GOOD.replace("name: vllm,", "name: vllm, kv_cache_dtype: [auto, int4],"),
+        "engine.kv_cache_dtype[1]",
+        "fp8",
+    ),
+    (
+        "unknown engine in a list",
+        GOOD.replace("engine: {name: vllm, max_model_len: 64}", "engine: [{name: vllm}, {name: tgi}]"),
+        "engine[1].name",
+        "vllm",
+    ),
+    (
+        "enforce_eager not a bool",
+        GOOD.replace("name: vllm,", "name: vllm, enforce_eager: sometimes,"),
+        "engine.enforce_eager",
+        "boolean",
+    ),
 ]
 
 
@@ -95,8 +178,12 @@ def test_missing_file() -> None:
         load_config("/nonexistent/config.yaml")
 
 
-@pytest.mark.parametrize("description,text,key,words", MALFORMED[:8] + MALFORMED[-8:], ids=[m[0] for m in MALFORMED[:8] + MALFORMED[-8:]])
-def test_cli_validate_exit_2_without_traceback(tmp_path: Path, cli, description: str, text: str, key: str, words: str) -> None:
+@pytest.mark.parametrize(
+    "description,text,key,words", MALFORMED[:8] + MALFORMED[-8:], ids=[m[0] for m in MALFORMED[:8] + MALFORMED[-8:]]
+)
+def test_cli_validate_exit_2_without_traceback(
+    tmp_path: Path, cli, description: str, text: str, key: str, words: str
+) -> None:
     path = write(tmp_path, text)
     result = cli("validate", str(path))
     assert result.returncode == 2, result.stderr

@@ -24,14 +24,14 @@ import psutil
 import pytest
 
 from harness import cell_lock, matrix
-from harness.results import store as results
-from harness.stages import quantize as artifacts
-from harness.stages.base import StageStop
-from harness.stages.serving import stage as serving
 from harness.config import ServingSpec, WorkloadSpec, load_config
 from harness.engines.base import Engine, EngineRequest, EvalModelRequest, ServerLaunch
 from harness.engines.vllm import VllmParams
 from harness.isolation import GIB, run_isolated
+from harness.results import store as results
+from harness.stages import quantize as artifacts
+from harness.stages.base import StageStop
+from harness.stages.serving import stage as serving
 
 # ---------------------------------------------------------------- memory limit (harness.isolation)
 
@@ -54,7 +54,9 @@ def _allocate_in_grandchild(megabytes: int) -> int:
 
 def test_memory_limit_kills_the_tree_and_says_why(tmp_path: Path) -> None:
     start = time.monotonic()
-    outcome = run_isolated(_allocate, (700, 30.0), tmp_path / "log.txt", timeout_s=120, memory_limit_bytes=int(0.3 * GIB))
+    outcome = run_isolated(
+        _allocate, (700, 30.0), tmp_path / "log.txt", timeout_s=120, memory_limit_bytes=int(0.3 * GIB)
+    )
     assert not outcome.ok and outcome.out_of_memory and not outcome.timed_out
     assert re.fullmatch(r"out of memory: peak \d+\.\d\d GiB > limit 0\.30 GiB", outcome.error), outcome.error
     assert outcome.peak_rss_bytes > 0.3 * GIB
@@ -64,10 +66,16 @@ def test_memory_limit_kills_the_tree_and_says_why(tmp_path: Path) -> None:
 
 def test_memory_limit_counts_grandchildren(tmp_path: Path) -> None:
     before = {p.pid for p in psutil.process_iter()}
-    outcome = run_isolated(_allocate_in_grandchild, (600,), tmp_path / "log.txt", timeout_s=120, memory_limit_bytes=int(0.4 * GIB))
+    outcome = run_isolated(
+        _allocate_in_grandchild, (600,), tmp_path / "log.txt", timeout_s=120, memory_limit_bytes=int(0.4 * GIB)
+    )
     assert outcome.out_of_memory, outcome.error
     time.sleep(0.5)
-    left = [p for p in psutil.process_iter(["cmdline"]) if p.pid not in before and "bytearray(600" in " ".join(p.info["cmdline"] or [])]
+    left = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if p.pid not in before and "bytearray(600" in " ".join(p.info["cmdline"] or [])
+    ]
     assert not left, "the grandchild survived its tree's kill"
 
 
@@ -84,7 +92,8 @@ model: {source: builtin:smollm2-135m}
 formats: [bf16, fp8-dynamic, {name: w4a16-gptq, group_size: 64}, gguf-q8_0]
 calibration: [{name: code, source: builtin:code, samples: 16, seq_len: 128}]
 workload: {prompts: 4, input_len: 32, output_len: 16}
-engine: [{name: vllm, max_model_len: 128, timeout_s: 600, kv_cache_dtype: [auto, fp8]LIMIT}, {name: transformers}, {name: llamacpp}]
+engine: [{name: vllm, max_model_len: 128, timeout_s: 600, kv_cache_dtype: [auto, fp8]LIMIT},
+         {name: transformers}, {name: llamacpp}]
 serving: {concurrency: [1, 2], requests: 4, port: 8123}
 QUANTIZE
 """
@@ -106,7 +115,10 @@ KEYS_BEFORE = {
 def _keys(tmp_path: Path, limit: str, quantize: str) -> dict[str, str]:
     path = tmp_path / f"keys{len(limit)}{len(quantize)}.yaml"
     path.write_text(KEYS_CONFIG.replace("LIMIT", limit).replace("QUANTIZE", quantize))
-    return {c.name: c.key("builtin:test@1", {"llmcompressor": "0.14.0.1"}, "engine==1") for c in matrix.expand(load_config(path))}
+    return {
+        c.name: c.key("builtin:test@1", {"llmcompressor": "0.14.0.1"}, "engine==1")
+        for c in matrix.expand(load_config(path))
+    }
 
 
 def test_memory_limits_are_not_part_of_any_key(tmp_path: Path) -> None:
@@ -116,9 +128,13 @@ def test_memory_limits_are_not_part_of_any_key(tmp_path: Path) -> None:
 
 def test_memory_limit_must_be_positive(tmp_path: Path, cli: Any) -> None:
     path = tmp_path / "bad.yaml"
-    path.write_text("name: bad\nmodel: {source: builtin:smollm2-135m}\nformats: [bf16]\nengine: {name: vllm, memory_limit_gib: 0}\n")
+    path.write_text(
+        "name: bad\nmodel: {source: builtin:smollm2-135m}\nformats: [bf16]\nengine: {name: vllm, memory_limit_gib: 0}\n"
+    )
     done = cli("validate", str(path))
-    assert done.returncode == 2 and "engine.memory_limit_gib" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert (
+        done.returncode == 2 and "engine.memory_limit_gib" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    )
 
 
 # ---------------------------------------------------------------- locks (harness.cell_lock)
@@ -149,7 +165,11 @@ def test_a_cell_another_run_holds_comes_last(tmp_path: Path) -> None:
     order = []
     waits = []
     with _held_elsewhere(tmp_path / "locks" / "k2.lock"):
-        turns = cell_lock.in_turn(tmp_path, [("c1", "k1"), ("c2", "k2"), ("c3", "k3")], on_wait=lambda item, key, who: waits.append((item, who)))
+        turns = cell_lock.in_turn(
+            tmp_path,
+            [("c1", "k1"), ("c2", "k2"), ("c3", "k3")],
+            on_wait=lambda item, key, who: waits.append((item, who)),
+        )
         for item, key in turns:
             order.append(item)
             if item == "c3":
@@ -185,7 +205,7 @@ def test_the_lock_dies_with_its_process(tmp_path: Path) -> None:
         import os, signal
         from pathlib import Path
         from harness.cell_lock import FileLock
-        FileLock(Path({str(tmp_path / 'k.lock')!r})).acquire()
+        FileLock(Path({str(tmp_path / "k.lock")!r})).acquire()
         os.kill(os.getpid(), signal.SIGKILL)
     """)
     subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent, check=False)
@@ -246,9 +266,13 @@ def fill(directory: Path, leave_bytes: int = 0) -> None:
 def full_tmpfs(path: Path, size: str = "1m", full: bool = True) -> Iterator[Path]:
     """A small tmpfs at `path` (filled up). Needs root (CI on this machine kind runs as root)."""
     path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs to make a full disk here (needs root or CAP_SYS_ADMIN): {mounted.stderr.strip()}")
+        pytest.skip(
+            f"cannot mount a tmpfs to make a full disk here (needs root or CAP_SYS_ADMIN): {mounted.stderr.strip()}"
+        )
     try:
         if full:
             fill(path)
@@ -358,9 +382,19 @@ def test_a_hung_server_fails_the_stage_after_the_request_timeout(tmp_path: Path,
     spec = ServingSpec(concurrency=[1, 4], requests=2, request_timeout_s=3, warmup_requests=1)
     start = time.monotonic()
     with pytest.raises(StageStop) as caught:
-        serving.measure(_HungServerEngine(script), request, spec, WorkloadSpec(prompts=2, input_len=8, output_len=4), smollm2_dir, tmp_path / "server.log")
+        serving.measure(
+            _HungServerEngine(script),
+            request,
+            spec,
+            WorkloadSpec(prompts=2, input_len=8, output_len=4),
+            smollm2_dir,
+            tmp_path / "server.log",
+        )
     took = time.monotonic() - start
-    assert caught.value.reason == "serve under load: warm-up: no answer within serving.request_timeout_s = 3 s (server hung)"
+    assert (
+        caught.value.reason
+        == "serve under load: warm-up: no answer within serving.request_timeout_s = 3 s (server hung)"
+    )
     assert took < 30, took  # one timeout, not one per request and point
     time.sleep(0.5)
     assert not [p for p in psutil.process_iter(["cmdline"]) if str(script) in " ".join(p.info["cmdline"] or [])]
@@ -376,6 +410,13 @@ def test_a_taken_port_names_the_port(tmp_path: Path, smollm2_dir: Path) -> None:
         request = EngineRequest(smollm2_dir, "bfloat16", VllmParams(name="vllm"), "cpu", 64)
         spec = ServingSpec(concurrency=[1], requests=2, port=port)
         with pytest.raises(StageStop) as caught:
-            serving.measure(_HungServerEngine(script), request, spec, WorkloadSpec(prompts=2, input_len=8, output_len=4), smollm2_dir, tmp_path / "server.log")
+            serving.measure(
+                _HungServerEngine(script),
+                request,
+                spec,
+                WorkloadSpec(prompts=2, input_len=8, output_len=4),
+                smollm2_dir,
+                tmp_path / "server.log",
+            )
     assert f"port {port} on 127.0.0.1 is already taken" in str(caught.value)
     assert json.loads(caught.value.columns["serving_slo"]) is not None

@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 
 from harness import gate, matrix
-from harness.results import store as results
 from harness.config import load_config
 from harness.errors import HarnessError
+from harness.results import store as results
 
 DATA = Path(__file__).parent / "data" / "report"
 QUALITY = DATA / "quality.parquet"
@@ -129,12 +129,16 @@ def test_a_lowered_recovery_fails(tmp_path: Path) -> None:
             row["perplexity_recovery_pct"] = 10.0  # ignored: recomputed from the perplexities
     run = write_run(tmp_path / "run", rows)
     verdict = gate.evaluate(run, [load_config(config(tmp_path, "{recovery_floor_pct: 90}"))])
-    assert [(f.cell_name, round(f.figure, 6), f.limit) for f in verdict.failures] == [("fp8-dynamic/transformers/kv-auto", 80.0, 90.0)]
+    assert [(f.cell_name, round(f.figure, 6), f.limit) for f in verdict.failures] == [
+        ("fp8-dynamic/transformers/kv-auto", 80.0, 90.0)
+    ]
 
 
 def test_a_floor_nobody_measured_fails(tmp_path: Path, quality_run: Path) -> None:
     # the integration run had no GSM8K: a floor on it would otherwise pass on nothing
-    verdict = gate.evaluate(quality_run, [load_config(config(tmp_path, "{recovery_floor_pct: {perplexity: 90, gsm8k_strict_match: 95}}"))])
+    verdict = gate.evaluate(
+        quality_run, [load_config(config(tmp_path, "{recovery_floor_pct: {perplexity: 90, gsm8k_strict_match: 95}}"))]
+    )
     assert [(f.cell_name, f.check) for f in verdict.failures] == [("-", "recovery")]
     assert "gsm8k_strict_match" in verdict.failures[0].detail and "perplexity" not in verdict.failures[0].detail
 
@@ -160,8 +164,13 @@ def test_failed_cells_fail_with_their_reason_unsupported_cells_do_not(tmp_path: 
     rows = real_rows(FORMATS_CPU)
     failed = [r for r in rows if r["status"] == "failed"]
     assert len(failed) == 4
-    unsupported = {**failed[0], "status": "unsupported", "cell_key": "unsupported-copy", "cell_name": "nvfp4/vllm/kv-auto",
-                   "reason": "vLLM: Failed to find a kernel"}
+    unsupported = {
+        **failed[0],
+        "status": "unsupported",
+        "cell_key": "unsupported-copy",
+        "cell_name": "nvfp4/vllm/kv-auto",
+        "reason": "vLLM: Failed to find a kernel",
+    }
     run = write_run(tmp_path / "run", [*rows, unsupported])
     verdict = gate.evaluate(run)
     assert {f.cell_name for f in verdict.failures} == {r["cell_name"] for r in failed}
@@ -188,7 +197,10 @@ def test_slower_night_fails_each_cell_with_both_figures(tmp_path: Path, quality_
     verdict = gate.evaluate(tonight, baseline=quality_run)
     assert not verdict.passed and verdict.throughput_checks == 5
     assert {f.check for f in verdict.failures} == {"throughput"}
-    assert all(f.figure == pytest.approx(-20.0) and f.limit == -gate.DEFAULT_MAX_THROUGHPUT_REGRESSION_PCT for f in verdict.failures)
+    assert all(
+        f.figure == pytest.approx(-20.0) and f.limit == -gate.DEFAULT_MAX_THROUGHPUT_REGRESSION_PCT
+        for f in verdict.failures
+    )
     bf16 = next(f for f in verdict.failures if f.cell_name == "bf16/vllm/kv-auto")
     assert "output tok/s 12.06 is -20.0 % against 15.07 in run 20261128T051227Z-05def3" in bf16.line()
     assert "largest drop allowed is 10 %" in bf16.line()
@@ -219,7 +231,10 @@ def test_other_hardware_or_new_cells_are_not_compared(tmp_path: Path, quality_ru
     verdict = gate.evaluate(write_run(tmp_path / "other", [*rows, new]), baseline=quality_run)
     assert verdict.passed and verdict.throughput_checks == 0
     assert sum("hw_name differ" in line for line in verdict.not_gated) == 5
-    assert any("w8a8-int8/code/vllm/kv-auto: output tok/s" in line and "no previous figure" in line for line in verdict.not_gated)
+    assert any(
+        "w8a8-int8/code/vllm/kv-auto: output tok/s" in line and "no previous figure" in line
+        for line in verdict.not_gated
+    )
 
 
 # --- config and command line ----------------------------------------------------------------
@@ -230,17 +245,34 @@ def test_the_gate_section_is_not_part_of_a_cells_key(tmp_path: Path) -> None:
     plain = load_config(config(tmp_path / "plain", None))
     gated = load_config(config(tmp_path, "{recovery_floor_pct: {pass_at_1: 97}, max_throughput_regression_pct: 5}"))
     assert gated.gate is not None and gated.gate.floors() == {"pass_at_1": 97.0}
-    keys = [[c.key("model", {"llmcompressor": "x"}, "vllm 0.32.0") for c in matrix.expand(cfg)] for cfg in (plain, gated)]
+    keys = [
+        [c.key("model", {"llmcompressor": "x"}, "vllm 0.32.0") for c in matrix.expand(cfg)] for cfg in (plain, gated)
+    ]
     assert keys[0] == keys[1]
 
 
-@pytest.mark.parametrize(("gate_yaml", "message"), [
-    ("{recovery_floor_pct: {passat1: 95}}", "gate.recovery_floor_pct: unknown metric 'passat1'; recovery metrics: pass_at_1"),
-    ("{recovery_floor_pct: 150}", "gate.recovery_floor_pct: a floor is a recovery percent, above 0 and at most 100 (got 150)"),
-    ("{recovery_floor_pct: {perplexity: 0}}", "perplexity: a floor is a recovery percent, above 0 and at most 100 (got 0)"),
-    ("{max_throughput_regression_pct: 100}", "gate.max_throughput_regression_pct: Input should be less than 100"),
-    ("{floor: 90}", "gate.floor: unknown key; allowed keys here: recovery_floor_pct, max_throughput_regression_pct"),
-])
+@pytest.mark.parametrize(
+    ("gate_yaml", "message"),
+    [
+        (
+            "{recovery_floor_pct: {passat1: 95}}",
+            "gate.recovery_floor_pct: unknown metric 'passat1'; recovery metrics: pass_at_1",
+        ),
+        (
+            "{recovery_floor_pct: 150}",
+            "gate.recovery_floor_pct: a floor is a recovery percent, above 0 and at most 100 (got 150)",
+        ),
+        (
+            "{recovery_floor_pct: {perplexity: 0}}",
+            "perplexity: a floor is a recovery percent, above 0 and at most 100 (got 0)",
+        ),
+        ("{max_throughput_regression_pct: 100}", "gate.max_throughput_regression_pct: Input should be less than 100"),
+        (
+            "{floor: 90}",
+            "gate.floor: unknown key; allowed keys here: recovery_floor_pct, max_throughput_regression_pct",
+        ),
+    ],
+)
 def test_bad_gate_sections_are_one_line_errors(tmp_path: Path, gate_yaml: str, message: str) -> None:
     with pytest.raises(HarnessError) as caught:
         load_config(config(tmp_path, gate_yaml))
@@ -257,17 +289,28 @@ def test_cli_gate_exit_codes_and_output(tmp_path: Path, quality_run: Path, cli) 
     assert done.stdout.strip().splitlines()[-1].startswith("gate: FAILED: 2 failures")
     assert "| it-quality | gguf-q8_0/llamacpp/kv-auto | recovery |" in summary.read_text(encoding="utf-8")
 
-    done = cli("gate", str(quality_run / "results.parquet"), "--config", str(config(tmp_path, "{recovery_floor_pct: 90}")),
-               "--baseline", str(quality_run))
+    done = cli(
+        "gate",
+        str(quality_run / "results.parquet"),
+        "--config",
+        str(config(tmp_path, "{recovery_floor_pct: 90}")),
+        "--baseline",
+        str(quality_run),
+    )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "gate: passed (5 cells, 5 recovery figures against a floor, 5 tok/s against the previous run)"
+    assert (
+        done.stdout.strip().splitlines()[-1]
+        == "gate: passed (5 cells, 5 recovery figures against a floor, 5 tok/s against the previous run)"
+    )
 
 
 def test_cli_gate_user_errors_are_one_line_exit_2(tmp_path: Path, quality_run: Path, cli) -> None:
-    for args, words in [((str(tmp_path / "missing.parquet"),), "no such results file"),
-                        ((str(quality_run), "--baseline", str(tmp_path / "nowhere")), "no such results file"),
-                        ((str(quality_run), "--config", str(tmp_path / "none.yaml")), "no such config file"),
-                        ((str(quality_run), "--max-throughput-regression-pct", "-5"), "above 0 and below 100")]:
+    for args, words in [
+        ((str(tmp_path / "missing.parquet"),), "no such results file"),
+        ((str(quality_run), "--baseline", str(tmp_path / "nowhere")), "no such results file"),
+        ((str(quality_run), "--config", str(tmp_path / "none.yaml")), "no such config file"),
+        ((str(quality_run), "--max-throughput-regression-pct", "-5"), "above 0 and below 100"),
+    ]:
         done = cli("gate", *args)
         assert done.returncode == 2, (args, done.stdout, done.stderr)
         assert words in done.stderr and done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr

@@ -140,7 +140,17 @@ def test_the_cycle_finder_sees_function_level_and_package_imports(tmp_path: Path
 
 
 def test_the_folders_show_the_pipeline() -> None:
-    for package in ("stages", "stages/serving", "stages/evaluate", "results", "report", "executors", "plan", "formats", "engines"):
+    for package in (
+        "stages",
+        "stages/serving",
+        "stages/evaluate",
+        "results",
+        "report",
+        "executors",
+        "plan",
+        "formats",
+        "engines",
+    ):
         assert (PACKAGE / package / "__init__.py").is_file(), package
     for module in ("calibration", "quantize", "bench", "workload", "models"):
         assert (PACKAGE / "stages" / f"{module}.py").is_file(), module

@@ -66,7 +66,9 @@ def test_keys_are_stable_and_sensitive(tmp_path: Path) -> None:
 
 
 def test_label_does_not_change_the_artifact(tmp_path: Path) -> None:
-    text = CONFIG.replace("{name: w4a16-gptq, group_size: 32, label: gptq-g32}", "{name: w4a16-gptq, group_size: 64, label: again}")
+    text = CONFIG.replace(
+        "{name: w4a16-gptq, group_size: 32, label: gptq-g32}", "{name: w4a16-gptq, group_size: 64, label: again}"
+    )
     cells = matrix.expand(load(tmp_path, text))
     assert cells[2].artifact_key("m", {}) == cells[4].artifact_key("m", {})
 
@@ -74,7 +76,7 @@ def test_label_does_not_change_the_artifact(tmp_path: Path) -> None:
 def test_registry_lists_the_slice_formats() -> None:
     assert {"bf16", "fp16", "fp8-dynamic", "w4a16-gptq", "w8a8-int8"} <= set(formats.REGISTRY)
     for name, fmt in formats.REGISTRY.items():
-        assert fmt.name == name and fmt.engines and fmt.hardware and fmt.summary
+        assert fmt.name == name and fmt.serving_engines() and fmt.hardware and fmt.summary
 
 
 SMOLLM2_LIKE = [("model.layers.0.self_attn.q_proj", 576), ("model.layers.0.mlp.down_proj", 1536), ("lm_head", 576)]
@@ -129,7 +131,7 @@ def test_calibrated_kv_scales_make_a_data_free_format_use_data() -> None:
 def test_gguf_types_are_registered_by_name() -> None:
     for name, bits in (("gguf-q4_k_m", 4), ("gguf-q5_k_m", 5), ("gguf-q8_0", 8)):
         fmt = formats.get(name)
-        assert fmt.engines == ("llamacpp",) and fmt.weight_bits == bits
+        assert fmt.serving_engines() == ("llamacpp",) and fmt.weight_bits == bits
 
 
 def test_prequantized_needs_a_quantized_checkpoint(tmp_path: Path) -> None:
@@ -139,7 +141,9 @@ def test_prequantized_needs_a_quantized_checkpoint(tmp_path: Path) -> None:
     text = CONFIG.replace("  - bf16\n", f"  - {{name: prequantized, path: {plain}}}\n")
     with pytest.raises(HarnessError, match="formats\\[0\\].path: .*no quantization_config"):
         load(tmp_path, text)
-    (plain / "config.json").write_text('{"model_type": "llama", "quantization_config": {"quant_method": "gptq", "bits": 4}}')
+    (plain / "config.json").write_text(
+        '{"model_type": "llama", "quantization_config": {"quant_method": "gptq", "bits": 4}}'
+    )
     cells = matrix.expand(load(tmp_path, text))
     assert cells[0].name == "prequantized/vllm/kv-auto"
     assert formats.get("prequantized").existing_checkpoint(cells[0].format, tmp_path) == plain.resolve()

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from harness import formats, gpus, shapes
+from harness.errors import HarnessError
 from harness.formats.layout import gguf_tensor_type
 from harness.plan import memory
-from harness.errors import HarnessError
 
 GIB = 2**30
 WORKLOAD = dict(batch=128, context=2048, gpu="h100-80gb")
@@ -23,7 +23,13 @@ def gptq(group_size: int):
 
 @pytest.mark.parametrize(
     ("name", "published"),
-    [("llama-3.1-70b", 70.6e9), ("llama-3.1-8b", 8.03e9), ("qwen2.5-7b", 7.6e9), ("qwen2.5-coder-7b", 7.6e9), ("smollm2-135m", 134.5e6)],
+    [
+        ("llama-3.1-70b", 70.6e9),
+        ("llama-3.1-8b", 8.03e9),
+        ("qwen2.5-7b", 7.6e9),
+        ("qwen2.5-coder-7b", 7.6e9),
+        ("smollm2-135m", 134.5e6),
+    ],
 )
 def test_parameter_counts_match_the_published_sizes(name: str, published: float) -> None:
     assert shapes.load_shape(name).parameter_count == pytest.approx(published, rel=0.01)
@@ -52,7 +58,10 @@ def test_70b_on_one_h100_bf16_does_not_fit() -> None:
         plan = memory.plan("llama-3.1-70b", "bf16", kv, **WORKLOAD)
         assert plan.weights_bytes == 2 * 70_553_706_496 == 141_107_412_992
         assert not plan.fits and plan.max_batch == 0  # the weights alone exceed the 71.7 GiB budget
-    assert memory.plan("llama-3.1-70b", "bf16", "auto", **WORKLOAD).total_bytes == 141_107_412_992 + 80 * GIB + 3_957_981_184
+    assert (
+        memory.plan("llama-3.1-70b", "bf16", "auto", **WORKLOAD).total_bytes
+        == 141_107_412_992 + 80 * GIB + 3_957_981_184
+    )
 
 
 def test_70b_on_one_h100_nothing_fits_at_128_by_2048() -> None:
@@ -125,8 +134,20 @@ def test_gguf_sizes_match_what_llama_cpp_reports() -> None:
 
 #: llama.cpp's tools/quantize/quantize.cpp lists each type's file size for Llama-3-8B (GiB)
 LLAMA_CPP_LLAMA3_8B_GIB = {
-    "Q2_K": 2.96, "Q3_K_S": 3.41, "Q3_K_M": 3.74, "Q3_K_L": 4.03, "Q4_0": 4.34, "Q4_1": 4.78, "Q4_K_S": 4.37,
-    "Q4_K_M": 4.58, "Q5_0": 5.21, "Q5_1": 5.65, "Q5_K_S": 5.21, "Q5_K_M": 5.33, "Q6_K": 6.14, "Q8_0": 7.96,
+    "Q2_K": 2.96,
+    "Q3_K_S": 3.41,
+    "Q3_K_M": 3.74,
+    "Q3_K_L": 4.03,
+    "Q4_0": 4.34,
+    "Q4_1": 4.78,
+    "Q4_K_S": 4.37,
+    "Q4_K_M": 4.58,
+    "Q5_0": 5.21,
+    "Q5_1": 5.65,
+    "Q5_K_S": 5.21,
+    "Q5_K_M": 5.33,
+    "Q6_K": 6.14,
+    "Q8_0": 7.96,
 }
 
 
@@ -154,13 +175,25 @@ def test_fp4_activations_are_noted_before_blackwell() -> None:
 
 def test_config_json_from_a_directory_and_a_file(tmp_path: Path) -> None:
     config = {
-        "model_type": "mistral", "num_hidden_layers": 4, "hidden_size": 512, "intermediate_size": 1024,
-        "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 128, "vocab_size": 1000,
+        "model_type": "mistral",
+        "num_hidden_layers": 4,
+        "hidden_size": 512,
+        "intermediate_size": 1024,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 2,
+        "head_dim": 128,
+        "vocab_size": 1000,
     }
     (tmp_path / "config.json").write_text(json.dumps(config))
     shape = shapes.load_shape(tmp_path)
     assert shape == shapes.load_shape(str(tmp_path / "config.json"))
-    assert (shape.name, shape.head_dim, shape.kv_heads, shape.tied_embeddings, shape.qkv_bias) == (tmp_path.name, 128, 2, False, False)
+    assert (shape.name, shape.head_dim, shape.kv_heads, shape.tied_embeddings, shape.qkv_bias) == (
+        tmp_path.name,
+        128,
+        2,
+        False,
+        False,
+    )
     assert memory.kv_bytes_per_token(shape) == 2 * 4 * 2 * 128 * 2
     del config["num_key_value_heads"], config["head_dim"]
     (tmp_path / "config.json").write_text(json.dumps(config))
@@ -201,7 +234,18 @@ def test_gpu_table() -> None:
 
 
 def test_cli_memory_answers_the_70b_question(cli) -> None:
-    done = cli("memory", "--model", "llama-3.1-70b", "--batch", "128", "--context", "2048", "--gpu", "h100-80gb", env={"COLUMNS": "250"})
+    done = cli(
+        "memory",
+        "--model",
+        "llama-3.1-70b",
+        "--batch",
+        "128",
+        "--context",
+        "2048",
+        "--gpu",
+        "h100-80gb",
+        env={"COLUMNS": "250"},
+    )
     assert done.returncode == 0, done.stderr
     assert "71.68 GiB" in done.stdout and "w4a16-gptq" in done.stdout and "80.47" in done.stdout
 

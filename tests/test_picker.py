@@ -39,16 +39,25 @@ def test_70b_on_one_h100_at_128x2048_nothing_fits_and_it_says_so(tmp_path: Path)
 
 def test_70b_strict_on_one_h100_stays_8_bit_and_names_the_gpus_it_needs() -> None:
     rec = pick("h100-80gb", "70b", "reasoning", "strict")
-    assert (rec.model, rec.format, rec.kv_cache_dtype, rec.fits, rec.max_batch) == ("llama-3.1-70b", "fp8-dynamic", "fp8", False, 1)
+    assert (rec.model, rec.format, rec.kv_cache_dtype, rec.fits, rec.max_batch) == (
+        "llama-3.1-70b",
+        "fp8-dynamic",
+        "fp8",
+        False,
+        1,
+    )
     text = "\n".join(rec.reasons)
     assert "4-bit formats are not considered under the strict floor" in text
     assert "option: tensor_parallel 2" in text and "bf16 (unquantized) needs: tensor_parallel 4" in text
 
 
-@pytest.mark.parametrize(("tolerance", "fmt", "cells"), [
-    ("balanced", "w4a16-awq", ["bf16/vllm/kv-auto", "w4a16-awq/code/vllm/kv-auto"]),
-    ("strict", "fp8-dynamic", ["bf16/vllm/kv-auto", "fp8-dynamic/vllm/kv-auto"]),
-])
+@pytest.mark.parametrize(
+    ("tolerance", "fmt", "cells"),
+    [
+        ("balanced", "w4a16-awq", ["bf16/vllm/kv-auto", "w4a16-awq/code/vllm/kv-auto"]),
+        ("strict", "fp8-dynamic", ["bf16/vllm/kv-auto", "fp8-dynamic/vllm/kv-auto"]),
+    ],
+)
 def test_7b_coding_model_on_an_h100(tmp_path: Path, tolerance: str, fmt: str, cells: list[str]) -> None:
     rec = pick("h100-80gb", "7b", "code", tolerance)
     assert (rec.model, rec.model_source) == ("qwen2.5-coder-7b", "Qwen/Qwen2.5-Coder-7B-Instruct")
@@ -68,7 +77,12 @@ def test_7b_coding_model_on_an_h100(tmp_path: Path, tolerance: str, fmt: str, ce
 def test_reasoning_with_strict_quality_is_fp8(tmp_path: Path) -> None:
     rec = pick("h100-80gb", "llama-3.1-8b", "reasoning", "strict")
     assert (rec.format, rec.engine, rec.kv_cache_dtype, rec.fits) == ("fp8-dynamic", "vllm", "auto", True)
-    assert {g.task: g.floor_pct for g in rec.plan.evals} == {"math500": 99.0, "gsm8k": 99.0, "perplexity": 99.0, "kld": None}
+    assert {g.task: g.floor_pct for g in rec.plan.evals} == {
+        "math500": 99.0,
+        "gsm8k": 99.0,
+        "perplexity": 99.0,
+        "kld": None,
+    }
     assert _cells(rec, tmp_path) == ["bf16/vllm/kv-auto", "fp8-dynamic/vllm/kv-auto"]
 
 
@@ -76,7 +90,9 @@ def test_an_ampere_gpu_without_fp8_gets_int8_for_strict() -> None:
     assert pick("a100-80gb", "llama-3.1-8b", "math", "strict").format == "w8a8-int8"
 
 
-@pytest.mark.parametrize(("tolerance", "fmt"), [("balanced", "gguf-q4_k_m"), ("aggressive", "gguf-q4_k_m"), ("strict", "gguf-q5_k_m")])
+@pytest.mark.parametrize(
+    ("tolerance", "fmt"), [("balanced", "gguf-q4_k_m"), ("aggressive", "gguf-q4_k_m"), ("strict", "gguf-q5_k_m")]
+)
 def test_a_laptop_gets_gguf_via_llamacpp(tmp_path: Path, tolerance: str, fmt: str) -> None:
     rec = pick("cpu", "llama-3.1-8b", "chat", tolerance)
     assert (rec.format, rec.engine, rec.kv_cache_dtype, rec.fits, rec.memory) == (fmt, "llamacpp", "auto", None, None)
@@ -129,13 +145,16 @@ def test_rows_of_other_hardware_or_models_leave_the_rules_standing() -> None:
     assert other.format == "gguf-q4_k_m" and any("no row measures llama-3.1-8b" in r for r in other.reasons)
 
 
-@pytest.mark.parametrize(("kwargs", "words"), [
-    (dict(hardware="tpu-v5"), "unknown hardware 'tpu-v5'"),
-    (dict(workload="poetry"), "unknown workload 'poetry'"),
-    (dict(tolerance="loose"), "unknown tolerance 'loose'"),
-    (dict(model="gpt-5"), "unknown model 'gpt-5'"),
-    (dict(results=Path("/nonexistent/results.parquet")), "no such results file"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        (dict(hardware="tpu-v5"), "unknown hardware 'tpu-v5'"),
+        (dict(workload="poetry"), "unknown workload 'poetry'"),
+        (dict(tolerance="loose"), "unknown tolerance 'loose'"),
+        (dict(model="gpt-5"), "unknown model 'gpt-5'"),
+        (dict(results=Path("/nonexistent/results.parquet")), "no such results file"),
+    ],
+)
 def test_bad_input_is_a_harness_error(kwargs: dict, words: str) -> None:
     args = dict(hardware="h100-80gb", model="7b", workload="chat", tolerance="balanced") | kwargs
     with pytest.raises(HarnessError, match=words):
@@ -144,19 +163,38 @@ def test_bad_input_is_a_harness_error(kwargs: dict, words: str) -> None:
 
 def test_cli_pick_prints_the_reasons_and_writes_the_config(tmp_path: Path, cli) -> None:
     config = tmp_path / "pick.yaml"
-    done = cli("pick", "--hardware", "h100-80gb", "--model", "llama-3.1-70b", "--workload", "chat", "--tolerance", "balanced",
-               "--concurrency", "128", "--context", "2048", "--write-config", str(config), env={"COLUMNS": "400"})
+    done = cli(
+        "pick",
+        "--hardware",
+        "h100-80gb",
+        "--model",
+        "llama-3.1-70b",
+        "--workload",
+        "chat",
+        "--tolerance",
+        "balanced",
+        "--concurrency",
+        "128",
+        "--context",
+        "2048",
+        "--write-config",
+        str(config),
+        env={"COLUMNS": "400"},
+    )
     assert done.returncode == 0, done.stderr
     assert "w4a16-awq" in done.stdout and "nothing fits one h100-80gb at 128 x 2048" in done.stdout
     assert [c.name for c in matrix.expand(load_config(config))] == ["bf16/vllm/kv-fp8", "w4a16-awq/chat/vllm/kv-fp8"]
 
 
-@pytest.mark.parametrize(("option", "value", "words"), [
-    ("--hardware", "tpu-v5", "unknown hardware"),
-    ("--workload", "poetry", "unknown workload"),
-    ("--tolerance", "loose", "unknown tolerance"),
-    ("--results", "/nonexistent/results.parquet", "no such results file"),
-])
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [
+        ("--hardware", "tpu-v5", "unknown hardware"),
+        ("--workload", "poetry", "unknown workload"),
+        ("--tolerance", "loose", "unknown tolerance"),
+        ("--results", "/nonexistent/results.parquet", "no such results file"),
+    ],
+)
 def test_cli_pick_bad_input_is_one_line_exit_2(cli, option: str, value: str, words: str) -> None:
     args = {"--hardware": "cpu", "--model": "7b", "--workload": "chat", "--tolerance": "balanced"} | {option: value}
     done = cli("pick", *[part for pair in args.items() for part in pair])

@@ -46,7 +46,11 @@ def _tool(name: str) -> str:
 
 
 def _lint(*argv: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "NO_COLOR": "1"}  # actionlint runs shellcheck from PATH
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "NO_COLOR": "1",
+    }  # actionlint runs shellcheck from PATH
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -72,8 +76,11 @@ def test_the_workflow_passes_actionlint() -> None:
 
 def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
     """The linter is live: the same workflow with an unknown input and an unquoted variable fails."""
-    broken = WORKFLOW.read_text().replace("${{ inputs.configs }}", "${{ inputs.config }}").replace(
-        'scripts/nightly --out nightly-out "${configs[@]}"', "scripts/nightly --out nightly-out ${configs[@]}")
+    broken = (
+        WORKFLOW.read_text()
+        .replace("${{ inputs.configs }}", "${{ inputs.config }}")
+        .replace('scripts/nightly --out nightly-out "${configs[@]}"', "scripts/nightly --out nightly-out ${configs[@]}")
+    )
     (tmp_path / ".github" / "workflows").mkdir(parents=True)
     (tmp_path / ".github" / "workflows" / "nightly-gpu.yml").write_text(broken)
     shutil.copy(ROOT / ".github" / "actionlint.yaml", tmp_path / ".github" / "actionlint.yaml")
@@ -90,7 +97,11 @@ def test_the_dockerfile_passes_hadolint() -> None:
 
 def test_hadolint_catches_a_broken_dockerfile(tmp_path: Path) -> None:
     broken = tmp_path / "Dockerfile"
-    broken.write_text(DOCKERFILE.read_text().replace('"transformers==5.17.0"', "transformers").replace("USER ${HARNESS_UID}", "USER root"))
+    broken.write_text(
+        DOCKERFILE.read_text()
+        .replace('"transformers==5.17.0"', "transformers")
+        .replace("USER ${HARNESS_UID}", "USER root")
+    )
     done = _lint(_tool("hadolint"), "--no-color", str(broken))
     assert done.returncode != 0
     assert "DL3013" in done.stdout and "DL3002" in done.stdout  # unpinned pip package; last USER is root
@@ -159,7 +170,9 @@ def project_pins() -> dict[str, dict[str, tuple[tuple[str, ...], str]]]:
     llama = re.search(r"^LLAMA_CPP_PYTHON=(\S+)$", setup, flags=re.M)
     assert llama, "scripts/setup no longer sets LLAMA_CPP_PYTHON"
     setup_pins = {"llama-cpp-python": ((), f"=={llama.group(1)}")}
-    for spec in re.findall(r'"([A-Za-z0-9][A-Za-z0-9._-]*(?:\[[^\]]*\])?(?:==|>=|<=|~=)[^"\s$]+)"', setup):  # "name==$VAR" is the LLAMA_CPP_PYTHON line above
+    for spec in re.findall(
+        r'"([A-Za-z0-9][A-Za-z0-9._-]*(?:\[[^\]]*\])?(?:==|>=|<=|~=)[^"\s$]+)"', setup
+    ):  # "name==$VAR" is the LLAMA_CPP_PYTHON line above
         requirement = Requirement(spec)
         if _norm(requirement.name) != "torch":  # the CPU profile's torch; on CUDA, torch is vLLM's
             setup_pins[_norm(requirement.name)] = (tuple(sorted(requirement.extras)), str(requirement.specifier))
@@ -187,7 +200,10 @@ def pin_drift(dockerfile_text: str) -> list[str]:
         if name not in known:
             problems.append(f"the Dockerfile installs {name}{pin[1]}, which no project file pins")
         elif known[name][1] != pin:
-            problems.append(f"the Dockerfile installs {name}{list(pin[0]) or ''}{pin[1]}, {known[name][0]} has {list(known[name][1][0]) or ''}{known[name][1][1]}")
+            problems.append(
+                f"the Dockerfile installs {name}{list(pin[0]) or ''}{pin[1]}, {known[name][0]} has "
+                f"{list(known[name][1][0]) or ''}{known[name][1][1]}"
+            )
     for source, pins in sources.items():
         for name, pin in pins.items():
             if name == "vllm":
@@ -197,7 +213,9 @@ def pin_drift(dockerfile_text: str) -> list[str]:
     if "requirements/quantize-deps.txt" not in facts["files"]:  # type: ignore[operator]
         problems.append("the Dockerfile does not install requirements/quantize-deps.txt")
     if not facts["project"]:
-        problems.append("the Dockerfile does not pip install the project (.), so pyproject.toml's dependencies are not its")
+        problems.append(
+            "the Dockerfile does not pip install the project (.), so pyproject.toml's dependencies are not its"
+        )
     dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     for dependency in map(Requirement, dependencies):
         pin = image_pins.get(_norm(dependency.name))
@@ -212,14 +230,33 @@ def test_the_dockerfiles_pins_are_the_projects() -> None:
     assert pin_drift(DOCKERFILE.read_text()) == []
 
 
-@pytest.mark.parametrize(("old", "new", "words"), [
-    ("compressed-tensors==0.19.0", "compressed-tensors==0.17.0", "compressed-tensors==0.17.0, requirements/quantize-nodeps.txt has ==0.19.0"),
-    ("vllm/vllm-openai:v0.32.0 AS llama-cpp", "vllm/vllm-openai:v0.31.1 AS llama-cpp", "FROM vllm/vllm-openai:v0.31.1"),
-    ("ARG LLAMA_CPP_PYTHON=0.3.36", "ARG LLAMA_CPP_PYTHON=0.3.30", "llama-cpp-python==0.3.30, scripts/setup has ==0.3.36"),
-    ('"lm-eval[api,math]==0.4.13"', '"lm-eval[api]==0.4.13"', "lm-eval['api']==0.4.13"),
-    (' "transformers==5.17.0"', "", "requirements/stack-cuda.txt pins transformers==5.17.0, which the Dockerfile does not install"),
-    ("-r requirements/quantize-deps.txt", "loguru", "does not install requirements/quantize-deps.txt"),
-])
+@pytest.mark.parametrize(
+    ("old", "new", "words"),
+    [
+        (
+            "compressed-tensors==0.19.0",
+            "compressed-tensors==0.17.0",
+            "compressed-tensors==0.17.0, requirements/quantize-nodeps.txt has ==0.19.0",
+        ),
+        (
+            "vllm/vllm-openai:v0.32.0 AS llama-cpp",
+            "vllm/vllm-openai:v0.31.1 AS llama-cpp",
+            "FROM vllm/vllm-openai:v0.31.1",
+        ),
+        (
+            "ARG LLAMA_CPP_PYTHON=0.3.36",
+            "ARG LLAMA_CPP_PYTHON=0.3.30",
+            "llama-cpp-python==0.3.30, scripts/setup has ==0.3.36",
+        ),
+        ('"lm-eval[api,math]==0.4.13"', '"lm-eval[api]==0.4.13"', "lm-eval['api']==0.4.13"),
+        (
+            ' "transformers==5.17.0"',
+            "",
+            "requirements/stack-cuda.txt pins transformers==5.17.0, which the Dockerfile does not install",
+        ),
+        ("-r requirements/quantize-deps.txt", "loguru", "does not install requirements/quantize-deps.txt"),
+    ],
+)
 def test_a_drifted_pin_is_caught(old: str, new: str, words: str) -> None:
     text = DOCKERFILE.read_text()
     assert old in text
@@ -240,7 +277,9 @@ def test_the_workflow_is_a_thin_wrapper_on_a_gpu_runner() -> None:
     assert any("scripts/nightly" in step.get("run", "") for step in job["steps"])
     upload = next(step for step in job["steps"] if step.get("uses", "").startswith("actions/upload-artifact@"))
     assert re.fullmatch(r"actions/upload-artifact@v\d+", upload["uses"]) and upload["if"] == "always()"
-    assert "nightly-out/*/results.parquet" in upload["with"]["path"] and "nightly-out/*/report/" in upload["with"]["path"]
+    assert (
+        "nightly-out/*/results.parquet" in upload["with"]["path"] and "nightly-out/*/report/" in upload["with"]["path"]
+    )
     for other in flow["jobs"].values():
         for step in other["steps"]:
             assert "uses" not in step or re.search(r"@v\d+$", step["uses"]), step["uses"]
@@ -248,7 +287,7 @@ def test_the_workflow_is_a_thin_wrapper_on_a_gpu_runner() -> None:
 
 def test_the_image_runs_as_a_user_with_volumes_and_the_harness_entrypoint() -> None:
     steps = _instructions(DOCKERFILE.read_text())
-    final = steps[max(i for i, (word, _) in enumerate(steps) if word == "FROM"):]
+    final = steps[max(i for i, (word, _) in enumerate(steps) if word == "FROM") :]
     users = [rest for word, rest in final if word == "USER"]
     assert users and users[-1] not in ("root", "0"), users
     volumes = [rest for word, rest in final if word == "VOLUME"]
@@ -257,7 +296,9 @@ def test_the_image_runs_as_a_user_with_volumes_and_the_harness_entrypoint() -> N
     assert "HARNESS_CACHE=/cache/harness" in env and "HF_HOME=/cache/huggingface" in env
     assert ("ENTRYPOINT", '["python3", "-m", "harness"]') in final
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
-    assert "**" in ignored and {"!harness/", "!requirements/", "!pyproject.toml"} <= set(ignored)  # only what the image copies
+    assert "**" in ignored and {"!harness/", "!requirements/", "!pyproject.toml"} <= set(
+        ignored
+    )  # only what the image copies
 
 
 def test_the_nightly_configs_validate(cli) -> None:
@@ -319,16 +360,32 @@ def nightly(tmp_path: Path):
     fake_python.write_text(FAKE_PYTHON.format(python=sys.executable, fake_run=fake_run))
     fake_python.chmod(0o755)
     config = tmp_path / "it-quality.yaml"
-    config.write_text("name: it-quality\nmodel: {source: builtin:smollm2-135m}\nformats: [bf16, fp8-dynamic]\n"
-                      "gate: {recovery_floor_pct: {perplexity: 90}, max_throughput_regression_pct: 10}\n")
+    config.write_text(
+        "name: it-quality\nmodel: {source: builtin:smollm2-135m}\nformats: [bf16, fp8-dynamic]\n"
+        "gate: {recovery_floor_pct: {perplexity: 90}, max_throughput_regression_pct: 10}\n"
+    )
     store, summary = tmp_path / "store", tmp_path / "summary.md"
 
     def night(stamp: str, speed: float = 1.0, *configs: str, keep: int = 30) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "HARNESS_PYTHON": str(fake_python), "HARNESS_NIGHTLY_STAMP": stamp, "HARNESS_NIGHTLY_KEEP": str(keep),
-               "FAKE_ROWS": str(QUALITY), "FAKE_SPEED": str(speed), "GITHUB_STEP_SUMMARY": str(summary), "PYTHONPATH": str(ROOT)}
+        env = {
+            **os.environ,
+            "HARNESS_PYTHON": str(fake_python),
+            "HARNESS_NIGHTLY_STAMP": stamp,
+            "HARNESS_NIGHTLY_KEEP": str(keep),
+            "FAKE_ROWS": str(QUALITY),
+            "FAKE_SPEED": str(speed),
+            "GITHUB_STEP_SUMMARY": str(summary),
+            "PYTHONPATH": str(ROOT),
+        }
         env.pop("HARNESS_NIGHTLY_MAX_REGRESSION_PCT", None)
-        return subprocess.run([str(NIGHTLY), "--store", str(store), "--out", str(tmp_path / "out" / stamp), *(configs or [str(config)])],
-                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [str(NIGHTLY), "--store", str(store), "--out", str(tmp_path / "out" / stamp), *(configs or [str(config)])],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     return night, store, summary, tmp_path
 
@@ -345,7 +402,12 @@ def test_nightly_gates_each_night_against_the_last_passing_one(nightly) -> None:
     assert pd.read_parquet(store / "20260101T013000Z" / "it-quality" / "results.parquet").shape[0] == 5
     assert (tmp_path / "out" / "20260101T013000Z" / "it-quality" / "report" / "report.md").is_file()
     text = summary.read_text()
-    assert "# Nightly 20260101T013000Z" in text and "| cell | format |" in text and "## Gate" in text and "gate: passed" in text
+    assert (
+        "# Nightly 20260101T013000Z" in text
+        and "| cell | format |" in text
+        and "## Gate" in text
+        and "gate: passed" in text
+    )
 
     # SYNTHETIC: the second night half as fast: every cell fails the 10 % threshold, exit 1
     second = night("20260102T013000Z", 0.5)
@@ -358,7 +420,10 @@ def test_nightly_gates_each_night_against_the_last_passing_one(nightly) -> None:
     # not with the failed one (against which it would be +70 %)
     third = night("20260103T013000Z", 0.85)
     assert third.returncode == 1 and f"gate against {store}/20260101T013000Z/it-quality" in third.stdout
-    assert "against 15.07 in run 20260101T013000Z" in (tmp_path / "out" / "20260103T013000Z" / "it-quality" / "gate.txt").read_text()
+    assert (
+        "against 15.07 in run 20260101T013000Z"
+        in (tmp_path / "out" / "20260103T013000Z" / "it-quality" / "gate.txt").read_text()
+    )
 
     # accepting the third night as the new baseline: the fourth night (same speed) passes against it;
     # with one night kept, the store keeps tonight and the baseline, and prunes the rest
@@ -366,14 +431,19 @@ def test_nightly_gates_each_night_against_the_last_passing_one(nightly) -> None:
     fourth = night("20260104T013000Z", 0.85, keep=1)
     assert fourth.returncode == 0, fourth.stdout + fourth.stderr
     assert f"gate against {store}/20260103T013000Z/it-quality" in fourth.stdout
-    assert sorted(p.name for p in store.iterdir() if not p.name.startswith(".")) == ["20260103T013000Z", "20260104T013000Z"]
+    assert sorted(p.name for p in store.iterdir() if not p.name.startswith(".")) == [
+        "20260103T013000Z",
+        "20260104T013000Z",
+    ]
 
 
 def test_nightly_quality_below_the_floor_fails(nightly) -> None:
     night, store, _, tmp_path = nightly
     strict = tmp_path / "strict.yaml"
-    strict.write_text("name: it-quality\nmodel: {source: builtin:smollm2-135m}\nformats: [bf16, fp8-dynamic]\n"
-                      "gate: {recovery_floor_pct: {perplexity: 95}}\n")
+    strict.write_text(
+        "name: it-quality\nmodel: {source: builtin:smollm2-135m}\nformats: [bf16, fp8-dynamic]\n"
+        "gate: {recovery_floor_pct: {perplexity: 95}}\n"
+    )
     done = night("20260101T013000Z", 1.0, str(strict))
     assert done.returncode == 1
     assert "perplexity recovery 93.37 % is below the floor 95 %" in done.stdout  # the real GGUF Q8_0 row
@@ -401,4 +471,8 @@ def test_nightly_does_not_start_while_another_holds_the_store(nightly) -> None:
 
 def test_nightly_usage_errors_exit_2(tmp_path: Path) -> None:
     done = subprocess.run([str(NIGHTLY), "--frobnicate"], capture_output=True, text=True, timeout=30)
-    assert done.returncode == 2 and "unknown option --frobnicate" in done.stderr and "usage: scripts/nightly" in done.stderr
+    assert (
+        done.returncode == 2
+        and "unknown option --frobnicate" in done.stderr
+        and "usage: scripts/nightly" in done.stderr
+    )

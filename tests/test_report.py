@@ -20,11 +20,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from harness import report
+from harness.errors import HarnessError
 from harness.report import figures as report_figures
 from harness.report import rows as report_rows
-from harness.report import sections as report_sections
 from harness.results.read import load_results
-from harness.errors import HarnessError
 
 DATA = Path(__file__).parent / "data" / "report"
 FORMATS_CPU = DATA / "formats-cpu.parquet"
@@ -39,12 +38,26 @@ def _synthetic_point(level: int, k: int) -> dict:
     ttft, itl = 10.0 * k * level**0.6, 4.0 + k * level**0.4
     rps = level / (1 + 0.05 * level)
     return {
-        "mode": "concurrency", "concurrency": level, "request_rate": None, "requests": 32, "completed": 32, "failed": 0,
-        "duration_s": 32 / rps, "input_tokens": 2048, "output_tokens": 2048, "request_throughput": rps,
-        "output_tok_s": 64 * rps / k, "total_tok_s": 128 * rps / k,
-        **{f"{metric}_{stat}_ms": base * factor for metric, base in (("ttft", ttft), ("tpot", itl), ("itl", itl), ("e2el", ttft + 64 * itl))
-           for stat, factor in (("mean", 1.1), ("p50", 1.0), ("p90", 1.8), ("p99", 2.6))},
-        "goodput_rps": 0.9 * rps, "slo_attained_pct": 90.0, "error": None,
+        "mode": "concurrency",
+        "concurrency": level,
+        "request_rate": None,
+        "requests": 32,
+        "completed": 32,
+        "failed": 0,
+        "duration_s": 32 / rps,
+        "input_tokens": 2048,
+        "output_tokens": 2048,
+        "request_throughput": rps,
+        "output_tok_s": 64 * rps / k,
+        "total_tok_s": 128 * rps / k,
+        **{
+            f"{metric}_{stat}_ms": base * factor
+            for metric, base in (("ttft", ttft), ("tpot", itl), ("itl", itl), ("e2el", ttft + 64 * itl))
+            for stat, factor in (("mean", 1.1), ("p50", 1.0), ("p90", 1.8), ("p99", 2.6))
+        },
+        "goodput_rps": 0.9 * rps,
+        "slo_attained_pct": 90.0,
+        "error": None,
     }
 
 
@@ -62,15 +75,37 @@ def synthetic_serving_table(tmp_path: Path) -> Path:
         if row["status"] == "ok" and row["engine"] != "transformers":
             k = 1 + n % 5
             points = [_synthetic_point(level, k) for level in LEVELS]
-            points += [{**points[2], "mode": "rate", "concurrency": None, "request_rate": rate, "ttft_p50_ms": 20.0 * k * rate,
-                        "ttft_p99_ms": 50.0 * k * rate} for rate in (0.5, 2.0)]
-            row.update(serving=points, serving_slo=json.dumps({"ttft_ms": 500, "tpot_ms": 50}), serving_startup_s=20.0 + n,
-                       engine_weights_bytes=int(row["artifact_bytes"] * 1.02), engine_kv_cache_bytes=4 * GIB, engine_kv_cache_tokens=180_000,
-                       roofline_fraction=0.05 * k, roofline_bound="memory" if k < 4 else "compute", roofline_tok_s=row["output_tok_s"] / (0.05 * k),
-                       hw_peak_source="measured on this host")
+            points += [
+                {
+                    **points[2],
+                    "mode": "rate",
+                    "concurrency": None,
+                    "request_rate": rate,
+                    "ttft_p50_ms": 20.0 * k * rate,
+                    "ttft_p99_ms": 50.0 * k * rate,
+                }
+                for rate in (0.5, 2.0)
+            ]
+            row.update(
+                serving=points,
+                serving_slo=json.dumps({"ttft_ms": 500, "tpot_ms": 50}),
+                serving_startup_s=20.0 + n,
+                engine_weights_bytes=int(row["artifact_bytes"] * 1.02),
+                engine_kv_cache_bytes=4 * GIB,
+                engine_kv_cache_tokens=180_000,
+                roofline_fraction=0.05 * k,
+                roofline_bound="memory" if k < 4 else "compute",
+                roofline_tok_s=row["output_tok_s"] / (0.05 * k),
+                hw_peak_source="measured on this host",
+            )
             if row["cell_name"] == "bf16/vllm/kv-auto":  # a row plan: preferred to the report's own
-                row.update(planned_weights_bytes=GIB, planned_kv_cache_bytes=GIB // 2, planned_activation_bytes=GIB // 4,
-                           planned_total_bytes=GIB + GIB // 2 + GIB // 4, planned_capacity_bytes=6 * GIB)
+                row.update(
+                    planned_weights_bytes=GIB,
+                    planned_kv_cache_bytes=GIB // 2,
+                    planned_activation_bytes=GIB // 4,
+                    planned_total_bytes=GIB + GIB // 2 + GIB // 4,
+                    planned_capacity_bytes=6 * GIB,
+                )
         elif row["status"] == "ok":
             row["roofline_note"] = "reference engine: no serving roofline"
         rows.append(row)
@@ -120,7 +155,7 @@ def test_quality_plot_has_serving_cells_only_and_the_pareto_front(built: report.
     figures = _figures(built.html.read_text(encoding="utf-8"))
     quality = next(body for name, body in figures.items() if "it-quality" in name and name.endswith("-quality"))
     assert "bf16/vllm/kv-auto" in quality and "gguf-q8_0/llamacpp/kv-auto" in quality
-    plot = quality[quality.index("<svg"):quality.index("</svg>")]
+    plot = quality[quality.index("<svg") : quality.index("</svg>")]
     assert "/transformers/" not in plot  # reference tok/s never beside serving ones
     # measured: bf16 on vLLM is both the fastest serving cell and the best (recovery 100 %)
     assert re.search(r"bf16/vllm/kv-auto: [^<]*\(Pareto front\)", plot)
@@ -273,16 +308,30 @@ def test_latency_plots_a_line_per_cell_against_concurrency(synthetic: report.Rep
     latency = next(body for name, body in figures.items() if name.endswith("-latency"))
     svgs = re.findall(r"<svg .*?</svg>", latency, flags=re.S)
     titles = [re.search(r'aria-label="([^"]+)"', svg).group(1) for svg in svgs]
-    assert titles == ["TTFT p50 (solid) and p99 (dashed) against concurrency", "ITL p50 (solid) and p99 (dashed) against concurrency",
-                      "Serving output tok/s against concurrency", "TTFT p50 (solid) and p99 (dashed) against request rate",
-                      "ITL p50 (solid) and p99 (dashed) against request rate", "Serving output tok/s against request rate"]
-    served = [r for r in pd.read_parquet(FORMATS_CPU).to_dict("records") if r["status"] == "ok" and r["engine"] != "transformers"]
+    assert titles == [
+        "TTFT p50 (solid) and p99 (dashed) against concurrency",
+        "ITL p50 (solid) and p99 (dashed) against concurrency",
+        "Serving output tok/s against concurrency",
+        "TTFT p50 (solid) and p99 (dashed) against request rate",
+        "ITL p50 (solid) and p99 (dashed) against request rate",
+        "Serving output tok/s against request rate",
+    ]
+    served = [
+        r
+        for r in pd.read_parquet(FORMATS_CPU).to_dict("records")
+        if r["status"] == "ok" and r["engine"] != "transformers"
+    ]
     ttft = svgs[0]
     assert "concurrency (in-flight requests) (log scale)" in ttft  # 1 ... 64 spans decades
     for r in served:  # a p50 and a p99 line per cell, a dot per level each
-        assert ttft.count(f"<title>{r['cell_name']}: TTFT p50</title>") == 1 and ttft.count(f"<title>{r['cell_name']}: TTFT p99</title>") == 1
+        assert (
+            ttft.count(f"<title>{r['cell_name']}: TTFT p50</title>") == 1
+            and ttft.count(f"<title>{r['cell_name']}: TTFT p99</title>") == 1
+        )
         assert len(re.findall(rf"<title>{re.escape(r['cell_name'])} c\d+: TTFT p99 ", ttft)) == len(LEVELS)
-    assert ">request rate (req/s, Poisson arrivals)</text>" in svgs[3]  # 0.5 ... 2 req/s: a linear axis, no "(log scale)"
+    assert (
+        ">request rate (req/s, Poisson arrivals)</text>" in svgs[3]
+    )  # 0.5 ... 2 req/s: a linear axis, no "(log scale)"
     assert "r0.5: TTFT p50" in svgs[3] and "r2: TTFT p99" in svgs[3]
     text = synthetic.markdown.read_text(encoding="utf-8")
     assert text.count("-latency-") == 6 and report_figures.LATENCY_PLACEHOLDER not in text
@@ -292,8 +341,13 @@ def test_latency_plots_a_line_per_cell_against_concurrency(synthetic: report.Rep
 def test_memory_plot_puts_the_measured_split_beside_the_plan(synthetic: report.ReportFiles) -> None:
     figures = _figures(synthetic.html.read_text(encoding="utf-8"))
     memory_svg = next(body for name, body in figures.items() if name.endswith("-memory"))
-    assert "bf16 kv-auto: weights (measured) 0.256 GiB" in memory_svg and "bf16 kv-auto: KV cache (allocated) 4.000 GiB" in memory_svg
-    assert "bf16 kv-auto: weights 1.000 GiB" in memory_svg and "bf16 kv-auto: KV cache (plan) 0.500 GiB" in memory_svg  # the row's plan
+    assert (
+        "bf16 kv-auto: weights (measured) 0.256 GiB" in memory_svg
+        and "bf16 kv-auto: KV cache (allocated) 4.000 GiB" in memory_svg
+    )
+    assert (
+        "bf16 kv-auto: weights 1.000 GiB" in memory_svg and "bf16 kv-auto: KV cache (plan) 0.500 GiB" in memory_svg
+    )  # the row's plan
     assert "left: plan, right: measured" in memory_svg
     assert "bf16 kv-auto: capacity 6.00 GiB" in memory_svg  # only that row has a capacity: a tick over its own bars
 
@@ -301,7 +355,11 @@ def test_memory_plot_puts_the_measured_split_beside_the_plan(synthetic: report.R
 def test_roofline_fraction_is_a_bar_per_cell(synthetic: report.ReportFiles) -> None:
     figures = _figures(synthetic.html.read_text(encoding="utf-8"))
     roofline = next(body for name, body in figures.items() if name.endswith("-roofline"))
-    served = [r for r in pd.read_parquet(FORMATS_CPU).to_dict("records") if r["status"] == "ok" and r["engine"] != "transformers"]
+    served = [
+        r
+        for r in pd.read_parquet(FORMATS_CPU).to_dict("records")
+        if r["status"] == "ok" and r["engine"] != "transformers"
+    ]
     assert roofline.count("% of the roofline (") == len(served)
     assert "bf16/vllm/kv-auto: 5.0 % of the roofline (memory-bound; measured on this host)" in roofline
 
@@ -309,9 +367,16 @@ def test_roofline_fraction_is_a_bar_per_cell(synthetic: report.ReportFiles) -> N
 def test_serving_points_read_from_numpy_arrays_lists_or_nothing() -> None:
     point = _synthetic_point(4, 1)
     rate = {**point, "mode": "rate", "concurrency": None, "request_rate": float("inf")}
-    assert [report_rows.point_label(p) for p in report_rows.sweep_points({"serving": np.array([rate, point], dtype=object)})] == ["c4", "r∞"]
+    assert [
+        report_rows.point_label(p) for p in report_rows.sweep_points({"serving": np.array([rate, point], dtype=object)})
+    ] == ["c4", "r∞"]
     assert report_rows.sweep_points({"serving": [point]})[0]["ttft_p50_ms"] == point["ttft_p50_ms"]
-    assert report_rows.sweep_points({"serving": None}) == report_rows.sweep_points({}) == report_rows.sweep_points({"serving": float("nan")}) == []
+    assert (
+        report_rows.sweep_points({"serving": None})
+        == report_rows.sweep_points({})
+        == report_rows.sweep_points({"serving": float("nan")})
+        == []
+    )
     assert report_rows.latency_text([{**point, "ttft_p50_ms": None, "ttft_p99_ms": None}], "ttft") == ""
     assert report_rows.goodput_text([{**point, "goodput_rps": None, "failed": 3}]) == "3 failed"
 
@@ -329,7 +394,10 @@ def test_a_real_serving_run_is_reported(tmp_path: Path) -> None:
     for r in served:
         for p in report_rows.sweep_points(r):
             if p.get("ttft_p50_ms") is not None:
-                assert f"{report_rows.point_label(p)} {report_rows.ms_text(p['ttft_p50_ms'])}/" in text, (r["cell_name"], p)
+                assert f"{report_rows.point_label(p)} {report_rows.ms_text(p['ttft_p50_ms'])}/" in text, (
+                    r["cell_name"],
+                    p,
+                )
     figures = _figures(files.html.read_text(encoding="utf-8"))
     assert any(name.endswith("-latency") and "<svg" in body for name, body in figures.items())
 
@@ -339,7 +407,10 @@ def test_the_cpu_config_gets_every_plot(tmp_path: Path) -> None:
     serving sweep: formats-cpu-serving.parquet): every plot of the report is drawn, none is a
     placeholder, and the HTML and Markdown both name them."""
     files = report.build_report([FORMATS_CPU, DATA / "formats-cpu-serving.parquet"], tmp_path)
-    kinds = {re.sub(r"^.*-(quality|memory|calibration|trend|latency|roofline)(-\d+)?\.svg$", r"\1", p.name) for p in files.plots}
+    kinds = {
+        re.sub(r"^.*-(quality|memory|calibration|trend|latency|roofline)(-\d+)?\.svg$", r"\1", p.name)
+        for p in files.plots
+    }
     assert kinds == {"quality", "memory", "calibration", "trend", "latency", "roofline"}
     assert len([p for p in files.plots if "-latency" in p.name]) == 6  # TTFT, ITL, tok/s x (concurrency, Poisson rate)
     markdown = files.markdown.read_text()

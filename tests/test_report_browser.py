@@ -33,8 +33,19 @@ from harness import report
 from tests.test_report import FORMATS_CPU, SERVING, synthetic_serving_table
 
 ROOT = Path(__file__).resolve().parent.parent
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars", "--window-size=1400,1000")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+    "--window-size=1400,1000",
+)
 LOAD_TIMEOUT_S = 60.0
 
 pytestmark = pytest.mark.timeout(240)
@@ -46,15 +57,27 @@ def _in_ci() -> bool:
 
 def _unavailable(why: str) -> None:
     if _in_ci():
-        pytest.fail(f"{why} (CI must run the browser check: .ci/run installs Debian's chromium with apt-get)", pytrace=False)
+        pytest.fail(
+            f"{why} (CI must run the browser check: .ci/run installs Debian's chromium with apt-get)", pytrace=False
+        )
     pytest.skip(why)
 
 
 def _chromium() -> str:
     named = os.environ.get("HARNESS_CHROMIUM")
-    found = named or next((p for p in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")) if p and os.access(p, os.X_OK)), None)
+    found = named or next(
+        (
+            p
+            for p in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser"))
+            if p and os.access(p, os.X_OK)
+        ),
+        None,
+    )
     if not found or not os.access(found, os.X_OK):
-        _unavailable(f"no chromium at {named or '/usr/bin/chromium or on PATH'}: apt-get install -y chromium (Debian) to run the browser check")
+        _unavailable(
+            f"no chromium at {named or '/usr/bin/chromium or on PATH'}: apt-get install -y chromium (Debian) to run "
+            "the browser check"
+        )
     return found
 
 
@@ -73,14 +96,27 @@ class _Browser:
         profile.mkdir(parents=True, exist_ok=True)
         self.log = log
         self.proc = subprocess.Popen(
-            [binary, *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=log.open("wb"), start_new_session=True)
+            [
+                binary,
+                *FLAGS,
+                f"--user-data-dir={profile}",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("wb"),
+            start_new_session=True,
+        )
         port_file = profile / "DevToolsActivePort"
         deadline = time.monotonic() + 60
         while not (port_file.is_file() and port_file.read_text().strip()):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.close()
-                raise AssertionError(f"chromium did not open its DevTools port (exit {self.proc.returncode}); its log:\n{self.log_tail()}")
+                raise AssertionError(
+                    f"chromium did not open its DevTools port (exit {self.proc.returncode}); its "
+                    f"log:\n{self.log_tail()}"
+                )
             time.sleep(0.1)
         port = int(port_file.read_text().split()[0])
         targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
@@ -142,7 +178,8 @@ MEASURE = """JSON.stringify({
   svgs: [...document.querySelectorAll('svg')].map(s => {
     const box = s.getBoundingClientRect();
     return {label: s.getAttribute('aria-label'), width: box.width, height: box.height,
-            marks: s.querySelectorAll('rect,circle,polyline,line').length, figure: s.closest('figure') ? s.closest('figure').id : null};
+            marks: s.querySelectorAll('rect,circle,polyline,line').length,
+            figure: s.closest('figure') ? s.closest('figure').id : null};
   }),
   placeholders: [...document.querySelectorAll('.placeholder')].map(p => p.getBoundingClientRect().height),
   figures: document.querySelectorAll('figure.plot').length,
@@ -172,9 +209,15 @@ def _check_page(files: report.ReportFiles, tmp_path: Path, name: str) -> dict[st
         found = json.loads(browser.evaluate(MEASURE))
         metrics = browser.send("Page.getLayoutMetrics")
         width, height = (int(metrics["cssContentSize"][k]) for k in ("width", "height"))
-        shot = browser.send("Page.captureScreenshot", format="png", captureBeyondViewport=True,
-                            clip={"x": 0, "y": 0, "width": width, "height": height, "scale": 1})
-        browser.send("Runtime.evaluate", expression="1")  # drain: messages logged while the page settled arrive before this answer
+        shot = browser.send(
+            "Page.captureScreenshot",
+            format="png",
+            captureBeyondViewport=True,
+            clip={"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
+        )
+        browser.send(
+            "Runtime.evaluate", expression="1"
+        )  # drain: messages logged while the page settled arrive before this answer
     finally:
         browser.close()
     png = base64.b64decode(shot["data"])
@@ -187,7 +230,9 @@ def _check_page(files: report.ReportFiles, tmp_path: Path, name: str) -> dict[st
     for event in browser.events:
         method, params = event["method"], event.get("params", {})
         if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "warning", "assert"):
-            problems.append(f"console.{params['type']}: {[a.get('value', a.get('description')) for a in params.get('args', [])]}")
+            problems.append(
+                f"console.{params['type']}: {[a.get('value', a.get('description')) for a in params.get('args', [])]}"
+            )
         elif method == "Runtime.exceptionThrown":
             problems.append(f"exception: {params.get('exceptionDetails', {}).get('text')}")
         elif method == "Log.entryAdded" and params.get("entry", {}).get("level") in ("error", "warning"):
@@ -202,7 +247,9 @@ def _check_page(files: report.ReportFiles, tmp_path: Path, name: str) -> dict[st
     svgs = found["svgs"]
     assert len(svgs) == len(files.plots) > 0, (len(svgs), [p.name for p in files.plots])
     for svg in svgs:
-        assert svg["width"] > 0 and svg["height"] > 0, f"{name}: plot {svg['label']!r} ({svg['figure']}) renders with no size: {svg}"
+        assert svg["width"] > 0 and svg["height"] > 0, (
+            f"{name}: plot {svg['label']!r} ({svg['figure']}) renders with no size: {svg}"
+        )
         assert svg["marks"] > 3, f"{name}: plot {svg['label']!r} has nothing drawn in it"
         assert svg["width"] <= found["page"][0], f"{name}: plot {svg['label']!r} is wider than the page"
     assert all(h > 0 for h in found["placeholders"]), f"{name}: a placeholder is not shown"

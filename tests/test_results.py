@@ -13,7 +13,14 @@ from harness.results import store as results
 
 def row(key: str, status: str = "ok", minutes: int = 0, tok_s: float = 10.0) -> dict:
     at = datetime(2026, 11, 28, tzinfo=timezone.utc) + timedelta(minutes=minutes)
-    return {"cell_key": key, "cell_name": f"cell-{key}", "status": status, "output_tok_s": tok_s, "started_at": at, "finished_at": at}
+    return {
+        "cell_key": key,
+        "cell_name": f"cell-{key}",
+        "status": status,
+        "output_tok_s": tok_s,
+        "started_at": at,
+        "finished_at": at,
+    }
 
 
 def test_rows_merge_into_one_table(tmp_path: Path) -> None:

@@ -7,18 +7,27 @@ import json
 import pytest
 
 from harness import hardware
-from harness.plan import roofline
 from harness.errors import HarnessError
 from harness.gpus import GPUS
 from harness.hardware import Hardware, Peak
+from harness.plan import roofline
 from harness.shapes import ModelShape, load_shape
 
 
 def tiny(tied: bool = False) -> ModelShape:
-    return ModelShape.from_config({
-        "model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100, "tie_word_embeddings": tied,
-    }, name="tiny")
+    return ModelShape.from_config(
+        {
+            "model_type": "llama",
+            "num_hidden_layers": 2,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "vocab_size": 100,
+            "tie_word_embeddings": tied,
+        },
+        name="tiny",
+    )
 
 
 # By hand, for tiny(): head_dim 64 / 4 = 16, KV width 2 x 16 = 32.
@@ -45,8 +54,15 @@ def test_formula_memory_and_compute_bound():
     shape = tiny()
     w = 2 * (LINEAR + TABLE + NORMS)  # 160,896 bytes
     flops = 2 * (LINEAR + TABLE) + 4 * 2 * 64 * 100  # 211,456 per token at L = 100
-    args = dict(batch=4, context=100, weight_bytes=w, kv_bytes_per_token=KV_PER_TOKEN,
-                matmul_params=LINEAR + TABLE, layers=2, attention_width=64)
+    args = dict(
+        batch=4,
+        context=100,
+        weight_bytes=w,
+        kv_bytes_per_token=KV_PER_TOKEN,
+        matmul_params=LINEAR + TABLE,
+        layers=2,
+        attention_width=64,
+    )
 
     fast_flops = roofline.roofline_tok_s(**args, peak=Peak(1e9, 1e12, "test"))
     memory_bound = 4 * 1e9 / (w + 4 * 100 * KV_PER_TOKEN)  # 4e9 / 263,296 = 15,192 tok/s
@@ -137,3 +153,21 @@ def test_cpu_peak_is_measured_once_then_cached(tmp_path, monkeypatch):
     assert len(calls) == 3  # an unreadable cache is measured again
     hardware.peak_for(cpu, tmp_path, remeasure=True)
     assert len(calls) == 4
+
+
+def test_bf16_is_not_measured_where_the_cpu_emulates_it():
+    """On a CPU without bf16 instructions a bf16 matmul runs at ~0.3 GFLOP/s: measuring it blew
+    the probe's budget (173 s on an AVX2 host). It is skipped there, and the figures say why."""
+    emulated = hardware.measure_cpu_peak(budget_s=0.3, array_bytes=2**20, matmul_n=64, bf16_native=False)
+    assert set(emulated["flops_by_dtype"]) == {"float32"} and "no bf16 instructions" in emulated["flops_note"]
+    native = hardware.measure_cpu_peak(budget_s=0.3, array_bytes=2**20, matmul_n=64, bf16_native=True)
+    assert set(native["flops_by_dtype"]) == {"float32", "bfloat16"} and native["flops_note"] is None
+    assert hardware.bf16_is_native(("avx2", "avx512_bf16")) and not hardware.bf16_is_native(("avx2", "avx512f"))
+
+
+def test_the_matmul_is_sized_to_its_share_of_the_budget():
+    import torch
+
+    assert hardware._matmul_size(torch.float32, max_n=2048, seconds=1e-12) == 128
+    assert hardware._matmul_size(torch.float32, max_n=2048, seconds=1e6) == 2048
+    assert hardware._matmul_size(torch.float32, max_n=64, seconds=1e6) == 64

@@ -105,7 +105,11 @@ if posix.fork() == 0:
     assert _processes_with(marker) == []
 
 
-@pytest.mark.parametrize("hog", ["x = bytearray(4 * 1024**3)", "x = []\nwhile True:\n    x.append(' ' * 2**20)"], ids=["one-block", "growing"])
+@pytest.mark.parametrize(
+    "hog",
+    ["x = bytearray(4 * 1024**3)", "x = []\nwhile True:\n    x.append(' ' * 2**20)"],
+    ids=["one-block", "growing"],
+)
 def test_memory_hog_ends_as_memory(hog: str) -> None:
     limit_before = resource.getrlimit(resource.RLIMIT_AS)
     result = run_untrusted(hog, timeout_s=10, memory_mb=256)
@@ -138,7 +142,9 @@ def test_network_is_unreachable(connect: str) -> None:
 
 
 def test_written_files_land_in_a_removed_temp_dir() -> None:
-    result = run_untrusted("import os\nwith open('out.txt', 'w') as f:\n    f.write('hello')\nprint(os.path.abspath('out.txt'))")
+    result = run_untrusted(
+        "import os\nwith open('out.txt', 'w') as f:\n    f.write('hello')\nprint(os.path.abspath('out.txt'))"
+    )
     assert result.passed
     written = Path(result.stdout.strip())
     assert written.name == "out.txt" and written.is_relative_to(tempfile.gettempdir())

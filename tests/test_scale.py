@@ -14,8 +14,8 @@ import pytest
 
 from harness import engines, matrix
 from harness.config import RaySpec, load_config
-from harness.engines.vllm import VllmParams
 from harness.engines.base import EngineRequest
+from harness.engines.vllm import VllmParams
 from harness.errors import HarnessError
 from harness.executors.ray import fits, resources
 from tests.conftest import ROOT
@@ -66,7 +66,9 @@ def test_pipeline_parallel_changes_only_the_cells_of_that_engine(tmp_path: Path)
 
 def test_executor_and_ray_are_in_no_cell_key(tmp_path: Path) -> None:
     local = _keys(_config(tmp_path))
-    on_ray = _config(tmp_path, top_extra='executor: ray\nray: {address: auto, num_gpus_per_cell: 2, max_retries: 3}', name="r.yaml")
+    on_ray = _config(
+        tmp_path, top_extra="executor: ray\nray: {address: auto, num_gpus_per_cell: 2, max_retries: 3}", name="r.yaml"
+    )
     assert on_ray.executor == "ray" and on_ray.ray.address == "auto" and on_ray.ray.num_gpus_per_cell == 2
     assert _keys(on_ray) == local
 
@@ -76,12 +78,18 @@ def test_executor_defaults_to_local(tmp_path: Path) -> None:
     assert config.executor == "local" and config.ray == RaySpec() and config.ray.max_retries == 1
 
 
-@pytest.mark.parametrize(("extra", "words"), [
-    ("executor: slurm", "executor: unknown executor 'slurm'; executors: local, ray"),
-    ("executor: ray\nray: {address: my-cluster}", 'ray.address: a Ray address is "auto", HOST:PORT'),
-    ("executor: ray\nray: {num_gpus_per_cell: 0}", "ray.num_gpus_per_cell"),
-    ("executor: ray\nray: {workers: 4}", "ray.workers: unknown key; allowed keys here: address, num_gpus_per_cell, num_cpus_per_cell, max_retries"),
-])
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        ("executor: slurm", "executor: unknown executor 'slurm'; executors: local, ray"),
+        ("executor: ray\nray: {address: my-cluster}", 'ray.address: a Ray address is "auto", HOST:PORT'),
+        ("executor: ray\nray: {num_gpus_per_cell: 0}", "ray.num_gpus_per_cell"),
+        (
+            "executor: ray\nray: {workers: 4}",
+            "ray.workers: unknown key; allowed keys here: address, num_gpus_per_cell, num_cpus_per_cell, max_retries",
+        ),
+    ],
+)
 def test_bad_executor_settings_are_one_line(tmp_path: Path, extra: str, words: str) -> None:
     with pytest.raises(HarnessError) as caught:
         _config(tmp_path, top_extra=extra)
@@ -105,13 +113,21 @@ def test_pipeline_parallel_reaches_vllm_only_when_set() -> None:
     assert "pipeline_parallel_size" not in _settings("cuda")  # rows of earlier runs: same settings JSON
     settings = _settings("cuda", tensor_parallel_size=4, pipeline_parallel_size=2)
     assert settings["tensor_parallel_size"] == 4 and settings["pipeline_parallel_size"] == 2
-    argv = engines.get("vllm").server(EngineRequest(Path("/m"), "bfloat16", VllmParams(name="vllm", pipeline_parallel_size=2), "cuda", 128), 8000).argv
+    argv = (
+        engines.get("vllm")
+        .server(
+            EngineRequest(Path("/m"), "bfloat16", VllmParams(name="vllm", pipeline_parallel_size=2), "cuda", 128), 8000
+        )
+        .argv
+    )
     assert argv[argv.index("--pipeline-parallel-size") + 1] == "2"
 
 
 def test_cpu_keeps_one_process_only_without_parallelism() -> None:
     assert _settings("cpu")["distributed_executor_backend"] == "uni"
-    assert "distributed_executor_backend" not in _settings("cpu", pipeline_parallel_size=2)  # vLLM's own multiprocessing
+    assert "distributed_executor_backend" not in _settings(
+        "cpu", pipeline_parallel_size=2
+    )  # vLLM's own multiprocessing
     assert "distributed_executor_backend" not in _settings("cpu", tensor_parallel_size=2)
 
 
@@ -126,7 +142,9 @@ def test_planned_memory_per_gpu_splits_over_pipeline_stages() -> None:
     hw = hardware.Hardware("cuda", "NVIDIA H100 80GB HBM3", 8, 80 * 2**30, "9.0", None, ())
     params = FormatParams(name="bf16")
     one = cell_plan.planned_columns(shape, params, "auto", 8, 1024, hw, Parallelism(2, 1), {"tensor_parallel_size": 2})
-    two = cell_plan.planned_columns(shape, params, "auto", 8, 1024, hw, Parallelism(2, 2), {"tensor_parallel_size": 2, "pipeline_parallel_size": 2})
+    two = cell_plan.planned_columns(
+        shape, params, "auto", 8, 1024, hw, Parallelism(2, 2), {"tensor_parallel_size": 2, "pipeline_parallel_size": 2}
+    )
     assert two["planned_weights_bytes"] == pytest.approx(one["planned_weights_bytes"] / 2, abs=1)
     assert two["planned_kv_cache_bytes"] == pytest.approx(one["planned_kv_cache_bytes"] / 2, abs=1)
 
@@ -145,8 +163,12 @@ def test_a_cpu_cell_holds_a_whole_node_of_the_smallest_size() -> None:
 
 def test_a_gpu_cell_holds_tensor_x_pipeline_gpus_and_their_share_of_cpus() -> None:
     assert resources(RaySpec(), VllmParams(name="vllm"), GPU_NODES) == (8.0, 1.0)
-    assert resources(RaySpec(), VllmParams(name="vllm", tensor_parallel_size=2, pipeline_parallel_size=2), GPU_NODES) == (32.0, 4.0)
-    assert resources(RaySpec(num_gpus_per_cell=0.5, num_cpus_per_cell=2), VllmParams(name="vllm", tensor_parallel_size=2), GPU_NODES) == (2.0, 0.5)
+    assert resources(
+        RaySpec(), VllmParams(name="vllm", tensor_parallel_size=2, pipeline_parallel_size=2), GPU_NODES
+    ) == (32.0, 4.0)
+    assert resources(
+        RaySpec(num_gpus_per_cell=0.5, num_cpus_per_cell=2), VllmParams(name="vllm", tensor_parallel_size=2), GPU_NODES
+    ) == (2.0, 0.5)
 
 
 def test_a_cell_fits_one_node_or_none() -> None:
@@ -235,7 +257,9 @@ def test_without_evals_every_cell_may_start_at_once(tmp_path: Path) -> None:
 def test_cells_of_one_unbuilt_artifact_start_one_at_a_time(tmp_path: Path) -> None:
     built: set[str] = set()
     jobs, order = _jobs(tmp_path, "", built)
-    twin = dataclasses.replace(next(job for job in jobs if job.cell.format.id == "fp8-dynamic"), key="twin")  # e.g. another KV dtype
+    twin = dataclasses.replace(
+        next(job for job in jobs if job.cell.format.id == "fp8-dynamic"), key="twin"
+    )  # e.g. another KV dtype
     jobs.append(twin)
     first = next(job for job in jobs if job.cell.format.id == "fp8-dynamic" and job is not twin)
     jobs.remove(first)

@@ -9,14 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from harness.stages import models
 from harness.config import load_config
 from harness.errors import HarnessError
 from harness.shapes import ModelShape
+from harness.stages import models
 
 TINY = {  # a Llama-style shape small enough to build in a second
-    "model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128,
-    "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1000, "tie_word_embeddings": False,
+    "model_type": "llama",
+    "num_hidden_layers": 2,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 1000,
+    "tie_word_embeddings": False,
     "max_position_embeddings": 512,
 }
 
@@ -81,7 +87,9 @@ def test_built_saved_and_loadable_by_transformers(smollm2_2_layers) -> None:
     assert linears["model.layers.1.mlp.down_proj"] == 1536 and linears["model.layers.0.self_attn.q_proj"] == 576
 
 
-def test_cached_and_deterministic_under_the_seed(smollm2_2_layers, smollm2_dir: Path, tmp_path: Path, monkeypatch) -> None:
+def test_cached_and_deterministic_under_the_seed(
+    smollm2_2_layers, smollm2_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
     source, cache, first = smollm2_2_layers
     weights = sha(first.path / "model.safetensors")
 
@@ -116,7 +124,9 @@ def test_small_vocab_gets_a_byte_level_tokenizer(tmp_path: Path) -> None:
     assert tokenizer.decode(ids) == text
     assert tokenizer.decode([999]) == "<|synthetic_999|>"  # every id of the model decodes
     config = json.loads((resolved.path / "config.json").read_text())
-    assert (config["bos_token_id"], config["eos_token_id"]) == (tokenizer.bos_token_id, tokenizer.eos_token_id) == (1, 2)
+    assert (
+        (config["bos_token_id"], config["eos_token_id"]) == (tokenizer.bos_token_id, tokenizer.eos_token_id) == (1, 2)
+    )
     assert config["architectures"] == ["LlamaForCausalLM"] and config["dtype"] == "bfloat16"
 
 
@@ -181,9 +191,17 @@ def test_unusable_sources_are_one_line_errors(tmp_path: Path, monkeypatch) -> No
 
 def test_pad_tokenizer_json(tmp_path: Path) -> None:
     path = tmp_path / "tokenizer.json"
-    path.write_text(json.dumps({"model": {"type": "BPE", "vocab": {"a": 0, "b": 2}}, "added_tokens": [{"id": 3, "content": "<s>"}]}))
+    path.write_text(
+        json.dumps({"model": {"type": "BPE", "vocab": {"a": 0, "b": 2}}, "added_tokens": [{"id": 3, "content": "<s>"}]})
+    )
     assert models.pad_tokenizer_json(path, 6) == 3
-    assert json.loads(path.read_text())["model"]["vocab"] == {"a": 0, "b": 2, "<|synthetic_1|>": 1, "<|synthetic_4|>": 4, "<|synthetic_5|>": 5}
+    assert json.loads(path.read_text())["model"]["vocab"] == {
+        "a": 0,
+        "b": 2,
+        "<|synthetic_1|>": 1,
+        "<|synthetic_4|>": 4,
+        "<|synthetic_5|>": 5,
+    }
     assert models.pad_tokenizer_json(path, 6) == 0
 
 
@@ -199,11 +217,19 @@ engine: {name: vllm, max_model_len: 64}
 def test_config_accepts_synthetic_sources(tmp_path: Path) -> None:
     source = write_config(tmp_path / "arch", TINY)
     path = tmp_path / "config.yaml"
-    good = ["synthetic:llama-3.1-70b", f"synthetic:{source}", f"synthetic:{source / 'config.json'}", "synthetic:meta-llama/Llama-3.1-70B"]
+    good = [
+        "synthetic:llama-3.1-70b",
+        f"synthetic:{source}",
+        f"synthetic:{source / 'config.json'}",
+        "synthetic:meta-llama/Llama-3.1-70B",
+    ]
     for spec in good:
         path.write_text(textwrap.dedent(CONFIG).replace("SOURCE", spec))
         assert load_config(path).model.source == spec
-    for spec, words in ((f"synthetic:{tmp_path / 'missing'}", "config.json"), ("synthetic:llama-9000", "known architecture")):
+    for spec, words in (
+        (f"synthetic:{tmp_path / 'missing'}", "config.json"),
+        ("synthetic:llama-9000", "known architecture"),
+    ):
         path.write_text(textwrap.dedent(CONFIG).replace("SOURCE", spec))
         with pytest.raises(HarnessError) as caught:
             load_config(path)

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from harness import workarounds
-
 from harness.stages.models import BUILTINS, _builtin_gguf
 
 
@@ -33,14 +32,18 @@ def test_gguf_tokenizer_still_has_the_wrong_eos(gguf: Path) -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    assert tokenizer.eos_token != "<|im_end|>", "transformers now reads SmolLM2's eos right: drop workarounds.set_eos_token"
+    assert tokenizer.eos_token != "<|im_end|>", (
+        "transformers now reads SmolLM2's eos right: drop workarounds.set_eos_token"
+    )
 
 
 def test_converted_model_has_the_right_eos(smollm2_dir: Path, tokenizer) -> None:
     import json
 
     assert tokenizer.eos_token == "<|im_end|>"
-    assert json.loads((smollm2_dir / "config.json").read_text())["eos_token_id"] == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert json.loads((smollm2_dir / "config.json").read_text())["eos_token_id"] == tokenizer.convert_tokens_to_ids(
+        "<|im_end|>"
+    )
 
 
 def test_gguf_tokenizer_still_saves_with_byte_fallback(gguf: Path, tmp_path: Path) -> None:
@@ -50,7 +53,9 @@ def test_gguf_tokenizer_still_saves_with_byte_fallback(gguf: Path, tmp_path: Pat
 
     AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "tokenizer.json").read_text())
-    assert saved["model"]["byte_fallback"] is True, "transformers now writes the byte-level BPE right: drop workarounds.byte_level_bpe_tokenizer_files"
+    assert saved["model"]["byte_fallback"] is True, (
+        "transformers now writes the byte-level BPE right: drop workarounds.byte_level_bpe_tokenizer_files"
+    )
 
 
 def test_converted_tokenizer_round_trips_text(tokenizer) -> None:

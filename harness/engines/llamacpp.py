@@ -22,6 +22,7 @@ class LlamaCppParams(EngineParams):
     name: Literal["llamacpp"] = "llamacpp"
     threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores)")
 
+
 # llama.cpp's loader lists the tensor types it found: "llama_model_loader: - type q4_K:   97 tensors"
 _TENSOR_TYPES = re.compile(r"llama_model_loader: - type\s+(\w+):\s+(\d+) tensors")
 
@@ -73,14 +74,36 @@ class LlamaCppEngine(Engine[LlamaCppParams]):
 
     def server(self, request: EngineRequest, port: int) -> ServerLaunch:
         settings = self.settings(request)
-        argv = [sys.executable, "-m", "llama_cpp.server", "--host", "127.0.0.1", "--port", str(port),
-                "--model", settings["model_path"], "--model_alias", "cell", "--n_ctx", str(settings["n_ctx"]),
-                "--n_threads", str(settings["n_threads"]), "--n_batch", str(settings["n_batch"]),
-                "--n_gpu_layers", str(settings["n_gpu_layers"]), "--seed", str(settings["seed"]),
-                # its default lets a new request cut the running one short; queue them instead
-                "--interrupt_requests", "False"]
+        argv = [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--model",
+            settings["model_path"],
+            "--model_alias",
+            "cell",
+            "--n_ctx",
+            str(settings["n_ctx"]),
+            "--n_threads",
+            str(settings["n_threads"]),
+            "--n_batch",
+            str(settings["n_batch"]),
+            "--n_gpu_layers",
+            str(settings["n_gpu_layers"]),
+            "--seed",
+            str(settings["seed"]),
+            # its default lets a new request cut the running one short; queue them instead
+            "--interrupt_requests",
+            "False",
+        ]
         # llama.cpp has no ignore_eos: min_tokens = max_tokens masks end-of-sequence instead.
-        return ServerLaunch(argv=argv, env={}, health_path="/v1/models", model_name="cell", text_prompts=True, extra_body={})
+        return ServerLaunch(
+            argv=argv, env={}, health_path="/v1/models", model_name="cell", text_prompts=True, extra_body={}
+        )
 
     def concurrent_sequences(self, request: EngineRequest, prompts: int) -> int:
         return 1  # the bindings decode one sequence at a time

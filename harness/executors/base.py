@@ -15,8 +15,14 @@ StillNeeded = Callable[[Cell, str], bool]
 
 
 class RunCells(Protocol):
-    def __call__(self, ctx: RunContext, pending: list[tuple[Cell, str]], record: Record, progress: Progress,
-                 still_needed: StillNeeded) -> None:
+    def __call__(
+        self,
+        ctx: RunContext,
+        pending: list[tuple[Cell, str]],
+        record: Record,
+        progress: Progress,
+        still_needed: StillNeeded,
+    ) -> None:
         """Run `pending`; call `record(cell, row)` here, in the driver, once per cell as it ends.
         `still_needed(cell, key)` is asked under the cell's lock just before it starts: False
         when another run on the same output directory wrote its row meanwhile (then skip it)."""

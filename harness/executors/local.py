@@ -13,8 +13,9 @@ from harness.matrix import Cell
 from harness.stages.calibration import CalibrationSamples
 
 
-def run_cells(ctx: RunContext, pending: list[tuple[Cell, str]], record: Record, progress: Progress,
-              still_needed: StillNeeded) -> None:
+def run_cells(
+    ctx: RunContext, pending: list[tuple[Cell, str]], record: Record, progress: Progress, still_needed: StillNeeded
+) -> None:
     stage_task = progress.add_task("", total=len(STAGES), visible=False)
     samples: dict[str, CalibrationSamples] = {}  # calibration sets tokenized once per run
 

@@ -84,8 +84,10 @@ def _unshared(ctx: RunContext) -> str | None:
     missing = [str(p) for p in (ctx.model.path, ctx.out_dir) if not p.exists()]
     if not missing:
         return None
-    return (f"ray: node {platform.node()} does not see {', '.join(missing)}: on a multi-node cluster the cache "
-            "and output directories must be on a filesystem shared by every node, at the same path")
+    return (
+        f"ray: node {platform.node()} does not see {', '.join(missing)}: on a multi-node cluster the cache "
+        "and output directories must be on a filesystem shared by every node, at the same path"
+    )
 
 
 # --- in the driver --------------------------------------------------------------------------
@@ -193,8 +195,9 @@ class Order:
                 other.builds = self.unbuilt(other.artifact_key)
 
 
-def run_cells(ctx: RunContext, pending: list[tuple[Cell, str]], record: Record, progress: Progress,
-              still_needed: StillNeeded) -> None:
+def run_cells(
+    ctx: RunContext, pending: list[tuple[Cell, str]], record: Record, progress: Progress, still_needed: StillNeeded
+) -> None:
     """Run `pending` (cell, key) pairs as Ray tasks; `record(cell, row)` is called here, in the
     driver, once per cell, as each one ends. Each cell's lock (harness.cell_lock) is held by
     this process from its submission to its row: a cell another run on the same output
@@ -207,22 +210,43 @@ def run_cells(ctx: RunContext, pending: list[tuple[Cell, str]], record: Record, 
     try:
         nodes = _nodes(ray)
         # Absolute paths: a worker's working directory is not the driver's
-        context_ref = ray.put(dataclasses.replace(ctx, out_dir=ctx.out_dir.absolute(), cache_dir=ctx.cache_dir.absolute(),
-                                                  model=dataclasses.replace(ctx.model, path=ctx.model.path.absolute())))
+        context_ref = ray.put(
+            dataclasses.replace(
+                ctx,
+                out_dir=ctx.out_dir.absolute(),
+                cache_dir=ctx.cache_dir.absolute(),
+                model=dataclasses.replace(ctx.model, path=ctx.model.path.absolute()),
+            )
+        )
         task = ray.remote(cell_task)
         jobs: list[_Job] = []
         for cell, key in pending:
             fmt = formats.get(cell.format.name)
             artifact_key = cell.artifact_key(ctx.model.identity, ctx.quantize_versions)
-            builds = fmt.existing_checkpoint(cell.format, ctx.model.path) is None and artifacts.cached(ctx.cache_dir, artifact_key) is None
+            builds = (
+                fmt.existing_checkpoint(cell.format, ctx.model.path) is None
+                and artifacts.cached(ctx.cache_dir, artifact_key) is None
+            )
             cpus, gpus = resources(spec, cell.engine, nodes)
             job = _Job(cell, key, artifact_key, builds, cpus, gpus)
             if not fits(cpus, gpus, nodes):
                 shape = ", ".join(f"{n.get('CPU', 0):g} CPUs {n.get('GPU', 0):g} GPUs" for n in nodes) or "no live node"
-                record(cell, failed_row(ctx, cell, key, _now(), (
-                    f"ray: no node of the cluster has {cpus:g} CPUs and {gpus:g} GPUs for this cell "
-                    f"(tensor_parallel_size x pipeline_parallel_size = {engines.get(cell.engine.name).parallelism(cell.engine).devices}; "
-                    f"ray.num_gpus_per_cell / num_cpus_per_cell override); nodes: {shape}"), "executor"))
+                record(
+                    cell,
+                    failed_row(
+                        ctx,
+                        cell,
+                        key,
+                        _now(),
+                        (
+                            f"ray: no node of the cluster has {cpus:g} CPUs and {gpus:g} GPUs for this cell "
+                            "(tensor_parallel_size x pipeline_parallel_size = "
+                            f"{engines.get(cell.engine.name).parallelism(cell.engine).devices}; "
+                            f"ray.num_gpus_per_cell / num_cpus_per_cell override); nodes: {shape}"
+                        ),
+                        "executor",
+                    ),
+                )
                 continue
             jobs.append(job)
         order = Order(jobs, lambda artifact_key: artifacts.cached(ctx.cache_dir, artifact_key) is None)
@@ -250,8 +274,13 @@ def run_cells(ctx: RunContext, pending: list[tuple[Cell, str]], record: Record, 
                     continue
                 order.started(job)
                 job.submitted = _now()
-                options = {"num_cpus": job.cpus, "num_gpus": job.gpus, "max_retries": spec.max_retries,
-                           "retry_exceptions": False, "name": f"harness-cell {job.cell.name}"}
+                options = {
+                    "num_cpus": job.cpus,
+                    "num_gpus": job.gpus,
+                    "max_retries": spec.max_retries,
+                    "retry_exceptions": False,
+                    "name": f"harness-cell {job.cell.name}",
+                }
                 running[task.options(**options).remote(context_ref, job.cell, job.key)] = job
             progress.update(queue, description=f"  ray: {len(running)} cells running, {len(jobs)} waiting")
             if not running:  # every waiting cell is held by another run: look again in a while
@@ -265,12 +294,20 @@ def run_cells(ctx: RunContext, pending: list[tuple[Cell, str]], record: Record, 
                 try:
                     row = ray.get(ref)
                 except ray.exceptions.RayError as exc:
-                    row = failed_row(ctx, job.cell, job.key, job.submitted or _now(),
-                                              _failure(ray, exc, len(attempts), spec.max_retries), "executor")
+                    row = failed_row(
+                        ctx,
+                        job.cell,
+                        job.key,
+                        job.submitted or _now(),
+                        _failure(ray, exc, len(attempts), spec.max_retries),
+                        "executor",
+                    )
                 else:
                     if len(attempts) > 1:
-                        progress.console.print(f"[yellow]ray: {job.cell.name} ran {len(attempts)} times (its worker died "
-                                               f"{len(attempts) - 1}x): {'; '.join(attempts)}[/]")
+                        progress.console.print(
+                            f"[yellow]ray: {job.cell.name} ran {len(attempts)} times (its worker died "
+                            f"{len(attempts) - 1}x): {'; '.join(attempts)}[/]"
+                        )
                 try:
                     record(job.cell, row)
                 finally:

@@ -9,28 +9,36 @@ from pydantic import ValidationError
 from harness.formats.base import Format
 from harness.formats.baseline import Bf16, Fp16
 from harness.formats.gguf import gguf_formats
+from harness.formats.llmcompressor import (
+    Fp8Dynamic,
+    Fp8Static,
+    Mxfp4,
+    Mxfp4A16,
+    Nvfp4,
+    Nvfp4A16,
+    W4A16Awq,
+    W4A16Gptq,
+    W8A8Int8,
+)
 from harness.formats.prequantized import Prequantized
 from harness.params import FormatParams
-from harness.formats.llmcompressor import Fp8Dynamic, Fp8Static, Mxfp4, Mxfp4A16, Nvfp4, Nvfp4A16, W4A16Awq, W4A16Gptq, W8A8Int8
 
-REGISTRY: dict[str, Format[Any]] = {
-    f.name: f
-    for f in (
-        Bf16(),
-        Fp16(),
-        Fp8Dynamic(),
-        W4A16Gptq(),
-        W8A8Int8(),
-        W4A16Awq(),
-        Fp8Static(),
-        Nvfp4(),
-        Nvfp4A16(),
-        Mxfp4(),
-        Mxfp4A16(),
-        Prequantized(),
-        *gguf_formats(),
-    )
-}
+_FORMATS: tuple[Format[Any], ...] = (
+    Bf16(),
+    Fp16(),
+    Fp8Dynamic(),
+    W4A16Gptq(),
+    W8A8Int8(),
+    W4A16Awq(),
+    Fp8Static(),
+    Nvfp4(),
+    Nvfp4A16(),
+    Mxfp4(),
+    Mxfp4A16(),
+    Prequantized(),
+    *gguf_formats(),
+)
+REGISTRY: dict[str, Format[Any]] = {f.name: f for f in _FORMATS}
 
 
 def get(name: str) -> Format[Any]:

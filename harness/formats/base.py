@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Generic, TypeVar
 
+from harness import engines as engine_registry
 from harness.errors import HarnessError
 from harness.formats.layout import WeightLayout
 from harness.hardware import Hardware
@@ -41,7 +42,8 @@ class Format(ABC, Generic[P]):
     name: str
     summary: str
     params_model: type[P]
-    engines: ClassVar[tuple[str, ...]] = ("vllm",)
+    #: engines that may serve it: None = every registered engine that loads its artifact kind
+    engines: ClassVar[tuple[str, ...] | None] = None
     weight_bits: int
     activation_bits: int
     hardware: str  # what the hardware needs to run it fast, in words
@@ -50,15 +52,24 @@ class Format(ABC, Generic[P]):
     #: the kind of checkpoint it writes: engines declare which kinds they load
     artifact_kind: ClassVar[str] = "hf"
 
+    def serving_engines(self) -> tuple[str, ...]:
+        """The registered engines that serve this format: those that load its artifact kind,
+        narrowed to `engines` when the format names them."""
+        return tuple(
+            name
+            for name, engine in engine_registry.REGISTRY.items()
+            if self.artifact_kind in engine.artifact_kinds and (self.engines is None or name in self.engines)
+        )
+
     def own(self, params: FormatParams) -> P:
         """`params` as this format's own parameter type (config built it from params_model)."""
-        if not isinstance(params, self.params_model):
-            raise TypeError(f"{self.name}: expected {self.params_model.__name__}, got {type(params).__name__}")
-        return params
+        if isinstance(params, self.params_model):
+            return params
+        raise TypeError(f"{self.name}: expected {self.params_model.__name__}, got {type(params).__name__}")
 
     def default_params(self) -> P:
         """The parameters with every default (no validation: some formats need a path)."""
-        return self.params_model.model_construct(name=self.name)
+        return self.own(self.params_model.model_construct(name=self.name))
 
     def needs_calibration(self, params: FormatParams) -> bool:
         return False

@@ -13,7 +13,6 @@ from harness.params import FormatParams
 class _Baseline(Format[FormatParams]):
     params_model = FormatParams
     is_baseline: ClassVar[bool] = True
-    engines: ClassVar[tuple[str, ...]] = ("vllm", "transformers")
     activation_bits = 16
     weight_bits = 16
     hardware = "any GPU; on CPU bf16 is slow without AVX-512 BF16"

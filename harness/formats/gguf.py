@@ -4,7 +4,6 @@ served by llama.cpp: the CPU/edge formats."""
 from __future__ import annotations
 
 import os
-from typing import ClassVar
 
 from pydantic import Field
 
@@ -15,23 +14,41 @@ from harness.params import FormatParams
 
 # The llama.cpp quantization types offered as formats (llama_cpp.LLAMA_FTYPE_MOSTLY_<TYPE>).
 GGUF_TYPES: tuple[str, ...] = (
-    "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q4_1", "Q4_K_S", "Q4_K_M",
-    "Q5_0", "Q5_1", "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0", "F16", "BF16",
+    "Q2_K",
+    "Q3_K_S",
+    "Q3_K_M",
+    "Q3_K_L",
+    "Q4_0",
+    "Q4_1",
+    "Q4_K_S",
+    "Q4_K_M",
+    "Q5_0",
+    "Q5_1",
+    "Q5_K_S",
+    "Q5_K_M",
+    "Q6_K",
+    "Q8_0",
+    "F16",
+    "BF16",
 )
 GGUF_FILE = "model.gguf"
 
 
 class GgufParams(FormatParams):
-    intermediate: str = Field("bf16", pattern="^(f16|bf16|f32)$", description="the converter's output type before quantizing")
+    intermediate: str = Field(
+        "bf16", pattern="^(f16|bf16|f32)$", description="the converter's output type before quantizing"
+    )
 
 
 class Gguf(Format[GgufParams]):
     """`gguf-<type>` for each llama.cpp type: gguf-q4_k_m, gguf-q5_k_m, gguf-q8_0, ..."""
 
     params_model = GgufParams
-    engines: ClassVar[tuple[str, ...]] = ("llamacpp",)
     activation_bits = 16
-    hardware = "CPU (AVX2/AVX-512/NEON), Apple Metal, CUDA through llama.cpp; K-quants need dims divisible by 256 or fall back per tensor"
+    hardware = (
+        "CPU (AVX2/AVX-512/NEON), Apple Metal, CUDA through llama.cpp; "
+        "K-quants need dims divisible by 256 or fall back per tensor"
+    )
 
     def __init__(self, quant_type: str) -> None:
         self.type = quant_type.upper()
@@ -57,7 +74,9 @@ class Gguf(Format[GgufParams]):
         if target.lower() == params.intermediate:
             os.replace(intermediate, request.out_dir / GGUF_FILE)
             return
-        llamacpp_tools.quantize(intermediate, request.out_dir / GGUF_FILE, llamacpp_tools.ftype(target), threads=os.cpu_count() or 1)
+        llamacpp_tools.quantize(
+            intermediate, request.out_dir / GGUF_FILE, llamacpp_tools.ftype(target), threads=os.cpu_count() or 1
+        )
         intermediate.unlink()
 
 

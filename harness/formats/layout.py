@@ -35,11 +35,11 @@ class Weights:
         return math.ceil(split / tensor_parallel) + self.other_bytes
 
 
-
 class WeightLayout(Protocol):
     """What a format's checkpoint holds, per weight."""
 
-    label: str
+    @property
+    def label(self) -> str: ...
 
     def weights(self, shape: ModelShape) -> Weights:
         """Bytes of every weight of `shape` in this layout."""
@@ -131,9 +131,22 @@ GGML_TYPES: dict[str, GgmlType] = {
 
 #: llama.cpp's file type -> the default tensor type (llama_model_quantize_impl)
 _GGUF_BASE = {
-    "Q2_K": "Q2_K", "Q3_K_S": "Q3_K", "Q3_K_M": "Q3_K", "Q3_K_L": "Q3_K", "Q4_0": "Q4_0", "Q4_1": "Q4_1",
-    "Q4_K_S": "Q4_K", "Q4_K_M": "Q4_K", "Q5_0": "Q5_0", "Q5_1": "Q5_1", "Q5_K_S": "Q5_K", "Q5_K_M": "Q5_K",
-    "Q6_K": "Q6_K", "Q8_0": "Q8_0", "F16": "F16", "BF16": "BF16",
+    "Q2_K": "Q2_K",
+    "Q3_K_S": "Q3_K",
+    "Q3_K_M": "Q3_K",
+    "Q3_K_L": "Q3_K",
+    "Q4_0": "Q4_0",
+    "Q4_1": "Q4_1",
+    "Q4_K_S": "Q4_K",
+    "Q4_K_M": "Q4_K",
+    "Q5_0": "Q5_0",
+    "Q5_1": "Q5_1",
+    "Q5_K_S": "Q5_K",
+    "Q5_K_M": "Q5_K",
+    "Q6_K": "Q6_K",
+    "Q8_0": "Q8_0",
+    "F16": "F16",
+    "BF16": "BF16",
 }
 #: a K-quant whose row length does not divide by 256 falls back to these (llama_tensor_get_type)
 _GGUF_FALLBACK = {"Q2_K": "IQ4_NL", "Q3_K": "IQ4_NL", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}

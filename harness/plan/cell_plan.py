@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from harness import formats, gpus
-from harness.errors import HarnessError
 from harness.engines.base import Parallelism
+from harness.errors import HarnessError
 from harness.hardware import Hardware, Peak
 from harness.params import FormatParams
 from harness.plan import memory, roofline
@@ -36,8 +36,16 @@ def load_model_shape(model_dir: Path) -> ModelShape | str:
         return f"no plan: the planner can't read {model_dir / 'config.json'} ({exc})"
 
 
-def planned_columns(shape: ModelShape | str, params: FormatParams, kv_dtype: str, batch: int, context: int,
-                    hw: Hardware, parallel: Parallelism, settings: dict[str, Any]) -> dict[str, Any]:
+def planned_columns(
+    shape: ModelShape | str,
+    params: FormatParams,
+    kv_dtype: str,
+    batch: int,
+    context: int,
+    hw: Hardware,
+    parallel: Parallelism,
+    settings: dict[str, Any],
+) -> dict[str, Any]:
     """planned_* columns: weights + KV cache for `batch` sequences of `context` tokens +
     activations, and the capacity the engine may fill (GPU memory x utilization, or host memory)."""
     columns: dict[str, Any] = {"planned_batch": batch, "planned_context": context}
@@ -66,13 +74,25 @@ def planned_columns(shape: ModelShape | str, params: FormatParams, kv_dtype: str
     return columns
 
 
-def roofline_columns(shape: ModelShape | str, params: FormatParams, kv_dtype: str, batch: int, input_len: int,
-                     output_len: int, peak: Peak | str, measured_tok_s: float | None) -> dict[str, Any]:
+def roofline_columns(
+    shape: ModelShape | str,
+    params: FormatParams,
+    kv_dtype: str,
+    batch: int,
+    input_len: int,
+    output_len: int,
+    peak: Peak | str,
+    measured_tok_s: float | None,
+) -> dict[str, Any]:
     """roofline_* columns for an offline throughput figure; `peak` is the device's (a str: why
     there is none). A row without a fraction says why in roofline_note."""
     if isinstance(peak, str):
         return {"roofline_note": peak}
-    columns: dict[str, Any] = {"hw_bandwidth_bytes_s": peak.bandwidth_bytes_s, "hw_flops": peak.flops, "hw_peak_source": peak.source}
+    columns: dict[str, Any] = {
+        "hw_bandwidth_bytes_s": peak.bandwidth_bytes_s,
+        "hw_flops": peak.flops,
+        "hw_peak_source": peak.source,
+    }
     if isinstance(shape, str):
         return {**columns, "roofline_note": shape}
     try:
@@ -108,11 +128,19 @@ class RowPlan:
 def row_plan(row: dict[str, Any], shape: ModelShape | None) -> RowPlan | None:
     """The row's own plan (planned_* columns, written by the run) where it has one; otherwise
     harness.memory's plan for the row's workload: batch = prompts, context = input + output."""
-    stated = {part: number(row.get(f"planned_{part}_bytes")) for part in ("weights", "kv_cache", "activation", "total", "capacity")}
+    stated = {
+        part: number(row.get(f"planned_{part}_bytes"))
+        for part in ("weights", "kv_cache", "activation", "total", "capacity")
+    }
     if stated["weights"] is not None or stated["total"] is not None:
-        return RowPlan(int(stated["weights"] or 0), int(stated["kv_cache"] or 0), int(stated["activation"] or 0),
-                        None if stated["capacity"] is None else int(stated["capacity"]),
-                        None if stated["total"] is None else int(stated["total"]), from_row=True)
+        return RowPlan(
+            int(stated["weights"] or 0),
+            int(stated["kv_cache"] or 0),
+            int(stated["activation"] or 0),
+            None if stated["capacity"] is None else int(stated["capacity"]),
+            None if stated["total"] is None else int(stated["total"]),
+            from_row=True,
+        )
     return _computed_plan(row, shape)
 
 
@@ -128,10 +156,23 @@ def _computed_plan(row: dict[str, Any], shape: ModelShape | None) -> RowPlan | N
     try:
         params = formats.params_from_entry(format_entry(row))
         if gpu is not None:
-            p = memory.plan(shape, params, kv, batch, context, gpu, utilization=float(settings.get("gpu_memory_utilization", 0.9)),
-                            tensor_parallel=int(settings.get("tensor_parallel_size", 1)), max_num_batched_tokens=int(tokens))
+            p = memory.plan(
+                shape,
+                params,
+                kv,
+                batch,
+                context,
+                gpu,
+                utilization=float(settings.get("gpu_memory_utilization", 0.9)),
+                tensor_parallel=int(settings.get("tensor_parallel_size", 1)),
+                max_num_batched_tokens=int(tokens),
+            )
             return RowPlan(p.weights_bytes, p.kv_bytes, p.activation_bytes, p.capacity_bytes)
-        return RowPlan(memory.weights(shape, params).total, memory.kv_bytes(shape, kv, batch, context),
-                        memory.activation_bytes(shape, batch, int(tokens)), None)
+        return RowPlan(
+            memory.weights(shape, params).total,
+            memory.kv_bytes(shape, kv, batch, context),
+            memory.activation_bytes(shape, batch, int(tokens)),
+            None,
+        )
     except (HarnessError, KeyError, ValueError, TypeError):
         return None

@@ -59,7 +59,9 @@ def layout(fmt: str | FormatParams) -> WeightLayout:
     spec, params = _resolve(fmt)
     found = spec.layout(params)
     if found is None:
-        raise HarnessError(f"{spec.name}: no memory layout is known for this format (a prequantized checkpoint decides its own)")
+        raise HarnessError(
+            f"{spec.name}: no memory layout is known for this format (a prequantized checkpoint decides its own)"
+        )
     return found
 
 
@@ -189,7 +191,12 @@ def _hardware(gpu: Gpu, tensor_parallel: int) -> Hardware:
 
 
 def _kv_dtypes_of(spec: Format[Any]) -> set[str]:
-    return {kv for engine in spec.engines if engine in engine_registry.REGISTRY for kv in engine_registry.REGISTRY[engine].kv_cache_dtypes}
+    return {
+        kv
+        for engine in spec.serving_engines()
+        if engine in engine_registry.REGISTRY
+        for kv in engine_registry.REGISTRY[engine].kv_cache_dtypes
+    }
 
 
 def plan(
@@ -216,8 +223,10 @@ def plan(
         raise HarnessError(f"batch and context must be at least 1 (got {batch}, {context})")
     if not 0.0 < utilization <= 1.0:
         raise HarnessError(f"utilization must be in (0, 1] (got {utilization})")
-    if tensor_parallel < 1 or shape.heads % tensor_parallel or (
-        shape.kv_heads % tensor_parallel and tensor_parallel % shape.kv_heads
+    if (
+        tensor_parallel < 1
+        or shape.heads % tensor_parallel
+        or (shape.kv_heads % tensor_parallel and tensor_parallel % shape.kv_heads)
     ):
         raise HarnessError(
             f"tensor_parallel {tensor_parallel} must divide the {shape.heads} attention heads, and divide "
@@ -228,7 +237,8 @@ def plan(
     allowed = _kv_dtypes_of(spec)
     if kv_dtype not in allowed:
         raise HarnessError(
-            f"{spec.name} is served by {', '.join(spec.engines)}, whose KV-cache dtypes are {', '.join(sorted(allowed))} (got {kv_dtype!r})"
+            f"{spec.name} is served by {', '.join(spec.serving_engines())}, whose KV-cache dtypes are "
+            f"{', '.join(sorted(allowed))} (got {kv_dtype!r})"
         )
     tokens = max_num_batched_tokens if max_num_batched_tokens is not None else default_batched_tokens(gpu)
     return MemoryPlan(
@@ -253,8 +263,17 @@ def plan(
 
 #: the formats a plan table shows by default: the baseline, the 8-bit, the 4-bit and GGUF families
 DEFAULT_FORMATS: tuple[str, ...] = (
-    "bf16", "fp8-dynamic", "w8a8-int8", "gguf-q8_0", "gguf-q5_k_m",
-    "w4a16-gptq", "w4a16-awq", "nvfp4", "nvfp4a16", "mxfp4a16", "gguf-q4_k_m",
+    "bf16",
+    "fp8-dynamic",
+    "w8a8-int8",
+    "gguf-q8_0",
+    "gguf-q5_k_m",
+    "w4a16-gptq",
+    "w4a16-awq",
+    "nvfp4",
+    "nvfp4a16",
+    "mxfp4a16",
+    "gguf-q4_k_m",
 )
 
 

@@ -143,7 +143,9 @@ def cell_roofline(
     format, unknown KV dtype): its message is the row's reason."""
     shape = shape if isinstance(shape, ModelShape) else load_shape(shape)
     if input_len < 0 or output_len < 1:
-        raise HarnessError(f"roofline: input_len must be at least 0 and output_len at least 1 (got {input_len}, {output_len})")
+        raise HarnessError(
+            f"roofline: input_len must be at least 0 and output_len at least 1 (got {input_len}, {output_len})"
+        )
     return roofline_tok_s(
         batch=batch,
         context=mean_decode_context(input_len, output_len),

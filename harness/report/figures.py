@@ -80,9 +80,12 @@ def pareto(points: list[tuple[float, float]]) -> set[int]:
 def quality_figure(view: SectionView) -> Figure:
     rows = view.latest
     title = "Quality against output tok/s (serving engines)"
-    caption = ("y: perplexity recovery % (circles) or, where a row has none, 100 - 100 x mean KLD (squares); x: offline output tok/s. "
-               "Filled points joined by the line are the Pareto front (no other cell is both faster and better). "
-               "Reference-engine cells (transformers) are left out: their tok/s is not a serving speed.")
+    caption = (
+        "y: perplexity recovery % (circles) or, where a row has none, 100 - 100 x mean KLD (squares); x: offline "
+        "output tok/s. "
+        "Filled points joined by the line are the Pareto front (no other cell is both faster and better). "
+        "Reference-engine cells (transformers) are left out: their tok/s is not a serving speed."
+    )
     points = []
     for r in rows:
         if r.get("status") != "ok" or r.get("engine_speed_class") != "serving":
@@ -91,17 +94,37 @@ def quality_figure(view: SectionView) -> Figure:
         if speed is not None and quality is not None:
             points.append((speed, quality[0], quality[1], r["cell_name"]))
     if not points:
-        return Figure("quality", title, caption, placeholder="no serving-engine cell has both output tok/s and a quality figure (perplexity recovery or KLD) in these results")
+        return Figure(
+            "quality",
+            title,
+            caption,
+            placeholder="no serving-engine cell has both output tok/s and a quality figure (perplexity recovery or "
+            "KLD) in these results",
+        )
     xy = [(p[0], p[1]) for p in points]
     front = pareto(xy)
-    svg = Chart(title, "output tok/s (offline, serving engines)", "quality (%)", limits([p[1] for p in points]), xlim=limits([p[0] for p in points], zero=True))
+    svg = Chart(
+        title,
+        "output tok/s (offline, serving engines)",
+        "quality (%)",
+        limits([p[1] for p in points]),
+        xlim=limits([p[0] for p in points], zero=True),
+    )
     front_pts = sorted((xy[i] for i in front), key=lambda p: p[0])
     if len(front_pts) > 1:
         svg.line(front_pts, color="#c44e52", width=1.5, dash="5,3", tip="Pareto front")
     for i, (x, y, source, name) in enumerate(points):
         on = i in front
-        svg.dot(x, y, "#c44e52" if on else "#4c72b0", r=5 if on else 4, filled=on, square=source == "kld",
-                tip=f"{name}: {x:.1f} tok/s, quality {y:.2f} ({'perplexity recovery' if source == 'ppl' else '100 - 100 x KLD'}){' (Pareto front)' if on else ''}")
+        svg.dot(
+            x,
+            y,
+            "#c44e52" if on else "#4c72b0",
+            r=5 if on else 4,
+            filled=on,
+            square=source == "kld",
+            tip=f"{name}: {x:.1f} tok/s, quality {y:.2f} "
+            f"({'perplexity recovery' if source == 'ppl' else '100 - 100 x KLD'}){' (Pareto front)' if on else ''}",
+        )
         svg.text(svg.sx(x) + 7, svg.sy(y) - 5, name, size=9, color="#444")
     svg.legend([("Pareto front", "#c44e52"), ("other cells", "#4c72b0")])
     return Figure("quality", title, caption, svgs=(svg.render(),))
@@ -112,20 +135,38 @@ def memory_figure(view: SectionView) -> Figure:
     title = "Memory per format: weights, KV cache, activations"
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
-        if as_float(r.get("artifact_bytes")) is not None or row_plan(r, None) is not None or any(v is not None for v in engine_split(r)):
-            groups.setdefault((str(r.get("format_id") or r.get("format")), str(r.get("kv_cache_dtype") or "auto")), []).append(r)
-    plan_words = ("the row's own plan (planned_* columns) where the run wrote one; otherwise weights = the artifact's size on "
-                  "disk (artifact_bytes), KV cache and activations = harness.memory's plan for the row's workload (prompts x "
-                  "(input + output) tokens; activations for vLLM's profile pass, indicative off a GPU).")
-    measured_words = (" Right bar, where the engine reported it: the measured split (weights loaded, KV cache allocated; vLLM "
-                      "allocates its whole KV space up front, so it exceeds the workload's need).")
-    tail = (" Black ticks: the measured peak memory of the engine's processes (GPU memory on a GPU, RSS on a CPU, which counts "
-            "the runtime and the CPU KV-cache space too); dashed red: the capacity the engine may use (GPU memory x "
-            "gpu_memory_utilization, or the run's planned capacity).")
+        if (
+            as_float(r.get("artifact_bytes")) is not None
+            or row_plan(r, None) is not None
+            or any(v is not None for v in engine_split(r))
+        ):
+            groups.setdefault(
+                (str(r.get("format_id") or r.get("format")), str(r.get("kv_cache_dtype") or "auto")), []
+            ).append(r)
+    plan_words = (
+        "the row's own plan (planned_* columns) where the run wrote one; otherwise weights = the artifact's size on "
+        "disk (artifact_bytes), KV cache and activations = harness.memory's plan for the row's workload (prompts x "
+        "(input + output) tokens; activations for vLLM's profile pass, indicative off a GPU)."
+    )
+    measured_words = (
+        " Right bar, where the engine reported it: the measured split (weights loaded, KV cache allocated; vLLM "
+        "allocates its whole KV space up front, so it exceeds the workload's need)."
+    )
+    tail = (
+        " Black ticks: the measured peak memory of the engine's processes (GPU memory on a GPU, RSS on a CPU, which "
+        "counts "
+        "the runtime and the CPU KV-cache space too); dashed red: the capacity the engine may use (GPU memory x "
+        "gpu_memory_utilization, or the run's planned capacity)."
+    )
     two = any(any(v is not None for v in engine_split(m)) for members in groups.values() for m in members)
     caption = ("Left bar, the plan: " + plan_words + measured_words if two else "The plan: " + plan_words) + tail
     if not groups:
-        return Figure("memory", title, caption, placeholder="no cell in these results has an artifact size, a memory plan or the engine's memory split")
+        return Figure(
+            "memory",
+            title,
+            caption,
+            placeholder="no cell in these results has an artifact size, a memory plan or the engine's memory split",
+        )
     if shape is None and not any(row_plan(m, None) for members in groups.values() for m in members):
         caption += " The model's shape is not known to harness.memory: weights only."
     labels: list[str] = []
@@ -146,36 +187,74 @@ def memory_figure(view: SectionView) -> Figure:
         peaks.append(max(peak_values) if peak_values else None)
         capacities.append(None if plan is None or plan.capacity is None else float(plan.capacity))
         labels.append(f"{fmt} kv-{kv}")
-    tops = ([sum(s) / GIB for s in stacks] + [sum(m) / GIB for m in measured if m] + [p / GIB for p in peaks if p is not None]
-            + [c / GIB for c in capacities if c])
-    svg = Chart(title, "format and KV-cache dtype" + (" (left: plan, right: measured)" if two else ""), "GiB",
-                (0.0, max(max(tops), 1e-3) * 1.08), categories=labels, bottom=120, top=74 if two else 58)
+    tops = (
+        [sum(s) / GIB for s in stacks]
+        + [sum(m) / GIB for m in measured if m]
+        + [p / GIB for p in peaks if p is not None]
+        + [c / GIB for c in capacities if c]
+    )
+    svg = Chart(
+        title,
+        "format and KV-cache dtype" + (" (left: plan, right: measured)" if two else ""),
+        "GiB",
+        (0.0, max(max(tops), 1e-3) * 1.08),
+        categories=labels,
+        bottom=120,
+        top=74 if two else 58,
+    )
     plan_colors = (("weights", COLORS[0]), ("KV cache (plan)", COLORS[1]), ("activations (plan)", COLORS[2]))
-    measured_colors = (("weights (measured)", COLORS[10]), ("KV cache (allocated)", COLORS[11]))  # darker shades of the plan's
+    measured_colors = (
+        ("weights (measured)", COLORS[10]),
+        ("KV cache (allocated)", COLORS[11]),
+    )  # darker shades of the plan's
     share, shift = (0.36, 0.2) if two else (0.6, 0.0)
     for i, (label, stack) in enumerate(zip(labels, stacks)):
         base = 0.0
         for (name, color), part in zip(plan_colors, stack):
             if part:
-                svg.bar(i, base, base + part / GIB, color, f"{label}: {name} {part / GIB:.3f} GiB", share=share, offset=-shift)
+                svg.bar(
+                    i,
+                    base,
+                    base + part / GIB,
+                    color,
+                    f"{label}: {name} {part / GIB:.3f} GiB",
+                    share=share,
+                    offset=-shift,
+                )
                 base += part / GIB
-        if measured[i]:
+        parts = measured[i]
+        if parts:
             base = 0.0
-            for (name, color), part in zip(measured_colors, measured[i]):
+            for (name, color), part in zip(measured_colors, parts):
                 if part:
-                    svg.bar(i, base, base + part / GIB, color, f"{label}: {name} {part / GIB:.3f} GiB", share=share, offset=shift, outline="#000")
+                    svg.bar(
+                        i,
+                        base,
+                        base + part / GIB,
+                        color,
+                        f"{label}: {name} {part / GIB:.3f} GiB",
+                        share=share,
+                        offset=shift,
+                        outline="#000",
+                    )
                     base += part / GIB
-        if peaks[i] is not None:
-            y = peaks[i] / GIB
+        peak = peaks[i]
+        if peak is not None:
+            y = peak / GIB
             svg.line([(i - 0.42, y), (i + 0.42, y)], color="#000", width=2.5, tip=f"{label}: measured peak {y:.2f} GiB")
     known = {c for c in capacities if c}
     if len(known) == 1 and all(capacities):
-        cap = known.pop() / GIB
-        svg.line([(-0.5, cap), (len(labels) - 0.5, cap)], color="#c44e52", dash="6,4", tip=f"capacity {cap:.2f} GiB")
+        only = known.pop() / GIB
+        svg.line([(-0.5, only), (len(labels) - 0.5, only)], color="#c44e52", dash="6,4", tip=f"capacity {only:.2f} GiB")
     else:
         for i, cap in enumerate(capacities):
             if cap:
-                svg.line([(i - 0.45, cap / GIB), (i + 0.45, cap / GIB)], color="#c44e52", dash="6,4", tip=f"{labels[i]}: capacity {cap / GIB:.2f} GiB")
+                svg.line(
+                    [(i - 0.45, cap / GIB), (i + 0.45, cap / GIB)],
+                    color="#c44e52",
+                    dash="6,4",
+                    tip=f"{labels[i]}: capacity {cap / GIB:.2f} GiB",
+                )
     svg.legend([*plan_colors, *(measured_colors if two else ()), ("measured peak", "#000")])
     return Figure("memory", title, caption, svgs=(svg.render(),))
 
@@ -183,14 +262,19 @@ def memory_figure(view: SectionView) -> Figure:
 def calibration_figure(view: SectionView) -> Figure:
     rows = view.latest
     title = "Calibration-domain delta: in-domain minus generic calibration"
-    caption = ("Per format, engine and KV dtype built with both an in-domain calibration set and a generic one "
-               f"(domain {', '.join(GENERIC_DOMAINS)}): the in-domain cell's metric minus the generic cell's. The metric is the "
-               "in-domain eval where the domain has one (code: Pass@1, math: MATH), else perplexity recovery %, else mean KLD "
-               "(lower is better).")
+    caption = (
+        "Per format, engine and KV dtype built with both an in-domain calibration set and a generic one "
+        f"(domain {', '.join(GENERIC_DOMAINS)}): the in-domain cell's metric minus the generic cell's. The metric is "
+        "the "
+        "in-domain eval where the domain has one (code: Pass@1, math: MATH), else perplexity recovery %, else mean KLD "
+        "(lower is better)."
+    )
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in rows:
         if r.get("status") == "ok" and not is_missing(r.get("calibration_domain")):
-            groups.setdefault((str(r["format_id"] or r["format"]), str(r["engine"]), str(r["kv_cache_dtype"])), []).append(r)
+            groups.setdefault(
+                (str(r["format_id"] or r["format"]), str(r["engine"]), str(r["kv_cache_dtype"])), []
+            ).append(r)
     deltas: dict[str, list[tuple[str, float, str]]] = {}
     for (fmt, engine, kv), members in sorted(groups.items()):
         generic = [m for m in members if m["calibration_domain"] in GENERIC_DOMAINS]
@@ -201,16 +285,30 @@ def calibration_figure(view: SectionView) -> Figure:
                     a, b = (as_float(own.get(metric)), as_float(other.get(metric))) if metric else (None, None)
                     if a is not None and b is not None:
                         label = f"{fmt}/{engine}/kv-{kv}"
-                        deltas.setdefault(metric or "", []).append((label, a - b, f"{own['calibration_name']} - {other['calibration_name']}"))
+                        deltas.setdefault(metric or "", []).append(
+                            (label, a - b, f"{own['calibration_name']} - {other['calibration_name']}")
+                        )
                         break
     if not deltas:
-        return Figure("calibration", title, caption, placeholder="no format in these results has a quality figure for both an in-domain and a generic calibration set")
+        return Figure(
+            "calibration",
+            title,
+            caption,
+            placeholder="no format in these results has a quality figure for both an in-domain and a generic "
+            "calibration set",
+        )
     svgs = []
     for metric, items in deltas.items():
         values = [v for _, v, _ in items]
         better = "lower is better" if metric == "kld_mean" else "higher is better"
-        svg = Chart(f"{metric}: in-domain - generic", "format / engine / KV dtype", f"delta {metric} ({better})",
-                   limits(values, pad=0.15, zero=True), categories=[i[0] for i in items], bottom=120)
+        svg = Chart(
+            f"{metric}: in-domain - generic",
+            "format / engine / KV dtype",
+            f"delta {metric} ({better})",
+            limits(values, pad=0.15, zero=True),
+            categories=[i[0] for i in items],
+            bottom=120,
+        )
         svg.line([(-0.5, 0.0), (len(items) - 0.5, 0.0)], color="#555")
         for i, (label, value, pair) in enumerate(items):
             good = value < 0 if metric == "kld_mean" else value > 0
@@ -222,11 +320,21 @@ def calibration_figure(view: SectionView) -> Figure:
 def trend_figure(view: SectionView) -> Figure:
     rows, runs, regressions, threshold = view.rows, view.runs, view.regressions, view.threshold
     title = "Trend across runs"
-    caption = (f"Each line is one cell (same config and cell name on this hardware) across runs in start order, as % of its value in "
-               f"its first run. Red: a step worse than {threshold:g} % (output tok/s down, perplexity up) — a flagged regression. "
-               "The tok/s panel shows serving engines only; a reference engine's slow-down is flagged in the list, not plotted.")
+    caption = (
+        "Each line is one cell (same config and cell name on this hardware) across runs in start order, as % of its "
+        "value in "
+        f"its first run. Red: a step worse than {threshold:g} % (output tok/s down, perplexity up) — a flagged "
+        "regression. "
+        "The tok/s panel shows serving engines only; a reference engine's slow-down is flagged in the list, not "
+        "plotted."
+    )
     if len(runs) < 2:
-        return Figure("trend", title, caption, placeholder=f"one run in these results ({runs[0] if runs else 'none'}): no trend to plot")
+        return Figure(
+            "trend",
+            title,
+            caption,
+            placeholder=f"one run in these results ({runs[0] if runs else 'none'}): no trend to plot",
+        )
     flagged = {(r.metric, r.config_name, r.cell_name, r.current_run) for r in regressions}
     svgs = []
     serving = {str(r["cell_name"]) for r in rows if r.get("engine_speed_class") == "serving"}
@@ -244,8 +352,14 @@ def trend_figure(view: SectionView) -> Figure:
         values = [v for vals in relative.values() for v in vals if v is not None]
         if not values:
             continue
-        svg = Chart(f"{label}: % of the cell's first run", "run (start order)", f"{label} (% of first run)", limits(values + [100.0], pad=0.1),
-                   categories=[run[:32] for run in runs], bottom=130)
+        svg = Chart(
+            f"{label}: % of the cell's first run",
+            "run (start order)",
+            f"{label} (% of first run)",
+            limits(values + [100.0], pad=0.1),
+            categories=[run[:32] for run in runs],
+            bottom=130,
+        )
         labels: list[tuple[float, float, str, str]] = []  # (y px, x px, text, color) at each line's last point
         for n, ((config, cell), vals) in enumerate(sorted(relative.items())):
             color = COLORS[n % len(COLORS)]
@@ -254,10 +368,22 @@ def trend_figure(view: SectionView) -> Figure:
             regressed = False
             for (i0, v0), (i1, v1) in zip(pts, pts[1:]):
                 if (metric, config, cell, runs[i1]) in flagged:
-                    svg.line([(i0, v0), (i1, v1)], color="#d62728", width=3.0, tip=f"regression: {cell} {metric} {v1 - v0:+.1f} points")
+                    svg.line(
+                        [(i0, v0), (i1, v1)],
+                        color="#d62728",
+                        width=3.0,
+                        tip=f"regression: {cell} {metric} {v1 - v0:+.1f} points",
+                    )
                     regressed = regressed or i1 == pts[-1][0]
             last_x, last_y = pts[-1]
-            labels.append((svg.sy(last_y), svg.sx(last_x) + 6, cell + (" (regressed)" if regressed else ""), "#d62728" if regressed else color))
+            labels.append(
+                (
+                    svg.sy(last_y),
+                    svg.sx(last_x) + 6,
+                    cell + (" (regressed)" if regressed else ""),
+                    "#d62728" if regressed else color,
+                )
+            )
         floor = -math.inf
         for y, x, words, color in sorted(labels):  # stack end labels so they never overlap
             y = max(y + 3, floor + 11)
@@ -279,11 +405,23 @@ def serving_lines(rows: list[dict[str, Any]], rate: bool) -> dict[str, list[tupl
     return lines
 
 
-def sweep_chart(title: str, xname: str, ylabel: str, lines: dict[str, list[tuple[float, dict[str, Any]]]],
-                 series: Sequence[tuple[str, str, str, bool]], unit: str) -> str | None:
+def sweep_chart(
+    title: str,
+    xname: str,
+    ylabel: str,
+    lines: dict[str, list[tuple[float, dict[str, Any]]]],
+    series: Sequence[tuple[str, str, str, bool]],
+    unit: str,
+) -> str | None:
     """One panel: for each cell a line per (column, stat label, dash, filled) in `series`, against x.
     Log x where the points span a decade or more (1 ... 64 concurrency), log y where values span 30x."""
-    values = [v for pts in lines.values() for _, p in pts for column, *_ in series if (v := as_float(p.get(column))) is not None and v > 0]
+    values = [
+        v
+        for pts in lines.values()
+        for _, p in pts
+        for column, *_ in series
+        if (v := as_float(p.get(column))) is not None and v > 0
+    ]
     if not values:
         return None
     xs = sorted({x for pts in lines.values() for x, _ in pts})
@@ -292,8 +430,18 @@ def sweep_chart(title: str, xname: str, ylabel: str, lines: dict[str, list[tuple
     names = sorted(lines)
     legend_width = min(300, 40 + 6 * max(len(n) for n in names))
     height = max(420, 58 + 24 + 13 * len(names) + 70)
-    chart = Chart(title, xname, ylabel, ylim, xlim=(xs[0], xs[-1]), xlog=xlog, ylog=ylog,
-                  xticks=xs if len(xs) <= 12 else None, legend_width=legend_width, height=height)
+    chart = Chart(
+        title,
+        xname,
+        ylabel,
+        ylim,
+        xlim=(xs[0], xs[-1]),
+        xlog=xlog,
+        ylog=ylog,
+        xticks=xs if len(xs) <= 12 else None,
+        legend_width=legend_width,
+        height=height,
+    )
     for n, cell in enumerate(names):
         color = COLORS[n % len(COLORS)]
         for column, stat, dash, filled in series:
@@ -309,24 +457,44 @@ def sweep_chart(title: str, xname: str, ylabel: str, lines: dict[str, list[tuple
 def latency_figure(view: SectionView) -> Figure:
     rows = view.latest
     title = "Latency against concurrency (serving under load)"
-    caption = ("From the serving benchmark (the rows' `serving` sweep: an OpenAI-compatible server on 127.0.0.1, streaming "
-               "requests). Time to first token and inter-token latency against the number of in-flight requests, a line per "
-               "cell: p50 solid with filled dots, p99 dashed with open dots; then the serving output tok/s at each level. "
-               "Poisson-arrival (rate-mode) points are plotted separately against the request rate (a rate of ∞, every request "
-               "at once, is in the tables only). The x axis turns logarithmic where the levels span a decade or more, the y axis "
-               "where the values span 30x or more (the axis label says so). Every point's figures: the serving table above the plots.")
+    caption = (
+        "From the serving benchmark (the rows' `serving` sweep: an OpenAI-compatible server on 127.0.0.1, streaming "
+        "requests). Time to first token and inter-token latency against the number of in-flight requests, a line per "
+        "cell: p50 solid with filled dots, p99 dashed with open dots; then the serving output tok/s at each level. "
+        "Poisson-arrival (rate-mode) points are plotted separately against the request rate (a rate of ∞, every "
+        "request "
+        "at once, is in the tables only). The x axis turns logarithmic where the levels span a decade or more, the y "
+        "axis "
+        "where the values span 30x or more (the axis label says so). Every point's figures: the serving table above "
+        "the plots."
+    )
     svgs: list[str] = []
-    for rate, xname, against in ((False, "concurrency (in-flight requests)", "concurrency"), (True, "request rate (req/s, Poisson arrivals)", "request rate")):
+    for rate, xname, against in (
+        (False, "concurrency (in-flight requests)", "concurrency"),
+        (True, "request rate (req/s, Poisson arrivals)", "request rate"),
+    ):
         lines = serving_lines(rows, rate)
         if not lines:
             continue
         for metric, label in (("ttft", "TTFT"), ("itl", "ITL")):
-            svg = sweep_chart(f"{label} p50 (solid) and p99 (dashed) against {against}", xname, f"{label} (ms)", lines,
-                               [(f"{metric}_p50_ms", f"{label} p50", "", True), (f"{metric}_p99_ms", f"{label} p99", "6,4", False)], "ms")
+            svg = sweep_chart(
+                f"{label} p50 (solid) and p99 (dashed) against {against}",
+                xname,
+                f"{label} (ms)",
+                lines,
+                [(f"{metric}_p50_ms", f"{label} p50", "", True), (f"{metric}_p99_ms", f"{label} p99", "6,4", False)],
+                "ms",
+            )
             if svg:
                 svgs.append(svg)
-        svg = sweep_chart(f"Serving output tok/s against {against}", xname, "output tok/s (serving)", lines,
-                           [("output_tok_s", "output tok/s", "", True)], "tok/s")
+        svg = sweep_chart(
+            f"Serving output tok/s against {against}",
+            xname,
+            "output tok/s (serving)",
+            lines,
+            [("output_tok_s", "output tok/s", "", True)],
+            "tok/s",
+        )
         if svg:
             svgs.append(svg)
     if not svgs:
@@ -337,24 +505,57 @@ def latency_figure(view: SectionView) -> Figure:
 def roofline_figure(view: SectionView) -> Figure:
     rows = view.latest
     title = "Roofline fraction per cell"
-    caption = ("Offline output tok/s as % of the roofline's bound for the row's workload: min(batch x bandwidth / bytes read per "
-               "decode step, FLOP/s / FLOPs per token), with the peaks named in hw_peak_source (a datasheet, or measured on this "
-               "host). Blue: memory-bound, orange: compute-bound. Reference-engine cells (transformers) are drawn light: "
-               "their tok/s is not a serving speed.")
-    items = [(str(r["cell_name"]), 100.0 * f, str(r.get("roofline_bound") or ""), r.get("engine_speed_class") == "serving", str(r.get("hw_peak_source") or ""))
-             for r in rows if r.get("status") == "ok" and (f := as_float(r.get("roofline_fraction"))) is not None]
+    caption = (
+        "Offline output tok/s as % of the roofline's bound for the row's workload: min(batch x bandwidth / bytes read "
+        "per "
+        "decode step, FLOP/s / FLOPs per token), with the peaks named in hw_peak_source (a datasheet, or measured on "
+        "this "
+        "host). Blue: memory-bound, orange: compute-bound. Reference-engine cells (transformers) are drawn light: "
+        "their tok/s is not a serving speed."
+    )
+    items = [
+        (
+            str(r["cell_name"]),
+            100.0 * f,
+            str(r.get("roofline_bound") or ""),
+            r.get("engine_speed_class") == "serving",
+            str(r.get("hw_peak_source") or ""),
+        )
+        for r in rows
+        if r.get("status") == "ok" and (f := as_float(r.get("roofline_fraction"))) is not None
+    ]
     if not items:
         notes = sorted({str(r["roofline_note"]) for r in rows if not is_missing(r.get("roofline_note"))})
-        why = "; ".join(notes[:3]) if notes else "these rows have no roofline columns (a table from before the roofline model)"
+        why = (
+            "; ".join(notes[:3])
+            if notes
+            else "these rows have no roofline columns (a table from before the roofline model)"
+        )
         return Figure("roofline", title, caption, placeholder=f"no roofline fraction in these results: {why}")
     top = max(v for _, v, *_ in items)
-    svg = Chart(title, "cell", "% of the roofline tok/s", (0.0, max(top * 1.1, 1.0)), categories=[i[0] for i in items], bottom=120)
+    svg = Chart(
+        title,
+        "cell",
+        "% of the roofline tok/s",
+        (0.0, max(top * 1.1, 1.0)),
+        categories=[i[0] for i in items],
+        bottom=120,
+    )
     for i, (cell, value, bound, serving, source) in enumerate(items):
         color = COLORS[1] if bound == "compute" else COLORS[0]
-        svg.bar(i, 0.0, value, color if serving else color + "66", f"{cell}: {value:.1f} % of the roofline ({bound or 'bound not given'}-bound; {source})")
+        svg.bar(
+            i,
+            0.0,
+            value,
+            color if serving else color + "66",
+            f"{cell}: {value:.1f} % of the roofline ({bound or 'bound not given'}-bound; {source})",
+        )
     if top >= 80:
         svg.line([(-0.5, 100.0), (len(items) - 0.5, 100.0)], color="#c44e52", dash="6,4", tip="the roofline (100 %)")
-    svg.legend([("memory-bound", COLORS[0]), ("compute-bound", COLORS[1])] + ([("reference engine", COLORS[0] + "66")] if not all(i[3] for i in items) else []))
+    svg.legend(
+        [("memory-bound", COLORS[0]), ("compute-bound", COLORS[1])]
+        + ([("reference engine", COLORS[0] + "66")] if not all(i[3] for i in items) else [])
+    )
     return Figure("roofline", title, caption, svgs=(svg.render(),))
 
 

@@ -8,35 +8,59 @@ from harness.report.sections import Section
 from harness.report.tables import SERVING_HEADERS, TABLE_HEADERS
 from harness.results.trend import Regression
 
-
 #: table columns whose text wraps (the others keep to one line; the table scrolls sideways, its first column stays)
-WRAPPED = {"kernel": "kernel", "planned GiB": "note", "roofline %": "note", "TTFT p50/p99": "sweep", "ITL p50/p99": "sweep", "reason": "reason"}
+WRAPPED = {
+    "kernel": "kernel",
+    "planned GiB": "note",
+    "roofline %": "note",
+    "TTFT p50/p99": "sweep",
+    "ITL p50/p99": "sweep",
+    "reason": "reason",
+}
 
 
 CSS = """body{font-family:sans-serif;margin:24px;color:#222}table{border-collapse:collapse;font-size:12px}
-th,td{border:1px solid #ccc;padding:3px 6px;vertical-align:top}th{background:#eee;position:sticky;top:0}td{white-space:nowrap}
+th,td{border:1px solid #ccc;padding:3px 6px;vertical-align:top}th{background:#eee;position:sticky;top:0}
+td{white-space:nowrap}
 td.failed{background:#fde0e0}td.unsupported{background:#fff3cd}td.reason{white-space:pre-wrap;min-width:260px;max-width:420px}
 td.kernel{white-space:normal;overflow-wrap:anywhere;min-width:120px;max-width:200px}td.sweep{white-space:normal;min-width:170px;max-width:260px}
 td.note{white-space:normal;min-width:110px;max-width:220px}summary{cursor:pointer;font-weight:bold;margin:12px 0}
 tr>:first-child{position:sticky;left:0;background:#fff;z-index:1}tr>th:first-child{background:#eee;z-index:2}
-figure{margin:18px 0}figcaption{font-size:12px;color:#555;max-width:760px}.placeholder{border:1px dashed #999;padding:12px;
+figure{margin:18px 0}figcaption{font-size:12px;color:#555;max-width:760px}
+.placeholder{border:1px dashed #999;padding:12px;
 color:#555;max-width:740px;background:#f7f7f7}.regression{color:#b00}svg{max-width:100%;height:auto;display:block}
 div.wide{overflow-x:auto;max-width:100%}"""
 
 
 def html_page(sections: list[Section], sources: list[str], threshold: float, regressions: list[Regression]) -> str:
     e = html.escape
-    out = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>harness report</title>', f"<style>{CSS}</style></head><body>",
-           "<h1>Quantization report</h1>", "<p>From " + ", ".join(f"<code>{e(s)}</code>" for s in sources) + ". Tok/s are labelled by the engine's "
-           "speed class: <em>serving</em> (vLLM, llama.cpp) or <em>reference</em> (transformers); the two are never compared.</p>",
-           f'<h2 id="regressions">Regressions (threshold {threshold:g} %)</h2>']
+    out = [
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>harness report</title>',
+        f"<style>{CSS}</style></head><body>",
+        "<h1>Quantization report</h1>",
+        "<p>From " + ", ".join(f"<code>{e(s)}</code>" for s in sources) + ". Tok/s are labelled by the engine's "
+        "speed class: <em>serving</em> (vLLM, llama.cpp) or <em>reference</em> (transformers); the two are never "
+        "compared.</p>",
+        f'<h2 id="regressions">Regressions (threshold {threshold:g} %)</h2>',
+    ]
     if regressions:
         out.append("<ul>" + "".join(f'<li class="regression">{e(r.line())}</li>' for r in regressions) + "</ul>")
     else:
-        out.append("<p>none flagged" + (" (a single run per section: nothing to compare)" if all(len(s.runs) < 2 for s in sections) else "") + "</p>")
+        out.append(
+            "<p>none flagged"
+            + (" (a single run per section: nothing to compare)" if all(len(s.runs) < 2 for s in sections) else "")
+            + "</p>"
+        )
     for s in sections:
-        out.append(f'<section id="{s.slug}"><h2>{e(s.title)}</h2><p>runs: {e(", ".join(s.runs))}; the table holds the latest row of each cell.</p>')
-        out.append('<div class="wide"><table class="cells"><thead><tr>' + "".join(f"<th>{e(h)}</th>" for h in TABLE_HEADERS) + "</tr></thead><tbody>")
+        out.append(
+            f'<section id="{s.slug}"><h2>{e(s.title)}</h2><p>runs: {e(", ".join(s.runs))}; the table holds the latest '
+            "row of each cell.</p>"
+        )
+        out.append(
+            '<div class="wide"><table class="cells"><thead><tr>'
+            + "".join(f"<th>{e(h)}</th>" for h in TABLE_HEADERS)
+            + "</tr></thead><tbody>"
+        )
         for row in s.table:
             status = row[TABLE_HEADERS.index("status")]
             cells = []
@@ -47,11 +71,22 @@ def html_page(sections: list[Section], sources: list[str], threshold: float, reg
         out.append("</tbody></table></div>")
         if s.serving:
             opened = " open" if len(s.serving) <= 40 else ""  # a long sweep stays folded; <details> needs no script
-            out.append(f'<details id="{s.slug}-serving"{opened}><summary>Serving under load, per sweep point ({len(s.serving)} points)</summary>')
+            out.append(
+                f'<details id="{s.slug}-serving"{opened}><summary>Serving under load, per sweep point '
+                f"({len(s.serving)} points)</summary>"
+            )
             out.append("<p>" + "<br>".join(e(n) for n in s.serving_notes) + "</p>")
-            out.append('<div class="wide"><table class="serving"><thead><tr>' + "".join(f"<th>{e(h)}</th>" for h in SERVING_HEADERS) + "</tr></thead><tbody>")
+            out.append(
+                '<div class="wide"><table class="serving"><thead><tr>'
+                + "".join(f"<th>{e(h)}</th>" for h in SERVING_HEADERS)
+                + "</tr></thead><tbody>"
+            )
             for row in s.serving:  # the last column is the sweep point's first request error
-                out.append("<tr>" + "".join(f"<td>{e(v)}</td>" for v in row[:-1]) + f'<td class="reason">{e(row[-1])}</td></tr>')
+                out.append(
+                    "<tr>"
+                    + "".join(f"<td>{e(v)}</td>" for v in row[:-1])
+                    + f'<td class="reason">{e(row[-1])}</td></tr>'
+                )
             out.append("</tbody></table></div></details>")
         for fig in s.figures:
             out.append(f'<figure id="{s.slug}-{fig.key}" class="plot"><h3>{e(fig.title)}</h3>')
@@ -69,10 +104,24 @@ def md_cell(value: str, limit: int = 300) -> str:
     return value.replace("|", "\\|").replace("\n", " ")
 
 
-def markdown_page(sections: list[Section], sources: list[str], threshold: float, regressions: list[Regression], plot_files: dict[tuple[str, str], list[str]]) -> str:
-    out = ["# Quantization report", "", "From " + ", ".join(f"`{s}`" for s in sources) + ".", "",
-           "Tok/s are labelled by speed class (serving: vLLM, llama.cpp; reference: transformers), never compared across classes.", "",
-           f"## Regressions (threshold {threshold:g} %)", ""]
+def markdown_page(
+    sections: list[Section],
+    sources: list[str],
+    threshold: float,
+    regressions: list[Regression],
+    plot_files: dict[tuple[str, str], list[str]],
+) -> str:
+    out = [
+        "# Quantization report",
+        "",
+        "From " + ", ".join(f"`{s}`" for s in sources) + ".",
+        "",
+        "Tok/s are labelled by speed class (serving: vLLM, llama.cpp; reference: transformers), never compared across "
+        "classes.",
+        "",
+        f"## Regressions (threshold {threshold:g} %)",
+        "",
+    ]
     out.extend([f"- **regression**: {r.line()}" for r in regressions] or ["none flagged"])
     for s in sections:
         out += ["", f"## {s.title}", "", f"Runs: {', '.join(s.runs)}; the latest row of each cell.", ""]

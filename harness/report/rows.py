@@ -42,11 +42,15 @@ def sweep_points(row: dict[str, Any]) -> list[dict[str, Any]]:
         items = [dict(p) for p in value if isinstance(p, dict)]
     except TypeError:
         return []
-    return sorted(items, key=lambda p: (is_rate(p), as_float(p.get("concurrency")) or 0.0, as_float(p.get("request_rate")) or 0.0))
+    return sorted(
+        items, key=lambda p: (is_rate(p), as_float(p.get("concurrency")) or 0.0, as_float(p.get("request_rate")) or 0.0)
+    )
 
 
 def is_rate(point: dict[str, Any]) -> bool:
-    return point.get("mode") == "rate" or (as_float(point.get("concurrency")) is None and as_float(point.get("request_rate")) is not None)
+    return point.get("mode") == "rate" or (
+        as_float(point.get("concurrency")) is None and as_float(point.get("request_rate")) is not None
+    )
 
 
 def point_x(point: dict[str, Any]) -> float | None:
@@ -73,8 +77,11 @@ def ms_text(value: Any) -> str:
 
 def latency_text(points: list[dict[str, Any]], metric: str) -> str:
     """Compact p50/p99 per sweep point: "c1 12/30 · c8 40/95 ms"."""
-    parts = [f"{point_label(p)} {ms_text(p.get(f'{metric}_p50_ms'))}/{ms_text(p.get(f'{metric}_p99_ms'))}" for p in points
-             if as_float(p.get(f"{metric}_p50_ms")) is not None or as_float(p.get(f"{metric}_p99_ms")) is not None]
+    parts = [
+        f"{point_label(p)} {ms_text(p.get(f'{metric}_p50_ms'))}/{ms_text(p.get(f'{metric}_p99_ms'))}"
+        for p in points
+        if as_float(p.get(f"{metric}_p50_ms")) is not None or as_float(p.get(f"{metric}_p99_ms")) is not None
+    ]
     return " · ".join(parts) + " ms" if parts else ""
 
 
@@ -167,6 +174,8 @@ def planned_text(row: dict[str, Any], shape: ModelShape | None) -> str:
 
 def split_text(row: dict[str, Any]) -> str:
     weights, kv = engine_split(row)
-    parts = ([f"w {weights / GIB:.2f}"] if weights is not None else []) + ([f"KV {kv / GIB:.2f}"] if kv is not None else [])
+    parts = ([f"w {weights / GIB:.2f}"] if weights is not None else []) + (
+        [f"KV {kv / GIB:.2f}"] if kv is not None else []
+    )
     tokens = as_float(row.get("engine_kv_cache_tokens"))
     return " + ".join(parts) + (f" ({tokens_text(tokens)} tok)" if tokens is not None and parts else "")

@@ -35,22 +35,47 @@ def build_sections(frame: pd.DataFrame, threshold: float) -> list[Section]:
     keyed: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
     for r in records:
         model = str(r.get("model_source") or r.get("model_identity") or "unknown model")
-        key = (model, str(r.get("config_name") or "?"), str(r.get("hw_device") or "?"), str(r.get("hw_name") or "unknown hardware"))
+        key = (
+            model,
+            str(r.get("config_name") or "?"),
+            str(r.get("hw_device") or "?"),
+            str(r.get("hw_name") or "unknown hardware"),
+        )
         keyed.setdefault(key, []).append(r)
     sections = []
     for (model, config, device, hw), rows in sorted(keyed.items()):
         title = f"{model} · config {config} · {hw} ({device})"
-        rows.sort(key=lambda r: (pd.Timestamp.min.tz_localize("UTC") if is_missing(r.get("started_at")) else r["started_at"]))
+        rows.sort(
+            key=lambda r: pd.Timestamp.min.tz_localize("UTC") if is_missing(r.get("started_at")) else r["started_at"]
+        )
         current: dict[str, dict[str, Any]] = {}
         for r in rows:  # the latest row of each cell
             current[str(r["cell_name"])] = r
-        latest = sorted(current.values(), key=lambda r: (str(r.get("format")), str(r.get("calibration_name") or ""), str(r.get("engine")), str(r.get("kv_cache_dtype"))))
+        latest = sorted(
+            current.values(),
+            key=lambda r: (
+                str(r.get("format")),
+                str(r.get("calibration_name") or ""),
+                str(r.get("engine")),
+                str(r.get("kv_cache_dtype")),
+            ),
+        )
         shape = shape_of_source(model)
         runs = trend.runs(rows)
         regressions = trend.regressions(title, rows, runs, threshold)
         view = SectionView(rows, latest, runs, regressions, threshold, shape)
         figures = [figure(view) for figure in FIGURES]
         serving = serving_rows(latest)
-        sections.append(Section(title, slug(f"{model}-{config}-{hw}"), runs, table_rows(latest, shape), figures, regressions,
-                                 serving, serving_notes(latest) if serving else []))
+        sections.append(
+            Section(
+                title,
+                slug(f"{model}-{config}-{hw}"),
+                runs,
+                table_rows(latest, shape),
+                figures,
+                regressions,
+                serving,
+                serving_notes(latest) if serving else [],
+            )
+        )
     return sections

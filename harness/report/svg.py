@@ -12,8 +12,28 @@ import math
 from collections.abc import Sequence
 
 #: tab10, then tab20's lighter half: a line per cell stays distinguishable up to twenty cells
-COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd",
-          "#1f3f7a", "#a0522d", "#2e7d32", "#8b1a1a", "#4b3b8f", "#5d4037", "#ad1457", "#424242", "#827717", "#00838f")
+COLORS = (
+    "#4c72b0",
+    "#dd8452",
+    "#55a868",
+    "#c44e52",
+    "#8172b3",
+    "#937860",
+    "#da8bc3",
+    "#8c8c8c",
+    "#ccb974",
+    "#64b5cd",
+    "#1f3f7a",
+    "#a0522d",
+    "#2e7d32",
+    "#8b1a1a",
+    "#4b3b8f",
+    "#5d4037",
+    "#ad1457",
+    "#424242",
+    "#827717",
+    "#00838f",
+)
 
 
 def ticks(lo: float, hi: float, n: int = 5) -> list[float]:
@@ -71,9 +91,23 @@ class Chart:
     categorical x, in viewBox units. `legend_width` reserves a column at the right for
     `side_legend` (a legend per line, when lines are many)."""
 
-    def __init__(self, title: str, xlabel: str, ylabel: str, ylim: tuple[float, float], xlim: tuple[float, float] | None = None,
-                 categories: Sequence[str] = (), width: int = 760, height: int = 420, bottom: int = 70,
-                 xlog: bool = False, ylog: bool = False, xticks: Sequence[float] | None = None, legend_width: int = 0, top: int = 58) -> None:
+    def __init__(
+        self,
+        title: str,
+        xlabel: str,
+        ylabel: str,
+        ylim: tuple[float, float],
+        xlim: tuple[float, float] | None = None,
+        categories: Sequence[str] = (),
+        width: int = 760,
+        height: int = 420,
+        bottom: int = 70,
+        xlog: bool = False,
+        ylog: bool = False,
+        xticks: Sequence[float] | None = None,
+        legend_width: int = 0,
+        top: int = 58,
+    ) -> None:
         self.title, self.width, self.height = title, width + legend_width, height
         self.left, self.right, self.top, self.bottom = 78, 24 + legend_width, top, bottom
         self.xlog, self.ylog = xlog, ylog
@@ -100,7 +134,7 @@ class Chart:
         if self.categories:
             return self.left + span * (x + 0.5) / len(self.categories)
         if self.xlog:
-            lo, hi = self.xends
+            lo, hi = self.xends or (self.xticks[0], self.xticks[-1])
             return self.left + span * (math.log10(x) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
         lo, hi = self.xends or (self.xticks[0], self.xticks[-1])
         return self.left + span * (x - lo) / (hi - lo)
@@ -110,44 +144,93 @@ class Chart:
         height = self.height - self.top - self.bottom
         if self.ylog:
             y = max(y, lo)
-            return self.height - self.bottom - height * (math.log10(y) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+            return (
+                self.height
+                - self.bottom
+                - height * (math.log10(y) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+            )
         return self.height - self.bottom - height * (y - lo) / (hi - lo)
 
     # -- marks ---------------------------------------------------------------------------------
 
-    def text(self, x: float, y: float, words: str, size: int = 11, anchor: str = "start", color: str = "#222", rotate: float = 0.0, bold: bool = False) -> None:
+    def text(
+        self,
+        x: float,
+        y: float,
+        words: str,
+        size: int = 11,
+        anchor: str = "start",
+        color: str = "#222",
+        rotate: float = 0.0,
+        bold: bool = False,
+    ) -> None:
         turn = f' transform="rotate({rotate:g} {x:.1f} {y:.1f})"' if rotate else ""
         weight = ' font-weight="bold"' if bold else ""
-        self.parts.append(f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}" fill="{color}"{weight}{turn}>{html.escape(words)}</text>')
+        self.parts.append(
+            f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}" '
+            f'fill="{color}"{weight}{turn}>{html.escape(words)}</text>'
+        )
 
-    def line(self, points: Sequence[tuple[float, float]], color: str = "#222", width: float = 1.5, dash: str = "", tip: str = "") -> None:
+    def line(
+        self,
+        points: Sequence[tuple[float, float]],
+        color: str = "#222",
+        width: float = 1.5,
+        dash: str = "",
+        tip: str = "",
+    ) -> None:
         coords = " ".join(f"{self.sx(x):.1f},{self.sy(y):.1f}" for x, y in points)
         dashed = f' stroke-dasharray="{dash}"' if dash else ""
         title = f"<title>{html.escape(tip)}</title>" if tip else ""
-        self.parts.append(f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="{width}"{dashed}>{title}</polyline>')
+        self.parts.append(
+            f'<polyline points="{coords}" fill="none" stroke="{color}" '
+            f'stroke-width="{width}"{dashed}>{title}</polyline>'
+        )
 
-    def dot(self, x: float, y: float, color: str, r: float = 4.0, filled: bool = True, tip: str = "", square: bool = False) -> None:
+    def dot(
+        self, x: float, y: float, color: str, r: float = 4.0, filled: bool = True, tip: str = "", square: bool = False
+    ) -> None:
         fill = color if filled else "#fff"
         title = f"<title>{html.escape(tip)}</title>" if tip else ""
         cx, cy = self.sx(x), self.sy(y)
         if square:
-            self.parts.append(f'<rect x="{cx - r:.1f}" y="{cy - r:.1f}" width="{2 * r:.1f}" height="{2 * r:.1f}" fill="{fill}" stroke="{color}" stroke-width="1.5">{title}</rect>')
+            self.parts.append(
+                f'<rect x="{cx - r:.1f}" y="{cy - r:.1f}" width="{2 * r:.1f}" height="{2 * r:.1f}" fill="{fill}" '
+                f'stroke="{color}" stroke-width="1.5">{title}</rect>'
+            )
         else:
-            self.parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{r:.1f}" fill="{fill}" stroke="{color}" stroke-width="1.5">{title}</circle>')
+            self.parts.append(
+                f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{r:.1f}" fill="{fill}" stroke="{color}" '
+                f'stroke-width="1.5">{title}</circle>'
+            )
 
-    def bar(self, index: int, y0: float, y1: float, color: str, tip: str, share: float = 0.6, offset: float = 0.0, outline: str = "") -> None:
+    def bar(
+        self,
+        index: int,
+        y0: float,
+        y1: float,
+        color: str,
+        tip: str,
+        share: float = 0.6,
+        offset: float = 0.0,
+        outline: str = "",
+    ) -> None:
         """A bar in category `index`, `share` of the slot wide, shifted by `offset` slots."""
         slot = (self.width - self.left - self.right) / len(self.categories)
         x = self.sx(index) + slot * offset - slot * share / 2
         top, bottom = min(self.sy(y0), self.sy(y1)), max(self.sy(y0), self.sy(y1))
         stroke = f' stroke="{outline}" stroke-width="0.8"' if outline else ""
-        self.parts.append(f'<rect x="{x:.1f}" y="{top:.1f}" width="{slot * share:.1f}" height="{max(bottom - top, 0.5):.1f}" fill="{color}"{stroke}><title>{html.escape(tip)}</title></rect>')
+        self.parts.append(
+            f'<rect x="{x:.1f}" y="{top:.1f}" width="{slot * share:.1f}" height="{max(bottom - top, 0.5):.1f}" '
+            f'fill="{color}"{stroke}><title>{html.escape(tip)}</title></rect>'
+        )
 
     def legend(self, items: Sequence[tuple[str, str]]) -> None:
         """Swatches above the plot area, in rows as wide as it (the last row just above it; give
         the chart a larger `top` where there are several rows)."""
         rows: list[list[tuple[str, str, float]]] = [[]]
-        x, end = self.left + 8, self.width - self.right
+        x: float = self.left + 8
+        end = self.width - self.right
         for label, color in items:
             step = 24 + 6.2 * len(label)
             if rows[-1] and x + step - 10 > end:
@@ -169,7 +252,9 @@ class Chart:
             self.text(x, y + 4, heading, size=10, bold=True)
             y += 16
         for label, color in items:
-            self.parts.append(f'<line x1="{x:.1f}" y1="{y:.1f}" x2="{x + 16:.1f}" y2="{y:.1f}" stroke="{color}" stroke-width="2.5"/>')
+            self.parts.append(
+                f'<line x1="{x:.1f}" y1="{y:.1f}" x2="{x + 16:.1f}" y2="{y:.1f}" stroke="{color}" stroke-width="2.5"/>'
+            )
             self.text(x + 21, y + 3.5, label, size=10)
             y += 13
 
@@ -178,7 +263,9 @@ class Chart:
     def _axes(self, xlabel: str, ylabel: str) -> None:
         x0, x1 = self.left, self.width - self.right
         y0, y1 = self.height - self.bottom, self.top
-        self.parts.append(f'<rect x="{x0}" y="{y1}" width="{x1 - x0}" height="{y0 - y1}" fill="#fafafa" stroke="#999"/>')
+        self.parts.append(
+            f'<rect x="{x0}" y="{y1}" width="{x1 - x0}" height="{y0 - y1}" fill="#fafafa" stroke="#999"/>'
+        )
         for t in self.yticks:
             y = self.sy(t)
             self.parts.append(f'<line x1="{x0}" y1="{y:.1f}" x2="{x1}" y2="{y:.1f}" stroke="#e4e4e4"/>')
@@ -196,6 +283,8 @@ class Chart:
 
     def render(self) -> str:
         """Inline SVG (HTML5 needs no namespace on it; the report adds one to the .svg files)."""
-        head = (f'<svg viewBox="0 0 {self.width} {self.height}" width="{self.width}" height="{self.height}" role="img" '
-                f'aria-label="{html.escape(self.title)}" font-family="sans-serif">')
+        head = (
+            f'<svg viewBox="0 0 {self.width} {self.height}" width="{self.width}" height="{self.height}" role="img" '
+            f'aria-label="{html.escape(self.title)}" font-family="sans-serif">'
+        )
         return head + "".join(self.parts) + "</svg>"

@@ -32,9 +32,29 @@ from harness.shapes import ModelShape
 TABLE_METRICS = ("pass_at_1", "math_exact_match", "gsm8k_strict_match", "perplexity")
 
 
-TABLE_HEADERS = ("cell", "format", "calibration", "KV", "engine", "kernel", "size MiB", "planned GiB", "engine GiB (w + KV)", "peak GiB",
-                 "out tok/s", "speedup", "roofline %", "TTFT p50/p99", "ITL p50/p99", "best goodput req/s (SLO met)",
-                 *(BY_COLUMN[c].label for c in TABLE_METRICS), "KLD", "recovery %", "status", "reason")
+TABLE_HEADERS = (
+    "cell",
+    "format",
+    "calibration",
+    "KV",
+    "engine",
+    "kernel",
+    "size MiB",
+    "planned GiB",
+    "engine GiB (w + KV)",
+    "peak GiB",
+    "out tok/s",
+    "speedup",
+    "roofline %",
+    "TTFT p50/p99",
+    "ITL p50/p99",
+    "best goodput req/s (SLO met)",
+    *(BY_COLUMN[c].label for c in TABLE_METRICS),
+    "KLD",
+    "recovery %",
+    "status",
+    "reason",
+)
 
 
 def table_rows(rows: list[dict[str, Any]], shape: ModelShape | None) -> list[list[str]]:
@@ -43,20 +63,52 @@ def table_rows(rows: list[dict[str, Any]], shape: ModelShape | None) -> list[lis
         peak, kind = peak_memory(r)
         speed = fmt_value(r.get("output_tok_s"), ".1f")
         points = sweep_points(r)
-        table.append([
-            str(r["cell_name"]), str(r.get("format_id") or r.get("format") or ""), "" if is_missing(r.get("calibration_name")) else str(r["calibration_name"]),
-            str(r.get("kv_cache_dtype") or ""), str(r.get("engine") or ""), kernels_text(r.get("kernels")), fmt_value(r.get("artifact_bytes"), ".1f", MIB),
-            planned_text(r, shape), split_text(r), f"{peak / GIB:.2f} {kind}" if peak is not None else "",
-            f"{speed} ({r.get('engine_speed_class') or 'unknown'})" if speed else "", speedup_text(r), roofline_text(r),
-            latency_text(points, "ttft"), latency_text(points, "itl"), goodput_text(points),
-            *(metric_text(r, c) for c in TABLE_METRICS), fmt_value(r.get("kld_mean"), ".4f"), recovery_text(r), str(r.get("status") or ""),
-            "" if r.get("status") == "ok" or is_missing(r.get("reason")) else str(r["reason"]),
-        ])
+        table.append(
+            [
+                str(r["cell_name"]),
+                str(r.get("format_id") or r.get("format") or ""),
+                "" if is_missing(r.get("calibration_name")) else str(r["calibration_name"]),
+                str(r.get("kv_cache_dtype") or ""),
+                str(r.get("engine") or ""),
+                kernels_text(r.get("kernels")),
+                fmt_value(r.get("artifact_bytes"), ".1f", MIB),
+                planned_text(r, shape),
+                split_text(r),
+                f"{peak / GIB:.2f} {kind}" if peak is not None else "",
+                f"{speed} ({r.get('engine_speed_class') or 'unknown'})" if speed else "",
+                speedup_text(r),
+                roofline_text(r),
+                latency_text(points, "ttft"),
+                latency_text(points, "itl"),
+                goodput_text(points),
+                *(metric_text(r, c) for c in TABLE_METRICS),
+                fmt_value(r.get("kld_mean"), ".4f"),
+                recovery_text(r),
+                str(r.get("status") or ""),
+                "" if r.get("status") == "ok" or is_missing(r.get("reason")) else str(r["reason"]),
+            ]
+        )
     return table
 
 
-SERVING_HEADERS = ("cell", "point", "requests", "failed", "req/s", "out tok/s", "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms", "ITL p99 ms",
-                   "TPOT p50 ms", "E2EL p50 ms", "E2EL p99 ms", "goodput req/s", "SLO met %", "error")
+SERVING_HEADERS = (
+    "cell",
+    "point",
+    "requests",
+    "failed",
+    "req/s",
+    "out tok/s",
+    "TTFT p50 ms",
+    "TTFT p99 ms",
+    "ITL p50 ms",
+    "ITL p99 ms",
+    "TPOT p50 ms",
+    "E2EL p50 ms",
+    "E2EL p99 ms",
+    "goodput req/s",
+    "SLO met %",
+    "error",
+)
 
 
 def serving_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
@@ -64,13 +116,31 @@ def serving_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
     table = []
     for r in rows:
         for p in sweep_points(r):
-            table.append([
-                str(r["cell_name"]), point_label(p), fmt_value(p.get("requests"), ".0f"), fmt_value(p.get("failed"), ".0f"),
-                fmt_value(p.get("request_throughput"), ".2f"), fmt_value(p.get("output_tok_s"), ".1f"),
-                *(ms_text(p.get(c)) if as_float(p.get(c)) is not None else "" for c in ("ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms",
-                                                                             "tpot_p50_ms", "e2el_p50_ms", "e2el_p99_ms")),
-                fmt_value(p.get("goodput_rps"), ".2f"), fmt_value(p.get("slo_attained_pct"), ".0f"), "" if is_missing(p.get("error")) else str(p["error"]),
-            ])
+            table.append(
+                [
+                    str(r["cell_name"]),
+                    point_label(p),
+                    fmt_value(p.get("requests"), ".0f"),
+                    fmt_value(p.get("failed"), ".0f"),
+                    fmt_value(p.get("request_throughput"), ".2f"),
+                    fmt_value(p.get("output_tok_s"), ".1f"),
+                    *(
+                        ms_text(p.get(c)) if as_float(p.get(c)) is not None else ""
+                        for c in (
+                            "ttft_p50_ms",
+                            "ttft_p99_ms",
+                            "itl_p50_ms",
+                            "itl_p99_ms",
+                            "tpot_p50_ms",
+                            "e2el_p50_ms",
+                            "e2el_p99_ms",
+                        )
+                    ),
+                    fmt_value(p.get("goodput_rps"), ".2f"),
+                    fmt_value(p.get("slo_attained_pct"), ".0f"),
+                    "" if is_missing(p.get("error")) else str(p["error"]),
+                ]
+            )
     return table
 
 

@@ -34,8 +34,15 @@ from harness.results.metrics import METRICS, recovery_pct
 
 #: the relative columns this pass owns (cells leave them empty)
 QUALITY_COLUMNS = (
-    "reference_cell_key", "reference_rule", "kld_mean", "kld_p99", "top1_agreement", "kld_positions", "kld_reference",
-    *[m.recovery_column for m in METRICS if m.recovered], "recovery_reference",
+    "reference_cell_key",
+    "reference_rule",
+    "kld_mean",
+    "kld_p99",
+    "top1_agreement",
+    "kld_positions",
+    "kld_reference",
+    *[m.recovery_column for m in METRICS if m.recovered],
+    "recovery_reference",
 )
 SPEED_COLUMNS = ("speedup", "speed_reference_key")
 _KLD_COLUMNS = ("kld_mean", "kld_p99", "top1_agreement", "kld_positions", "kld_reference")
@@ -54,6 +61,13 @@ def _missing(value: Any) -> bool:
         return False
 
 
+def _finite(value: Any) -> float | None:
+    if _missing(value):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
 def _same(a: Any, b: Any) -> bool:
     return (_missing(a) and _missing(b)) or (not _missing(a) and not _missing(b) and a == b)
 
@@ -61,7 +75,7 @@ def _same(a: Any, b: Any) -> bool:
 def reference_engine(engine: str) -> str | None:
     """The engine whose baseline cells are `engine`'s quality reference: itself when it serves a
     baseline format, else what it declares."""
-    serves_baseline = any(engine in formats.REGISTRY[name].engines for name in BASELINE_ORDER)
+    serves_baseline = any(engine in formats.REGISTRY[name].serving_engines() for name in BASELINE_ORDER)
     if serves_baseline:
         return engine
     known = engines.REGISTRY.get(engine)
@@ -91,28 +105,51 @@ def quality_reference(row: dict[str, Any], rows: list[dict[str, Any]]) -> Refere
     """The reference of `row`'s quality figures (the module docstring states the rule)."""
     engine = reference_engine(str(row.get("engine")))
     if engine is None:
-        return Reference(None, f"no reference: engine {row.get('engine')} serves no baseline format and declares no reference engine")
+        return Reference(
+            None, f"no reference: engine {row.get('engine')} serves no baseline format and declares no reference engine"
+        )
     candidates = [
-        r for r in rows
-        if r.get("status") == "ok" and r.get("format") in BASELINE_ORDER and r.get("engine") == engine
-        and r.get("kv_cache_dtype") == "auto" and r.get("model_identity") == row.get("model_identity")
-        and _same(r.get("eval_settings"), row.get("eval_settings")) and _same(r.get("eval_limit"), row.get("eval_limit"))
+        r
+        for r in rows
+        if r.get("status") == "ok"
+        and r.get("format") in BASELINE_ORDER
+        and r.get("engine") == engine
+        and r.get("kv_cache_dtype") == "auto"
+        and r.get("model_identity") == row.get("model_identity")
+        and _same(r.get("eval_settings"), row.get("eval_settings"))
+        and _same(r.get("eval_limit"), row.get("eval_limit"))
     ]
     chosen = _pick(row, candidates)
     where = f"{engine}" + (" (declared by " + str(row.get("engine")) + ")" if engine != row.get("engine") else "")
     if chosen is None:
-        return Reference(None, f"no reference: no ok baseline cell of this model on {where} with KV cache auto and the same eval settings")
+        return Reference(
+            None,
+            f"no reference: no ok baseline cell of this model on {where} with KV cache auto and the same eval settings",
+        )
     return Reference(chosen, f"baseline {chosen['format']} on {where}, KV cache auto, same eval settings")
 
 
 def speed_reference(row: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The reference of `row`'s speedup: the same engine's baseline on the same host and workload, KV auto."""
-    same_on = ("model_identity", "engine", "hostname", "hw_name", "hw_count", "workload_prompts", "workload_input_len",
-               "workload_output_len", "workload_seed")
+    same_on = (
+        "model_identity",
+        "engine",
+        "hostname",
+        "hw_name",
+        "hw_count",
+        "workload_prompts",
+        "workload_input_len",
+        "workload_output_len",
+        "workload_seed",
+    )
     candidates = [
-        r for r in rows
-        if r.get("status") == "ok" and r.get("format") in BASELINE_ORDER and r.get("kv_cache_dtype") == "auto"
-        and not _missing(r.get("output_tok_s")) and all(_same(r.get(c), row.get(c)) for c in same_on)
+        r
+        for r in rows
+        if r.get("status") == "ok"
+        and r.get("format") in BASELINE_ORDER
+        and r.get("kv_cache_dtype") == "auto"
+        and not _missing(r.get("output_tok_s"))
+        and all(_same(r.get(c), row.get(c)) for c in same_on)
     ]
     return _pick(row, candidates)
 
@@ -141,7 +178,9 @@ def logprobs_loader(out_dir: Path | None) -> Callable[[dict[str, Any]], Logprobs
     return load
 
 
-def _kld_columns(row: dict[str, Any], ref: dict[str, Any], load: Callable[[dict[str, Any]], Logprobs | None]) -> dict[str, Any]:
+def _kld_columns(
+    row: dict[str, Any], ref: dict[str, Any], load: Callable[[dict[str, Any]], Logprobs | None]
+) -> dict[str, Any]:
     mine, theirs = load(row), load(ref)
     if mine is None or theirs is None:
         # Only the stored figures are at hand (a table copied without its output directory):
@@ -152,18 +191,27 @@ def _kld_columns(row: dict[str, Any], ref: dict[str, Any], load: Callable[[dict[
     if mine[0].shape != theirs[0].shape:
         return dict.fromkeys(_KLD_COLUMNS)
     divergence = kl_divergence(theirs[0], theirs[1], mine[0], mine[1])
-    return {"kld_mean": divergence.kld_mean, "kld_p99": divergence.kld_p99, "top1_agreement": divergence.top1_agreement,
-            "kld_positions": divergence.positions, "kld_reference": ref.get("cell_name")}
+    return {
+        "kld_mean": divergence.kld_mean,
+        "kld_p99": divergence.kld_p99,
+        "top1_agreement": divergence.top1_agreement,
+        "kld_positions": divergence.positions,
+        "kld_reference": ref.get("cell_name"),
+    }
 
 
-def compare_row(row: dict[str, Any], rows: list[dict[str, Any]], load: Callable[[dict[str, Any]], Logprobs | None]) -> dict[str, Any]:
+def compare_row(
+    row: dict[str, Any], rows: list[dict[str, Any]], load: Callable[[dict[str, Any]], Logprobs | None]
+) -> dict[str, Any]:
     """The relative columns of one row."""
     columns: dict[str, Any] = dict.fromkeys((*QUALITY_COLUMNS, *SPEED_COLUMNS))
     if row.get("status") != "ok":
         return columns
     speed = speed_reference(row, rows)
     if speed is not None and not _missing(row.get("output_tok_s")) and float(speed["output_tok_s"]) > 0:
-        columns.update(speedup=float(row["output_tok_s"]) / float(speed["output_tok_s"]), speed_reference_key=speed["cell_key"])
+        columns.update(
+            speedup=float(row["output_tok_s"]) / float(speed["output_tok_s"]), speed_reference_key=speed["cell_key"]
+        )
     if _missing(row.get("eval_settings")):
         return columns
     reference = quality_reference(row, rows)
@@ -175,10 +223,9 @@ def compare_row(row: dict[str, Any], rows: list[dict[str, Any]], load: Callable[
     for metric in METRICS:
         if not metric.recovered:
             continue
-        mine, theirs = row.get(metric.column), ref.get(metric.column)
-        if _missing(mine) or _missing(theirs) or not math.isfinite(float(mine)) or not math.isfinite(float(theirs)):
-            continue
-        columns[metric.recovery_column] = recovery_pct(metric, float(mine), float(theirs))
+        mine, theirs = _finite(row.get(metric.column)), _finite(ref.get(metric.column))
+        if mine is not None and theirs is not None:
+            columns[metric.recovery_column] = recovery_pct(metric, mine, theirs)
     columns.update(_kld_columns(row, ref, load))
     return columns
 

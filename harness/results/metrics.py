@@ -30,24 +30,44 @@ class Metric:
 
 METRICS: tuple[Metric, ...] = (
     Metric(
-        "pass_at_1", "Pass@1", True,
+        "pass_at_1",
+        "Pass@1",
+        True,
         (("harness_humaneval", "pass_at_1,create_test"), ("humaneval", "pass@1,create_test")),
-        recovered=True, description="HumanEval, greedy, n=1, temperature 0 (sandboxed)",
+        recovered=True,
+        description="HumanEval, greedy, n=1, temperature 0 (sandboxed)",
     ),
     Metric(
-        "math_exact_match", "MATH", True,
-        (("harness_math500", "exact_match,none"), ("minerva_math500", "exact_match,none"),
-         ("hendrycks_math500", "exact_match,none")),
-        recovered=True, description="MATH-500, Minerva 4-shot, answer equivalence",
+        "math_exact_match",
+        "MATH",
+        True,
+        (
+            ("harness_math500", "exact_match,none"),
+            ("minerva_math500", "exact_match,none"),
+            ("hendrycks_math500", "exact_match,none"),
+        ),
+        recovered=True,
+        description="MATH-500, Minerva 4-shot, answer equivalence",
     ),
     Metric("gsm8k_strict_match", "GSM8K", True, (("gsm8k", "exact_match,strict-match"),), recovered=True),
     Metric("gsm8k_flexible_match", "GSM8K flex", True, (("gsm8k", "exact_match,flexible-extract"),), recovered=False),
     Metric(
-        "perplexity", "ppl", False, (("harness_prose_ppl", "word_perplexity,none"),),
-        recovered=True, number_format=".2f", description="word perplexity on held-out prose",
+        "perplexity",
+        "ppl",
+        False,
+        (("harness_prose_ppl", "word_perplexity,none"),),
+        recovered=True,
+        number_format=".2f",
+        description="word perplexity on held-out prose",
     ),
-    Metric("bits_per_byte", "bits/byte", False, (("harness_prose_ppl", "bits_per_byte,none"),), recovered=False,
-           number_format=".4f"),
+    Metric(
+        "bits_per_byte",
+        "bits/byte",
+        False,
+        (("harness_prose_ppl", "bits_per_byte,none"),),
+        recovered=False,
+        number_format=".4f",
+    ),
 )
 BY_COLUMN: dict[str, Metric] = {m.column: m for m in METRICS}
 #: the metrics a recovery % (and a gate floor) exists for

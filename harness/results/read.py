@@ -99,5 +99,3 @@ def load_results(results: Path | str | Sequence[Path | str]) -> pd.DataFrame:
     )
     frame["started_at"] = pd.to_datetime(frame["started_at"], utc=True)
     return frame
-
-

@@ -33,6 +33,7 @@ from harness.errors import HarnessError
 from harness.results import compare
 from harness.results.schema import COLUMNS, FINAL_STATUSES, SCHEMA, row_table
 
+
 def _atomic_write_table(table: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -124,7 +125,11 @@ def row_status(out_dir: Path, key: str, since: datetime | None = None) -> str | 
     row = pq.read_table(path, columns=["status", "finished_at"]).to_pylist()[0]
     if row["status"] in FINAL_STATUSES:
         return str(row["status"])
-    if since is not None and row["finished_at"] is not None and row["finished_at"] >= since.replace(microsecond=since.microsecond // 1000 * 1000):  # stored in ms
+    if (
+        since is not None
+        and row["finished_at"] is not None
+        and row["finished_at"] >= since.replace(microsecond=since.microsecond // 1000 * 1000)
+    ):  # stored in ms
         return str(row["status"])
     return None
 

@@ -11,7 +11,10 @@ import pandas as pd
 from harness.results.read import is_missing, number
 
 #: metrics trended across runs, and the sign of a change that is worse (tok/s down, perplexity up)
-TREND_METRICS: tuple[tuple[str, str, int], ...] = (("output_tok_s", "output tok/s", -1), ("perplexity", "perplexity", +1))
+TREND_METRICS: tuple[tuple[str, str, int], ...] = (
+    ("output_tok_s", "output tok/s", -1),
+    ("perplexity", "perplexity", +1),
+)
 
 
 @dataclass(frozen=True)
@@ -44,14 +47,19 @@ def runs(rows: list[dict[str, Any]]) -> list[str]:
         run, at = str(r.get("run_id")), r.get("started_at")
         if run not in start or (not is_missing(at) and (is_missing(start[run]) or at < start[run])):
             start[run] = at
-    return sorted(start, key=lambda run: (pd.Timestamp.max.tz_localize("UTC") if is_missing(start[run]) else start[run], run))
+    return sorted(
+        start, key=lambda run: (pd.Timestamp.max.tz_localize("UTC") if is_missing(start[run]) else start[run], run)
+    )
 
 
 def series(rows: list[dict[str, Any]], runs: list[str], metric: str) -> dict[tuple[str, str], list[float | None]]:
-    """(config, cell) → the metric in each run (the run's latest row of that cell), for cells with two or more values."""
+    """(config, cell) → the metric in each run (the run's latest row of that cell), for cells with two or
+    more values."""
     index = {run: i for i, run in enumerate(runs)}
     out: dict[tuple[str, str], list[float | None]] = {}
-    for r in sorted(rows, key=lambda r: (pd.Timestamp.min.tz_localize("UTC") if is_missing(r.get("started_at")) else r["started_at"])):
+    for r in sorted(
+        rows, key=lambda r: pd.Timestamp.min.tz_localize("UTC") if is_missing(r.get("started_at")) else r["started_at"]
+    ):
         value = number(r.get(metric)) if r.get("status") == "ok" else None
         values = out.setdefault((str(r.get("config_name")), str(r["cell_name"])), [None] * len(runs))
         if value is not None:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import Any
 
-from harness import engines
 from harness.engines.base import Engine, EngineRequest, MemorySplit
 from harness.isolation import memory_limit_bytes, run_isolated
 from harness.stages.base import StageStop
@@ -61,28 +59,45 @@ class OfflineResult:
         }
 
 
-def measure(engine: Engine[Any], request: EngineRequest, prompts: list[list[int]], output_len: int, log_path: Path,
-            device: str) -> OfflineResult:
+def measure(
+    engine: Engine[Any], request: EngineRequest, prompts: list[list[int]], output_len: int, log_path: Path, device: str
+) -> OfflineResult:
     """Offline throughput of the cell's artifact, in an isolated child. Raises StageStop: the
     engine refused the format on this hardware (unsupported, in its own words) or broke (failed)."""
-    outcome = run_isolated(offline_throughput, (engine.name, request, prompts, output_len), log_path, request.spec.timeout_s,
-                           memory_limit_bytes(request.spec.memory_limit_gib))
+    outcome = run_isolated(
+        offline_throughput,
+        (engine, request, prompts, output_len),
+        log_path,
+        request.spec.timeout_s,
+        memory_limit_bytes(request.spec.memory_limit_gib),
+    )
     log_text = log_path.read_text(errors="replace") if log_path.exists() else ""
     kernels = engine.kernels(log_text)
     if not outcome.ok:
-        seen = {"kernels": "; ".join(kernels), "engine_peak_rss_bytes": outcome.peak_rss_bytes, "engine_peak_gpu_bytes": outcome.peak_gpu_bytes}
+        seen = {
+            "kernels": "; ".join(kernels),
+            "engine_peak_rss_bytes": outcome.peak_rss_bytes,
+            "engine_peak_gpu_bytes": outcome.peak_gpu_bytes,
+        }
         # Killed by the harness (timeout, memory limit): not the engine's verdict on the format, whatever its log says.
-        reason = None if outcome.timed_out or outcome.out_of_memory else engine.unsupported_reason(outcome.error or "", log_text)
+        reason = (
+            None
+            if outcome.timed_out or outcome.out_of_memory
+            else engine.unsupported_reason(outcome.error or "", log_text)
+        )
         if reason is not None:
             raise StageStop("unsupported", f"{engine.name} on {device}: {reason}", "serve", seen)
         raise StageStop("failed", f"serve: {outcome.error}", "serve", seen)
-    return OfflineResult(outcome.value, kernels, engine.memory_split(log_text), outcome.peak_rss_bytes, outcome.peak_gpu_bytes)
+    return OfflineResult(
+        outcome.value, kernels, engine.memory_split(log_text), outcome.peak_rss_bytes, outcome.peak_gpu_bytes
+    )
 
 
-def offline_throughput(engine_name: str, request: EngineRequest, prompts: list[list[int]], output_len: int) -> OfflineMeasurement:
+def offline_throughput(
+    engine: Engine[Any], request: EngineRequest, prompts: list[list[int]], output_len: int
+) -> OfflineMeasurement:
     """Runs inside an isolated process (harness.isolation). The prompts come from the source
     model's tokenizer (a GGUF artifact has none of its own), the same for every cell."""
-    engine = engines.get(engine_name)
     start = time.perf_counter()
     with engine.start(request) as session:
         load_s = time.perf_counter() - start

@@ -109,7 +109,9 @@ def hub_documents(spec: CalibrationSpec) -> Iterator[Document]:
         raise
     except Exception as exc:  # noqa: BLE001 - offline, missing split or column: the user's to fix
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise HarnessError(f"calibration {spec.name}: cannot read {spec.source} ({first}); check the name, split and network") from None
+        raise HarnessError(
+            f"calibration {spec.name}: cannot read {spec.source} ({first}); check the name, split and network"
+        ) from None
 
 
 def documents(spec: CalibrationSpec) -> Iterator[Document]:

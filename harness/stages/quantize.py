@@ -64,10 +64,11 @@ def checkpoint_bytes(directory: Path) -> int:
     return sum(f.stat().st_size for f in directory.iterdir() if f.suffix in (".safetensors", ".bin", ".gguf"))
 
 
-def _quantize_child(format_name: str, request: QuantizeRequest) -> float:
-    """Runs in an isolated process; returns the quantization wall time."""
+def _quantize_child(fmt: Format[Any], request: QuantizeRequest) -> float:
+    """Runs in an isolated process; returns the quantization wall time. The format object is
+    handed over (not looked up again in the child's registry): any registered format runs."""
     start = time.perf_counter()
-    formats.get(format_name).quantize(request)
+    fmt.quantize(request)
     return time.perf_counter() - start
 
 
@@ -82,12 +83,20 @@ def cached(cache_dir: Path, key: str) -> Artifact | None:
     if not meta.is_file():
         return None
     data = json.loads(meta.read_text())
-    return Artifact(key, path, data["bytes"], data["quantize_s"], data["peak_rss_bytes"], data["peak_gpu_bytes"], reused=True)
+    return Artifact(
+        key, path, data["bytes"], data["quantize_s"], data["peak_rss_bytes"], data["peak_gpu_bytes"], reused=True
+    )
 
 
 def obtain(
-    fmt: Format[Any], request: QuantizeRequest, key: str, cache_dir: Path, spec: QuantizeSpec, log_path: Path,
-    calibrate: Callable[[], list[list[int]] | None], on_stage: Callable[[str], None],
+    fmt: Format[Any],
+    request: QuantizeRequest,
+    key: str,
+    cache_dir: Path,
+    spec: QuantizeSpec,
+    log_path: Path,
+    calibrate: Callable[[], list[list[int]] | None],
+    on_stage: Callable[[str], None],
 ) -> Artifact:
     """The cell's artifact: the checkpoint itself (a baseline, a prequantized model), the cached
     build, or a new build (calibrate, then quantize). Raises StageStop when it cannot be had."""
@@ -102,15 +111,23 @@ def obtain(
     except HarnessError as exc:
         raise StageStop("failed", str(exc), "calibrate") from exc
     on_stage("quantize")
-    artifact, outcome = build(cache_dir, key, replace(request, samples=samples), log_path, spec.timeout_s, spec.memory_limit_gib)
+    artifact, outcome = build(
+        cache_dir, key, replace(request, samples=samples), log_path, spec.timeout_s, spec.memory_limit_gib
+    )
     if artifact is None:
         peaks = {"quantize_peak_rss_bytes": outcome.peak_rss_bytes, "quantize_peak_gpu_bytes": outcome.peak_gpu_bytes}
         raise StageStop("failed", f"quantize: {outcome.error}", "quantize", peaks)
     return artifact
 
 
-def build(cache_dir: Path, key: str, request: QuantizeRequest, log_path: Path, timeout_s: float,
-          memory_limit_gib: float | None = None) -> tuple[Artifact | None, StageOutcome]:
+def build(
+    cache_dir: Path,
+    key: str,
+    request: QuantizeRequest,
+    log_path: Path,
+    timeout_s: float,
+    memory_limit_gib: float | None = None,
+) -> tuple[Artifact | None, StageOutcome]:
     """Quantize into a temporary directory in an isolated process; rename it into the cache
     when complete. request.out_dir is replaced by that temporary directory. Held under the
     key's lock: a run that finds another building the same artifact waits, then reuses it.
@@ -125,30 +142,48 @@ def build(cache_dir: Path, key: str, request: QuantizeRequest, log_path: Path, t
     try:
         done = cached(cache_dir, key)
         if done is not None:  # another run built it while this one waited for the lock
-            return done, StageOutcome(done.quantize_s, None, None, done.peak_rss_bytes or 0, done.peak_gpu_bytes, 0.0, False)
+            return done, StageOutcome(
+                done.quantize_s, None, None, done.peak_rss_bytes or 0, done.peak_gpu_bytes, 0.0, False
+            )
         remove_stale_staging(target.parent, holding=key)
         return _build_locked(target, key, request, log_path, timeout_s, memory_limit_gib)
     finally:
         lock.release()
 
 
-def _build_locked(target: Path, key: str, request: QuantizeRequest, log_path: Path, timeout_s: float,
-                  memory_limit_gib: float | None) -> tuple[Artifact | None, StageOutcome]:
+def _build_locked(
+    target: Path, key: str, request: QuantizeRequest, log_path: Path, timeout_s: float, memory_limit_gib: float | None
+) -> tuple[Artifact | None, StageOutcome]:
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=target.parent))
     except OSError as exc:
         return None, _failed(_no_space_reason(target.parent, str(exc)))
     outcome: StageOutcome | None = None
     try:
-        outcome = run_isolated(_quantize_child, (request.params.name, replace(request, out_dir=staging)), log_path, timeout_s,
-                               memory_limit_bytes(memory_limit_gib))
+        outcome = run_isolated(
+            _quantize_child,
+            (formats.get(request.params.name), replace(request, out_dir=staging)),
+            log_path,
+            timeout_s,
+            memory_limit_bytes(memory_limit_gib),
+        )
         if not outcome.ok:
-            for kept, copy in _keep_logs(staging, log_path):  # the error names the copy, not the staging file that goes now
+            for kept, copy in _keep_logs(
+                staging, log_path
+            ):  # the error names the copy, not the staging file that goes now
                 outcome = replace(outcome, error=(outcome.error or "").replace(str(kept), str(copy)))
             if not (outcome.out_of_memory or outcome.timed_out) and _says_no_space(outcome.error or "", staging):
                 outcome = replace(outcome, error=_no_space_reason(target.parent, outcome.error or ""))
             return None, outcome
-        artifact = Artifact(key, target, checkpoint_bytes(staging), outcome.value, outcome.peak_rss_bytes, outcome.peak_gpu_bytes, reused=False)
+        artifact = Artifact(
+            key,
+            target,
+            checkpoint_bytes(staging),
+            outcome.value,
+            outcome.peak_rss_bytes,
+            outcome.peak_gpu_bytes,
+            reused=False,
+        )
         meta = {k: v for k, v in asdict(artifact).items() if k not in ("path", "reused")}
         (staging / META_FILE).write_text(json.dumps(meta, indent=2))  # last: the entry counts only with it
         os.chmod(staging, 0o755)
@@ -157,7 +192,11 @@ def _build_locked(target: Path, key: str, request: QuantizeRequest, log_path: Pa
         os.replace(staging, target)
         return Artifact(**{**asdict(artifact), "path": target}), outcome
     except OSError as exc:  # the harness's own writes (metadata, rename) on a full or read-only disk
-        error = _no_space_reason(target.parent, f"writing the artifact: {exc}") if _says_no_space(str(exc), None) else f"writing the artifact: {exc}"
+        error = (
+            _no_space_reason(target.parent, f"writing the artifact: {exc}")
+            if _says_no_space(str(exc), None)
+            else f"writing the artifact: {exc}"
+        )
         base = outcome or _failed(error)
         return None, replace(base, value=None, error=error)
     finally:
@@ -218,7 +257,10 @@ def _says_no_space(error: str, staging: Path | None) -> bool:
 def _no_space_reason(directory: Path, error: str) -> str:
     try:
         usage = shutil.disk_usage(directory)
-        where = f"{directory} (a {usage.total / 2**20:.0f} MiB file system, {usage.free / 2**20:.0f} MiB free after the failed write)"
+        where = (
+            f"{directory} (a {usage.total / 2**20:.0f} MiB file system, "
+            f"{usage.free / 2**20:.0f} MiB free after the failed write)"
+        )
     except OSError:
         where = str(directory)
     return f"no space left on device writing the artifact to {where}: {error}"

@@ -36,7 +36,7 @@ def read_prompts_file(path: Path) -> list[str]:
             try:
                 prompts.append(str(json.loads(line)["prompt"]))
             except (json.JSONDecodeError, KeyError, TypeError):
-                raise HarnessError(f"{path}:{number}: a JSONL prompt line is an object with a \"prompt\" field") from None
+                raise HarnessError(f'{path}:{number}: a JSONL prompt line is an object with a "prompt" field') from None
         else:
             prompts.append(line.replace("\\n", "\n"))
     if not prompts:

@@ -14,16 +14,16 @@ import torch
 torch.cpu._is_avx512_supported = lambda: False
 
 if __name__ == "__main__":
+    from harness.config import WorkloadSpec
+    from harness.engines.base import EngineRequest
+    from harness.engines.vllm import VllmEngine, VllmParams
     from harness.stages.bench import offline_throughput
     from harness.stages.workload import make_prompts
-    from harness.config import WorkloadSpec
-    from harness.engines.vllm import VllmParams
-    from harness.engines.base import EngineRequest
 
     request = EngineRequest(Path(sys.argv[1]), "bfloat16", VllmParams(), "cpu", 64)
     try:
         prompts = make_prompts(Path(sys.argv[1]), WorkloadSpec(prompts=2, input_len=16, output_len=8))
-        result = offline_throughput("vllm", request, prompts, 8)
+        result = offline_throughput(VllmEngine(), request, prompts, 8)
         print(json.dumps({"ok": True, "output_tok_s": result.output_tok_s}))
     except Exception as exc:  # noqa: BLE001
         print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}))

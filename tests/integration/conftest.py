@@ -25,7 +25,8 @@ calibration:
   - {name: code, source: builtin:code, samples: 16, seq_len: 128}
 workload: {prompts: 4, input_len: 32, output_len: 16}
 engine: {name: vllm, max_model_len: 128, timeout_s: 600}
-serving: {formats: [bf16, w8a8-int8], concurrency: [1, 4], request_rates: [4.0], requests: 8, slo: {ttft_ms: 2000, tpot_ms: 200}}
+serving: {formats: [bf16, w8a8-int8], concurrency: [1, 4], request_rates: [4.0], requests: 8,
+          slo: {ttft_ms: 2000, tpot_ms: 200}}
 """
 
 
@@ -36,7 +37,12 @@ def smoke(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> dict:
     config = work / "smoke.yaml"
     config.write_text(CONFIG)
     out = work / "results"
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(config), "--output", str(out)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "run", str(config), "--output", str(out)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline and proc.poll() is None and not list((out / "rows").glob("*.parquet")):
         time.sleep(0.5)

@@ -21,7 +21,9 @@ def test_w4a16_on_an_avx2_host_is_unsupported_with_vllms_reason(smoke: dict) -> 
     rows = pd.read_parquet(smoke["out"] / "results.parquet").set_index("format_id")
     artifact = rows.loc["w4a16-gptq", "artifact_path"]
     script = Path(__file__).with_name("avx2_host.py")
-    done = subprocess.run([sys.executable, str(script), artifact], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(script), artifact], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     outcome = json.loads(done.stdout.strip().splitlines()[-1])
     assert outcome["ok"] is False
     reason = VllmEngine().unsupported_reason(outcome["error"], done.stderr)

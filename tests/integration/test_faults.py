@@ -57,8 +57,14 @@ class Harness:
         self.env = {**os.environ, "HARNESS_FAULT_MARK": self.mark, "COLUMNS": "250", "NO_COLOR": "1"}
 
     def start(self) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "harness", "run", str(self.config), "--output", str(self.out)],
-                                cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "harness", "run", str(self.config), "--output", str(self.out)],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def run(self, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
         started = time.monotonic()
@@ -92,8 +98,15 @@ def _row_summary(frame: pd.DataFrame) -> dict[str, Any]:
     def value(x: Any) -> Any:
         return x if pd.notna(x) else None
 
-    return {name: {"status": row["status"], "reason": value(row["reason"]), "failed_stage": value(row["failed_stage"]), "wall_s": round(row["wall_s"], 1)}
-            for name, row in frame.iterrows()}
+    return {
+        name: {
+            "status": row["status"],
+            "reason": value(row["reason"]),
+            "failed_stage": value(row["failed_stage"]),
+            "wall_s": round(row["wall_s"], 1),
+        }
+        for name, row in frame.iterrows()
+    }
 
 
 @pytest.fixture
@@ -121,17 +134,28 @@ def _staging_dirs(cache: Path) -> list[Path]:
 
 
 def test_kill_during_quantization_leaves_nothing_reused(tmp_path: Path, private_cache: Path) -> None:
-    harness = Harness(tmp_path, "kill", f"formats: [bf16, gguf-q8_0]\nengine: [{{name: transformers}}, {{name: llamacpp}}]\ncache_dir: {private_cache}")
+    harness = Harness(
+        tmp_path,
+        "kill",
+        f"formats: [bf16, gguf-q8_0]\nengine: [{{name: transformers}}, {{name: llamacpp}}]\ncache_dir: {private_cache}",
+    )
     started = time.monotonic()
     proc = harness.start()
     half: Path | None = None
     deadline = started + 900
-    while time.monotonic() < deadline and proc.poll() is None:  # a partial GGUF in a staging directory: the converter is writing
-        half = next((f for d in _staging_dirs(private_cache) for f in d.glob("*.gguf") if f.stat().st_size > 1 << 20), None)
+    while (
+        time.monotonic() < deadline and proc.poll() is None
+    ):  # a partial GGUF in a staging directory: the converter is writing
+        half = next(
+            (f for d in _staging_dirs(private_cache) for f in d.glob("*.gguf") if f.stat().st_size > 1 << 20), None
+        )
         if half is not None:
             break
         time.sleep(0.2)
-    assert half is not None, f"no partial artifact was seen; the run ended with {proc.poll()}: {proc.stderr.read()[-2000:] if proc.stderr else ''}"
+    assert half is not None, (
+        f"no partial artifact was seen; the run ended with {proc.poll()}: "
+        f"{proc.stderr.read()[-2000:] if proc.stderr else ''}"
+    )
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     killed_at = round(time.monotonic() - started, 1)
@@ -156,50 +180,93 @@ def test_kill_during_quantization_leaves_nothing_reused(tmp_path: Path, private_
         assert (harness.out / "rows" / name).stat().st_mtime_ns == mtime
     assert len(rows) == 2 and rows["cell_key"].is_unique  # zero duplicated
     assert "skip bf16/transformers/kv-auto" in resumed.stderr
-    figures("kill -9 during quantization", killed_after_s=killed_at, half_written_gguf_bytes=half_bytes,
-            rows_before=len(rows_before), rows_after=len(rows), staging_dirs_after_kill=len(staging_after_kill),
-            staging_dirs_after_resume=0, resume_wall_s=harness.wall_s, rebuilt_quantize_s=round(gguf["quantize_s"], 1))
+    figures(
+        "kill -9 during quantization",
+        killed_after_s=killed_at,
+        half_written_gguf_bytes=half_bytes,
+        rows_before=len(rows_before),
+        rows_after=len(rows),
+        staging_dirs_after_kill=len(staging_after_kill),
+        staging_dirs_after_resume=0,
+        resume_wall_s=harness.wall_s,
+        rebuilt_quantize_s=round(gguf["quantize_s"], 1),
+    )
 
 
 # ---------------------------------------------------------------- 2. out of memory
 
 
 def test_out_of_memory_is_a_failed_row_and_the_matrix_goes_on(tmp_path: Path, private_cache: Path) -> None:
-    harness = Harness(tmp_path, "oom", "\n".join([
-        "formats: [bf16, fp8-dynamic]",
-        "engine: [{name: vllm, max_model_len: 64, timeout_s: 600, memory_limit_gib: 0.5}, {name: transformers}]",
-        "quantize: {memory_limit_gib: 0.5}",
-        f"cache_dir: {private_cache}",
-    ]))
+    harness = Harness(
+        tmp_path,
+        "oom",
+        "\n".join(
+            [
+                "formats: [bf16, fp8-dynamic]",
+                "engine: [{name: vllm, max_model_len: 64, timeout_s: 600, memory_limit_gib: 0.5}, {name: "
+                "transformers}]",
+                "quantize: {memory_limit_gib: 0.5}",
+                f"cache_dir: {private_cache}",
+            ]
+        ),
+    )
     done = harness.run()
     assert done.returncode == 0, done.stderr[-3000:]
     rows = harness.rows()
     engine = rows.loc["bf16/vllm/kv-auto"]
     assert engine["status"] == "failed" and engine["failed_stage"] == "serve"
-    assert re.fullmatch(r"serve: out of memory: peak \d+\.\d\d GiB > limit 0\.50 GiB", engine["reason"]), engine["reason"]
+    assert re.fullmatch(r"serve: out of memory: peak \d+\.\d\d GiB > limit 0\.50 GiB", engine["reason"]), engine[
+        "reason"
+    ]
     assert rows.loc["bf16/transformers/kv-auto", "status"] == "ok", rows.loc["bf16/transformers/kv-auto", "reason"]
     for name in ("fp8-dynamic/vllm/kv-auto", "fp8-dynamic/transformers/kv-auto"):
         row = rows.loc[name]
         assert row["status"] == "failed" and row["failed_stage"] == "quantize"
-        assert re.fullmatch(r"quantize: out of memory: peak \d+\.\d\d GiB > limit 0\.50 GiB", row["reason"]), row["reason"]
+        assert re.fullmatch(r"quantize: out of memory: peak \d+\.\d\d GiB > limit 0\.50 GiB", row["reason"]), row[
+            "reason"
+        ]
         assert row["quantize_peak_rss_bytes"] > 0.5 * 2**30
     assert not _staging_dirs(private_cache)
     assert not harness.leftovers()
-    figures("out of memory", run_wall_s=harness.wall_s, rows=_row_summary(rows),
-            engine_peak_gib=round(engine["engine_peak_rss_bytes"] / 2**30, 2),
-            transformers_ok_peak_gib=round(rows.loc["bf16/transformers/kv-auto", "engine_peak_rss_bytes"] / 2**30, 2))
+    figures(
+        "out of memory",
+        run_wall_s=harness.wall_s,
+        rows=_row_summary(rows),
+        engine_peak_gib=round(engine["engine_peak_rss_bytes"] / 2**30, 2),
+        transformers_ok_peak_gib=round(rows.loc["bf16/transformers/kv-auto", "engine_peak_rss_bytes"] / 2**30, 2),
+    )
 
 
 # ---------------------------------------------------------------- 3. an engine that crashes, an engine that hangs
 
 # compressed-tensors W8A8 INT8, as llm-compressor writes it: vLLM takes the checkpoint as quantized
 INT8_CONFIG = {
-    "config_groups": {"group_0": {
-        "format": "int-quantized", "targets": ["Linear"], "output_activations": None,
-        "input_activations": {"dynamic": True, "num_bits": 8, "strategy": "token", "symmetric": True, "type": "int"},
-        "weights": {"dynamic": False, "num_bits": 8, "strategy": "channel", "symmetric": True, "type": "int", "observer": "memoryless_minmax"},
-    }},
-    "format": "int-quantized", "ignore": ["lm_head"], "kv_cache_scheme": None, "quant_method": "compressed-tensors",
+    "config_groups": {
+        "group_0": {
+            "format": "int-quantized",
+            "targets": ["Linear"],
+            "output_activations": None,
+            "input_activations": {
+                "dynamic": True,
+                "num_bits": 8,
+                "strategy": "token",
+                "symmetric": True,
+                "type": "int",
+            },
+            "weights": {
+                "dynamic": False,
+                "num_bits": 8,
+                "strategy": "channel",
+                "symmetric": True,
+                "type": "int",
+                "observer": "memoryless_minmax",
+            },
+        }
+    },
+    "format": "int-quantized",
+    "ignore": ["lm_head"],
+    "kv_cache_scheme": None,
+    "quant_method": "compressed-tensors",
     "quantization_status": "compressed",
 }
 
@@ -222,10 +289,16 @@ def _corrupt_checkpoint(directory: Path, source: Path) -> Path:
 
 def test_an_engine_that_crashes_is_a_failed_row_with_its_error(tmp_path: Path, smollm2_dir: Path) -> None:
     corrupt = _corrupt_checkpoint(tmp_path / "corrupt", smollm2_dir)
-    harness = Harness(tmp_path, "crash", "\n".join([
-        f"formats: [{{name: prequantized, path: {corrupt}, label: corrupt}}, gguf-q8_0]",
-        "engine: [{name: vllm, max_model_len: 64, timeout_s: 600}, {name: llamacpp}]",
-    ]))
+    harness = Harness(
+        tmp_path,
+        "crash",
+        "\n".join(
+            [
+                f"formats: [{{name: prequantized, path: {corrupt}, label: corrupt}}, gguf-q8_0]",
+                "engine: [{name: vllm, max_model_len: 64, timeout_s: 600}, {name: llamacpp}]",
+            ]
+        ),
+    )
     done = harness.run()
     assert done.returncode == 0, done.stderr[-3000:]
     rows = harness.rows()
@@ -261,12 +334,19 @@ class _StopServers(threading.Thread):
 
 
 def test_an_engine_and_a_server_that_hang_time_out_and_are_killed(tmp_path: Path, smollm2_dir: Path) -> None:
-    harness = Harness(tmp_path, "hang", "\n".join([
-        "formats: [bf16, gguf-q8_0]",
-        # vLLM's load takes ~35 s on this CPU: a 10 s limit finds it still loading (the tree is killed)
-        "engine: [{name: vllm, max_model_len: 64, timeout_s: 10}, {name: transformers}, {name: llamacpp}]",
-        "serving: {concurrency: [1], requests: 2, startup_timeout_s: 10, request_timeout_s: 10, formats: [gguf-q8_0]}",
-    ]))
+    harness = Harness(
+        tmp_path,
+        "hang",
+        "\n".join(
+            [
+                "formats: [bf16, gguf-q8_0]",
+                # vLLM's load takes ~35 s on this CPU: a 10 s limit finds it still loading (the tree is killed)
+                "engine: [{name: vllm, max_model_len: 64, timeout_s: 10}, {name: transformers}, {name: llamacpp}]",
+                "serving: {concurrency: [1], requests: 2, startup_timeout_s: 10, request_timeout_s: 10, formats: "
+                "[gguf-q8_0]}",
+            ]
+        ),
+    )
     stopper = _StopServers(harness)
     stopper.start()
     try:
@@ -282,12 +362,23 @@ def test_an_engine_and_a_server_that_hang_time_out_and_are_killed(tmp_path: Path
     server = rows.loc["gguf-q8_0/llamacpp/kv-auto"]
     assert stopper.stopped, "no llama.cpp server was started"
     assert server["status"] == "failed" and server["failed_stage"] == "serve under load"
-    assert server["reason"].startswith("serve under load: server not ready after 10 s (serving.startup_timeout_s; killed)"), server["reason"]
+    assert server["reason"].startswith(
+        "serve under load: server not ready after 10 s (serving.startup_timeout_s; killed)"
+    ), server["reason"]
     assert server["output_tok_s"] > 0  # the offline stage before it was measured
     leftovers = harness.leftovers()
     assert not leftovers, f"processes outlived their stage: {leftovers}"
-    assert not [pid for pid in stopper.stopped if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
-    figures("engine and server hang", run_wall_s=harness.wall_s, rows=_row_summary(rows), servers_stopped=len(stopper.stopped))
+    assert not [
+        pid
+        for pid in stopper.stopped
+        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]
+    figures(
+        "engine and server hang",
+        run_wall_s=harness.wall_s,
+        rows=_row_summary(rows),
+        servers_stopped=len(stopper.stopped),
+    )
 
 
 # ---------------------------------------------------------------- 4. a server port already taken
@@ -298,18 +389,31 @@ def test_a_taken_port_is_a_failed_row_naming_the_port(tmp_path: Path, smollm2_di
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        harness = Harness(tmp_path, "port", "\n".join([
-            "formats: [bf16, gguf-q8_0, gguf-q4_k_m]",
-            "engine: [{name: transformers}, {name: llamacpp}]",
-            f"serving: {{concurrency: [1], requests: 2, port: {port}, formats: [gguf-q8_0]}}",
-        ]))
+        harness = Harness(
+            tmp_path,
+            "port",
+            "\n".join(
+                [
+                    "formats: [bf16, gguf-q8_0, gguf-q4_k_m]",
+                    "engine: [{name: transformers}, {name: llamacpp}]",
+                    f"serving: {{concurrency: [1], requests: 2, port: {port}, formats: [gguf-q8_0]}}",
+                ]
+            ),
+        )
         done = harness.run()
     assert done.returncode == 0, done.stderr[-3000:]
     rows = harness.rows()
     row = rows.loc["gguf-q8_0/llamacpp/kv-auto"]
     assert row["status"] == "failed" and row["failed_stage"] == "serve under load"
-    assert row["reason"] == f"serve under load: port {port} on 127.0.0.1 is already taken; free it or leave serving.port unset for a free one"
-    assert rows.loc["gguf-q4_k_m/llamacpp/kv-auto", "status"] == "ok" and rows.loc["bf16/transformers/kv-auto", "status"] == "ok"
+    assert (
+        row["reason"]
+        == f"serve under load: port {port} on 127.0.0.1 is already taken; free it or leave serving.port unset for a "
+        "free one"
+    )
+    assert (
+        rows.loc["gguf-q4_k_m/llamacpp/kv-auto", "status"] == "ok"
+        and rows.loc["bf16/transformers/kv-auto", "status"] == "ok"
+    )
     figures("port taken", port=port, run_wall_s=harness.wall_s, rows=_row_summary(rows))
 
 
@@ -319,23 +423,40 @@ def test_a_taken_port_is_a_failed_row_naming_the_port(tmp_path: Path, smollm2_di
 def test_a_full_cache_disk_fails_the_quantization_and_the_matrix_goes_on(tmp_path: Path, smollm2_dir: Path) -> None:
     with full_tmpfs(tmp_path / "cache", size="64m", full=False) as cache:
         _private_cache(cache, smollm2_dir)  # the model stays on the real disk; artifacts go to 64 MiB
-        harness = Harness(tmp_path, "disk", f"formats: [bf16, gguf-q8_0, fp8-dynamic]\nengine: [{{name: transformers}}, {{name: llamacpp}}]\ncache_dir: {cache}")
+        harness = Harness(
+            tmp_path,
+            "disk",
+            f"formats: [bf16, gguf-q8_0, fp8-dynamic]\nengine: [{{name: transformers}}, "
+            f"{{name: llamacpp}}]\ncache_dir: {cache}",
+        )
         done = harness.run()
         assert done.returncode == 0, done.stderr[-3000:]
         rows = harness.rows()
         row = rows.loc["gguf-q8_0/llamacpp/kv-auto"]
         assert row["status"] == "failed" and row["failed_stage"] == "quantize"
-        assert row["reason"].startswith(f"quantize: no space left on device writing the artifact to {cache / 'artifacts'} ("), row["reason"]
+        assert row["reason"].startswith(
+            f"quantize: no space left on device writing the artifact to {cache / 'artifacts'} ("
+        ), row["reason"]
         assert "convert_hf_to_gguf.py failed" in row["reason"].split("):", 1)[1]  # then the tool's own error
         assert rows.loc["bf16/transformers/kv-auto", "status"] == "ok"
         fp8 = rows.loc["fp8-dynamic/transformers/kv-auto"]  # llm-compressor's save_pretrained, in the isolated child
-        assert fp8["status"] == "failed" and fp8["reason"].startswith("quantize: no space left on device writing the artifact to ")
+        assert fp8["status"] == "failed" and fp8["reason"].startswith(
+            "quantize: no space left on device writing the artifact to "
+        )
         assert "No space left on device" in fp8["reason"].split("):", 1)[1], fp8["reason"]
-        assert not _staging_dirs(cache) and not [p for p in (cache / "artifacts").iterdir() if not p.name.startswith(".")]
+        assert not _staging_dirs(cache) and not [
+            p for p in (cache / "artifacts").iterdir() if not p.name.startswith(".")
+        ]
         free_after = os.statvfs(cache).f_bavail * os.statvfs(cache).f_frsize
     kept = harness.out / "logs" / row["cell_key"] / "quantize-convert.log"
     assert kept.is_file() and str(kept) in row["reason"]  # the converter's log outlives its staging directory
-    figures("full cache disk", tmpfs_mib=64, free_mib_after=round(free_after / 2**20, 1), run_wall_s=harness.wall_s, rows=_row_summary(rows))
+    figures(
+        "full cache disk",
+        tmpfs_mib=64,
+        free_mib_after=round(free_after / 2**20, 1),
+        run_wall_s=harness.wall_s,
+        rows=_row_summary(rows),
+    )
 
 
 def test_a_full_results_disk_stops_the_run_in_one_line_and_resumes(tmp_path: Path, smollm2_dir: Path) -> None:
@@ -351,14 +472,18 @@ def test_a_full_results_disk_stops_the_run_in_one_line_and_resumes(tmp_path: Pat
     resumed = harness.run()  # the space is back (the tmpfs is gone): the cell is computed and its row written
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert harness.rows().loc["bf16/transformers/kv-auto", "status"] == "ok"
-    figures("full results disk", exit_status=74, stopped_after_s=stopped_after_s, resume_wall_s=harness.wall_s, message=last)
+    figures(
+        "full results disk", exit_status=74, stopped_after_s=stopped_after_s, resume_wall_s=harness.wall_s, message=last
+    )
 
 
 # ---------------------------------------------------------------- 6. two runs on one results directory
 
 
 def test_two_runs_at_once_compute_each_cell_once(tmp_path: Path, smollm2_dir: Path) -> None:
-    harness = Harness(tmp_path, "twice", "formats: [bf16, gguf-q8_0, gguf-q4_k_m]\nengine: [{name: transformers}, {name: llamacpp}]")
+    harness = Harness(
+        tmp_path, "twice", "formats: [bf16, gguf-q8_0, gguf-q4_k_m]\nengine: [{name: transformers}, {name: llamacpp}]"
+    )
     warm = Harness(tmp_path, "warm", "formats: [gguf-q8_0, gguf-q4_k_m]\nengine: {name: llamacpp}")
     assert warm.run().returncode == 0  # artifacts in the cache first: the race is about cells, not conversion time
     started = time.monotonic()
@@ -371,12 +496,26 @@ def test_two_runs_at_once_compute_each_cell_once(tmp_path: Path, smollm2_dir: Pa
     names = ["bf16/transformers/kv-auto", "gguf-q8_0/llamacpp/kv-auto", "gguf-q4_k_m/llamacpp/kv-auto"]
     assert sorted(rows.index) == sorted(names) and rows["cell_key"].is_unique
     assert (rows["status"] == "ok").all(), rows["reason"].tolist()
-    computed = {name: [i for i, (_, stderr) in enumerate(outputs) if re.search(rf"^(ok|failed|unsupported) {re.escape(name)}", stderr, re.M)] for name in names}
-    skipped = {name: [i for i, (_, stderr) in enumerate(outputs) if f"skip {name}: already" in stderr] for name in names}
+    computed = {
+        name: [
+            i
+            for i, (_, stderr) in enumerate(outputs)
+            if re.search(rf"^(ok|failed|unsupported) {re.escape(name)}", stderr, re.M)
+        ]
+        for name in names
+    }
+    skipped = {
+        name: [i for i, (_, stderr) in enumerate(outputs) if f"skip {name}: already" in stderr] for name in names
+    }
     for name in names:
         assert len(computed[name]) == 1, f"{name} computed by runs {computed[name]}"
         assert len(skipped[name]) == 1, f"{name} skipped by runs {skipped[name]}"
     assert len(pd.read_parquet(harness.out / "results.parquet")) == 3
     assert len(list((harness.out / "rows").glob("*.parquet"))) == 3
-    figures("two runs at once", wall_s=wall, cells_computed_by_run=[sum(i in runs for runs in computed.values()) for i in range(2)],
-            waits=[stderr.count("wait ") for _, stderr in outputs], rows=len(rows))
+    figures(
+        "two runs at once",
+        wall_s=wall,
+        cells_computed_by_run=[sum(i in runs for runs in computed.values()) for i in range(2)],
+        waits=[stderr.count("wait ") for _, stderr in outputs],
+        rows=len(rows),
+    )

@@ -9,8 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness import hardware
-from tests.conftest import run_cli
+from tests.conftest import assert_w4a16_verdict, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -56,11 +55,7 @@ def test_awq(rows: pd.DataFrame) -> None:
     assert row["status"] == "ok" and row["output_tokens"] == 2 * 8
     assert row["engine_speed_class"] == "reference"
     assert "int4 group 64 asym" in row["scheme"]
-    vllm = rows.loc["w4a16-awq/vllm"]
-    if "avx512f" in hardware.detect().cpu_flags:
-        assert vllm["status"] == "ok" and "WNA16" in vllm["kernels"], vllm["reason"]
-    else:
-        assert vllm["status"] == "unsupported"
+    assert_w4a16_verdict(rows.loc["w4a16-awq/vllm"])
 
 
 def test_nvfp4_weight_only(rows: pd.DataFrame) -> None:

@@ -78,10 +78,34 @@ def test_harness_figures_equal_lm_eval_run_directly(quality: dict) -> None:
     include = evals.prepare_task_dir(models.default_cache_dir(), ["harness_humaneval", "harness_prose_ppl"], 96)
     out = quality["work"] / "direct"
     done = subprocess.run(
-        [sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args", f"pretrained={model_dir},dtype=bfloat16",
-         "--tasks", "harness_humaneval,harness_prose_ppl", "--include_path", str(include), "--limit", "3",
-         "--batch_size", "8", "--device", "cpu", "--confirm_run_unsafe_code", "--output_path", str(out), "--seed", "0"],
-        cwd=ROOT, capture_output=True, text=True, timeout=1800,
+        [
+            sys.executable,
+            "-m",
+            "lm_eval",
+            "--model",
+            "hf",
+            "--model_args",
+            f"pretrained={model_dir},dtype=bfloat16",
+            "--tasks",
+            "harness_humaneval,harness_prose_ppl",
+            "--include_path",
+            str(include),
+            "--limit",
+            "3",
+            "--batch_size",
+            "8",
+            "--device",
+            "cpu",
+            "--confirm_run_unsafe_code",
+            "--output_path",
+            str(out),
+            "--seed",
+            "0",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(next(out.rglob("results_*.json")).read_text())["results"]

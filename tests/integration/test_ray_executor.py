@@ -19,9 +19,9 @@ import pandas as pd
 import psutil
 import pytest
 
-from harness.results import store as results
 from harness.config import load_config
 from harness.executors.ray import ATTEMPTS_LOG
+from harness.results import store as results
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
@@ -163,8 +163,14 @@ def killed(both: dict) -> dict:
     orphans: list[psutil.Process] = []
     env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
     start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(config), "--output", str(out), "--executor", "ray"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "run", str(config), "--output", str(out), "--executor", "ray"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 600
     try:
         while proc.poll() is None and time.monotonic() < deadline:

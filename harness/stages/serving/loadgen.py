@@ -108,7 +108,9 @@ async def _one(session: Any, target: Target, request: LoadRequest) -> RequestRes
     return result
 
 
-async def _drive(target: Target, requests: list[LoadRequest], concurrency: int | None, rate: float | None, seed: int) -> tuple[list[RequestResult], float]:
+async def _drive(
+    target: Target, requests: list[LoadRequest], concurrency: int | None, rate: float | None, seed: int
+) -> tuple[list[RequestResult], float]:
     import aiohttp
 
     limit = asyncio.Semaphore(concurrency) if concurrency else None
@@ -137,7 +139,10 @@ def _stats(name: str, values_s: list[float]) -> dict[str, float | None]:
     if not values_s:
         return {f"{name}_mean_ms": None, **{f"{name}_p{p}_ms": None for p in PERCENTILES}}
     ms = np.asarray(values_s) * 1000.0
-    return {f"{name}_mean_ms": float(ms.mean()), **{f"{name}_p{p}_ms": float(np.percentile(ms, p)) for p in PERCENTILES}}
+    return {
+        f"{name}_mean_ms": float(ms.mean()),
+        **{f"{name}_p{p}_ms": float(np.percentile(ms, p)) for p in PERCENTILES},
+    }
 
 
 def meets_slo(result: RequestResult, slo: SloSpec) -> bool:
@@ -151,7 +156,9 @@ def meets_slo(result: RequestResult, slo: SloSpec) -> bool:
     return all(limit is None or (value is not None and value * 1000.0 <= limit) for limit, value in checks)
 
 
-def summarize(results: list[RequestResult], duration_s: float, slo: SloSpec, concurrency: int | None, rate: float | None) -> dict[str, Any]:
+def summarize(
+    results: list[RequestResult], duration_s: float, slo: SloSpec, concurrency: int | None, rate: float | None
+) -> dict[str, Any]:
     """One sweep point, in the results schema's SERVING_POINT layout."""
     done = [r for r in results if r.ok]
     failed = [r for r in results if not r.ok]
@@ -182,8 +189,14 @@ def summarize(results: list[RequestResult], duration_s: float, slo: SloSpec, con
     return point
 
 
-def run_point(target: Target, requests: list[LoadRequest], slo: SloSpec, concurrency: int | None = None,
-              rate: float | None = None, seed: int = 0) -> dict[str, Any]:
+def run_point(
+    target: Target,
+    requests: list[LoadRequest],
+    slo: SloSpec,
+    concurrency: int | None = None,
+    rate: float | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Send every request (at most `concurrency` in flight, or arriving as a Poisson process of
     `rate` per second) and summarize."""
     results, duration = asyncio.run(_drive(target, requests, concurrency, rate, seed))

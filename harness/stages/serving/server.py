@@ -44,7 +44,7 @@ class RunningServer:
 
     @property
     def memory_error(self) -> str | None:
-        """"out of memory: peak X GiB > limit Y GiB" when the tree was killed for its memory."""
+        """ "out of memory: peak X GiB > limit Y GiB" when the tree was killed for its memory."""
         return self.sampler.memory_error
 
 
@@ -81,18 +81,21 @@ def _tail(path: Path, lines: int = 3) -> str:
 
 
 def _said(path: Path) -> str:
-    """": what its log ended with", or nothing when the log is empty."""
+    """ ": what its log ended with", or nothing when the log is empty."""
     tail = _tail(path)
     return f": {tail}" if tail else ""
 
 
 @contextmanager
-def serve(launch: ServerLaunch, port: int, log_path: Path, startup_timeout_s: float,
-          memory_limit_bytes: int | None = None) -> Iterator[RunningServer]:
+def serve(
+    launch: ServerLaunch, port: int, log_path: Path, startup_timeout_s: float, memory_limit_bytes: int | None = None
+) -> Iterator[RunningServer]:
     """Start the server described by `launch` (already bound to `port` in its argv).
     memory_limit_bytes: the most RSS its process tree may hold (None: no limit)."""
     if port_in_use(port):
-        raise ServerError(f"port {port} on {LOOPBACK} is already taken; free it or leave serving.port unset for a free one")
+        raise ServerError(
+            f"port {port} on {LOOPBACK} is already taken; free it or leave serving.port unset for a free one"
+        )
     env = {**os.environ, **launch.env}
     try:
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,8 +104,13 @@ def serve(launch: ServerLaunch, port: int, log_path: Path, startup_timeout_s: fl
         raise ServerError(f"cannot open the server log {log_path}: {exc}") from exc
     with log:
         proc = subprocess.Popen(  # noqa: S603 - argv built by the engine module, no shell
-            launch.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=True, preexec_fn=dies_with_this_process(),
+            launch.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            preexec_fn=dies_with_this_process(),
         )
     sampler = PeakSampler(proc.pid, limit_bytes=memory_limit_bytes)
     sampler.start()
@@ -113,10 +121,19 @@ def serve(launch: ServerLaunch, port: int, log_path: Path, startup_timeout_s: fl
             if proc.poll() is not None:
                 if sampler.memory_error is not None:
                     raise ServerError(f"{sampler.memory_error} (the server was killed before it was ready)")
-                taken = f" (port {port} on {LOOPBACK} was taken meanwhile)" if "address already in use" in _tail(log_path, 50).lower() else ""
-                raise ServerError(f"server exited with status {proc.returncode} before it was ready{taken}{_said(log_path)}")
+                taken = (
+                    f" (port {port} on {LOOPBACK} was taken meanwhile)"
+                    if "address already in use" in _tail(log_path, 50).lower()
+                    else ""
+                )
+                raise ServerError(
+                    f"server exited with status {proc.returncode} before it was ready{taken}{_said(log_path)}"
+                )
             if time.monotonic() - started > startup_timeout_s:
-                raise ServerError(f"server not ready after {startup_timeout_s:.0f} s (serving.startup_timeout_s; killed){_said(log_path)}")
+                raise ServerError(
+                    f"server not ready after {startup_timeout_s:.0f} s (serving.startup_timeout_s; "
+                    f"killed){_said(log_path)}"
+                )
             time.sleep(0.25)
         yield RunningServer(base_url, launch, proc.pid, time.monotonic() - started, sampler)
     finally:

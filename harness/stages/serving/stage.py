@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 
 from harness.config import ServingSpec, WorkloadSpec
-from harness.stages.base import StageStop
 from harness.engines.base import Engine, EngineRequest
 from harness.isolation import memory_limit_bytes
+from harness.stages.base import StageStop
 from harness.stages.serving import loadgen
 from harness.stages.serving.server import ServerError, free_port, serve
 from harness.stages.workload import make_prompts, read_prompts_file
@@ -49,7 +49,9 @@ def no_server_note(engine: Engine[Any]) -> dict[str, Any]:
     return {"serving_note": f"{engine.name} has no server ({engine.speed_class} engine): no online figures"}
 
 
-def build_requests(spec: ServingSpec, workload: WorkloadSpec, tokenizer_dir: Path, text_prompts: bool) -> list[loadgen.LoadRequest]:
+def build_requests(
+    spec: ServingSpec, workload: WorkloadSpec, tokenizer_dir: Path, text_prompts: bool
+) -> list[loadgen.LoadRequest]:
     """spec.requests requests: the workload's random-token prompts (decoded to text for a server
     that takes text only) or the prompts file's lines, in turn; output lengths from the workload,
     jittered when the config asks."""
@@ -71,24 +73,36 @@ def build_requests(spec: ServingSpec, workload: WorkloadSpec, tokenizer_dir: Pat
     return [loadgen.LoadRequest(p, int(n), c) for p, n, c in zip(prompts, lengths, counts)]
 
 
-def measure(engine: Engine[Any], request: EngineRequest, spec: ServingSpec, workload: WorkloadSpec, tokenizer_dir: Path,
-            log_path: Path) -> ServingResult:
+def measure(
+    engine: Engine[Any],
+    request: EngineRequest,
+    spec: ServingSpec,
+    workload: WorkloadSpec,
+    tokenizer_dir: Path,
+    log_path: Path,
+) -> ServingResult:
     """The online benchmark of the cell's artifact. Raises StageStop (failed) with what was
     measured before the server broke or a point got no answer."""
     port = spec.port or free_port()
     launch = engine.server(request, port)
-    result = ServingResult(shlex.join(launch.argv), json.dumps(spec.slo.model_dump(), sort_keys=True), None, [], None, None)
+    result = ServingResult(
+        shlex.join(launch.argv), json.dumps(spec.slo.model_dump(), sort_keys=True), None, [], None, None
+    )
     requests = build_requests(spec, workload, tokenizer_dir, launch.text_prompts)
     points: list[dict[str, Any]] = []
     try:
-        with serve(launch, port, log_path, spec.startup_timeout_s, memory_limit_bytes(request.spec.memory_limit_gib)) as server:
+        with serve(
+            launch, port, log_path, spec.startup_timeout_s, memory_limit_bytes(request.spec.memory_limit_gib)
+        ) as server:
             result = replace(result, startup_s=server.startup_s)
             target = loadgen.Target(server.base_url, launch.model_name, launch.extra_body, spec.request_timeout_s)
             if spec.warmup_requests:  # not measured; a server that answers none of them is not swept
                 warm = loadgen.run_point(target, requests[: spec.warmup_requests], spec.slo, concurrency=1)
                 if not warm["completed"]:
                     raise ServerError(f"warm-up: {_no_answer(warm, spec, server.memory_error)}")
-            sweep = [{"concurrency": level} for level in spec.concurrency] + [{"rate": rate} for rate in spec.request_rates]
+            sweep = [{"concurrency": level} for level in spec.concurrency] + [
+                {"rate": rate} for rate in spec.request_rates
+            ]
             for point_args in sweep:
                 points.append(loadgen.run_point(target, requests, spec.slo, seed=spec.seed, **point_args))
                 if not points[-1]["completed"]:  # a dead or hung server: the next points would only wait longer
@@ -102,9 +116,17 @@ def measure(engine: Engine[Any], request: EngineRequest, spec: ServingSpec, work
     empty = [p for p in points if not p["completed"]]
     if empty:
         point = empty[0]
-        where = f"concurrency {point['concurrency']}" if point["mode"] == "concurrency" else f"rate {point['request_rate']}/s"
-        raise StageStop("failed", f"serve under load: no request completed at {where}: {_no_answer(point, spec, None)}", STAGE,
-                        result.columns())
+        where = (
+            f"concurrency {point['concurrency']}"
+            if point["mode"] == "concurrency"
+            else f"rate {point['request_rate']}/s"
+        )
+        raise StageStop(
+            "failed",
+            f"serve under load: no request completed at {where}: {_no_answer(point, spec, None)}",
+            STAGE,
+            result.columns(),
+        )
     return result
 
 
