@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness import evals, models
+from harness.stages import models
+from harness.stages.evaluate import lm_eval as evals
 from tests.conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.integration
@@ -67,9 +68,18 @@ def test_kld_and_recovery_against_the_baseline(quality: dict) -> None:
         assert 0.0 < row["kld_mean"] < 0.5, name  # quantized: some divergence, not noise
         assert 0.7 < row["top1_agreement"] < 1.0, name
         assert 80 < row["perplexity_recovery_pct"] < 120, name
-    # the same engine's baseline is the reference where there is one
-    assert rows.loc["fp8-dynamic/transformers/kv-auto", "kld_reference"].endswith("-transformers")
-    assert rows.loc["gguf-q8_0/llamacpp/kv-auto", "kld_reference"].endswith(("-vllm", "-transformers"))
+    # the same engine's baseline is the reference where there is one; llama.cpp declares vLLM's
+    assert rows.loc["fp8-dynamic/transformers/kv-auto", "kld_reference"] == "bf16/transformers/kv-auto"
+    assert rows.loc["gguf-q8_0/llamacpp/kv-auto", "kld_reference"] == "bf16/vllm/kv-auto"
+    assert rows.loc["gguf-q8_0/llamacpp/kv-auto", "reference_cell_key"] == base["cell_key"]
+
+
+def test_every_document_score_is_kept(quality: dict) -> None:
+    """Per-item outcomes (for paired statistics): one score per document and metric."""
+    for name, row in quality["rows"].iterrows():
+        items = json.loads(row["eval_items"])
+        assert len(items["pass_at_1"]) == 3 and len(items["math_exact_match"]) == 3, name
+        assert sum(items["pass_at_1"].values()) / 3 == pytest.approx(row["pass_at_1"]), name
 
 
 def test_harness_figures_equal_lm_eval_run_directly(quality: dict) -> None:
