@@ -147,6 +147,12 @@ class KldSpec(StrictModel):
     windows: int = Field(4, ge=1, le=10_000, description="held-out prose windows scored by the baseline and every cell")
     seq_len: int = Field(256, ge=16, le=32_768)
     top_k: int = Field(32, ge=1, le=1000, description="tokens per position kept from the baseline's distribution")
+    full_vocabulary: bool = Field(
+        True,
+        description="keep the whole next-token distribution where the engine returns full logits (transformers, "
+        "llama.cpp): the KL divergence is then exact against a reference that kept it too; positions x vocabulary "
+        "x 4 bytes per cell on disk. Not part of a cell's key or eval settings",
+    )
 
 
 class EvalSpec(StrictModel):
@@ -183,6 +189,10 @@ class GateSpec(StrictModel):
         gt=0,
         lt=100,
         description="largest output tok/s drop (%) against the stored previous run; None: harness gate's default",
+    )
+    inconclusive: Literal["report", "fail"] = Field(
+        "report",
+        description="a cell whose paired interval straddles the floor: report it (not gated) or fail the gate",
     )
 
     @field_validator("recovery_floor_pct", mode="before")

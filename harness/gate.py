@@ -2,9 +2,14 @@
 
 A cell fails the gate when
 - its status is `failed` (with the stage and reason it failed with);
-- a recovery % is below the floor its config's `gate.recovery_floor_pct` sets (one number for
-  every recovery metric, or per metric), as llm-compressor's own accuracy CI fails a model whose
-  recovery drops below its threshold;
+- a recovery is `worse` than the floor its config's `gate.recovery_floor_pct` sets (one number
+  for every recovery metric, or per metric): decided by the paired statistics of the compare
+  pass (harness.results.paired: two one-sided tests on the paired bootstrap interval of the
+  recovery, over the documents cell and reference both scored). `equivalent` passes; an
+  `inconclusive` cell (the interval straddles the floor) is reported with the number of
+  documents that would decide it, or fails when the config says `gate.inconclusive: fail`.
+  A row without per-document outcomes (an older table) falls back to its point recovery below
+  the floor, as llm-compressor's own accuracy CI fails a model;
 - its output tok/s dropped by more than the allowed % against the same cell in a previous run's
   table (`--baseline`), on the same model, hardware and workload.
 A config given to the gate with no row in the results fails too, and so does a floor that no
@@ -30,6 +35,8 @@ import pandas as pd
 
 from harness.config import Config
 from harness.errors import HarnessError
+from harness.results.compare import paired_stats
+from harness.results.paired import Paired, verdict
 from harness.results.read import is_missing, load_results, number
 from harness.results.trend import Regression
 
@@ -57,7 +64,7 @@ class Failure:
 
     config_name: str
     cell_name: str
-    check: str  # "status", "recovery", "throughput" or "rows"
+    check: str  # "status", "verdict" (paired), "recovery" (point, no per-document outcomes), "throughput" or "rows"
     detail: str
     figure: float | None = None
     limit: float | None = None  # the floor (recovery %) or the largest drop allowed (throughput %)
@@ -207,11 +214,35 @@ def evaluate(
             continue
 
         floors = cell_config.gate.floors() if cell_config is not None and cell_config.gate is not None else {}
+        fail_inconclusive = (
+            cell_config is not None and cell_config.gate is not None and (cell_config.gate.inconclusive == "fail")
+        )
+        stats = paired_stats(row)
         for metric, floor in floors.items():
             recovery, figure = number(row.get(f"{metric}_recovery_pct")), number(row.get(metric))
             if figure is not None or recovery is not None:
                 measured[(config_name, metric)] = measured.get((config_name, metric), 0) + 1
-            if recovery is not None:
+            paired = stats.get(metric)
+            if recovery is not None and paired is not None:
+                recovery_checks += 1
+                decided = verdict(Paired.from_dict(paired), floor)
+                against = row.get("recovery_reference") or "the baseline"
+                if decided.label == "worse" or (decided.label == "inconclusive" and fail_inconclusive):
+                    failures.append(
+                        Failure(
+                            config_name,
+                            cell_name,
+                            "verdict",
+                            f"{metric} is {decided.label} against {against}: {decided.detail}",
+                            recovery,
+                            floor,
+                        )
+                    )
+                elif decided.label == "inconclusive":
+                    not_gated.append(
+                        f"{config_name} {cell_name}: {metric} inconclusive against {against}: {decided.detail}"
+                    )
+            elif recovery is not None:
                 recovery_checks += 1
                 if recovery < floor:
                     against = row.get("recovery_reference") or "the baseline"

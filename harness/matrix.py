@@ -60,7 +60,7 @@ class Cell:
             "workload": self.workload.model_dump(),
         }
         if self.evals is not None:  # absent, not None: configs without evals keep their keys
-            payload["evals"] = self.evals.model_dump(exclude={"timeout_s"})
+            payload["evals"] = self.evals.model_dump(exclude={"timeout_s": True, "kld": {"full_vocabulary"}})
         if self.serving is not None:
             payload["serving"] = self.serving.model_dump(
                 exclude={"startup_timeout_s", "request_timeout_s", "port", "formats"}

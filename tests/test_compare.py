@@ -20,8 +20,8 @@ import pytest
 from harness.results import compare
 from harness.results import store as results
 from harness.results.divergence import kl_divergence
+from harness.results.logprobs import save_top as save_logprobs
 from harness.results.read import load_results
-from harness.stages.evaluate.stage import save_logprobs
 
 SETTINGS = json.dumps({"greedy": True, "n": 1, "temperature": 0.0, "max_gen_toks": 96, "tasks": ["harness_prose_ppl"]})
 T0 = datetime(2026, 12, 1, tzinfo=timezone.utc)
@@ -189,3 +189,86 @@ def test_a_table_without_its_log_probabilities_keeps_only_kld_against_the_same_r
     old.loc[old["cell_key"] == "fp8", "reference_cell_key"] = "base-fp8kv"  # an old table's wrong reference
     old.to_parquet(copied)
     assert pd.isna(load_results(copied).set_index("cell_key").loc["fp8", "kld_mean"])
+
+
+def outcomes(right: int, wrong: int, offset: int = 0) -> dict[str, int]:
+    """Per-document Pass@1 outcomes: `right` ones then `wrong` zeros, doc ids from `offset`."""
+    return {str(offset + i): int(i < right) for i in range(right + wrong)}
+
+
+def test_paired_statistics_are_computed_against_the_reference_over_shared_documents(tmp_path: Path) -> None:
+    """Every recovered metric with per-document outcomes in both rows gets flips, McNemar's p and
+    bootstrap intervals of the difference and of the recovery, stored in paired_stats."""
+    base_items = outcomes(16, 4)
+    cell_items = dict(base_items)
+    for doc in ("0", "1", "2"):  # three right → wrong
+        cell_items[doc] = 0
+    cell_items["19"] = 1  # one wrong → right
+    rows = [
+        row("base", "bf16", pass_at_1=0.8, eval_items=json.dumps({"pass_at_1": base_items})),
+        row("q", "w8a8-int8", pass_at_1=0.7, eval_items=json.dumps({"pass_at_1": cell_items}), minutes=1),
+    ]
+    table = write(tmp_path, rows, {})
+    stats = json.loads(table.loc["q", "paired_stats"])["pass_at_1"]
+    assert (stats["worse_flips"], stats["better_flips"], stats["items"]) == (3, 1, 20)
+    assert stats["mcnemar_p"] == pytest.approx(0.625)  # 2 x P(X <= 1), X ~ Bin(4, 1/2)
+    assert stats["recovery"] == pytest.approx(100 * 14 / 16)
+    low, high = stats["recovery_ci95"]
+    assert low < stats["recovery"] < high
+    assert json.loads(table.loc["base", "paired_stats"])["pass_at_1"]["diff"] == 0
+
+
+def test_kld_has_intervals_from_a_bootstrap_over_windows(tmp_path: Path) -> None:
+    settings = json.dumps({**json.loads(SETTINGS), "kld": {"windows": 4, "seq_len": 10, "top_k": 8}})
+    rows, stored = kv_trap_rows()
+    for r in rows:
+        r["eval_settings"] = settings
+    table = write(tmp_path, rows, stored)
+    kld = json.loads(table.loc["fp8", "paired_stats"])["kld"]
+    assert kld["windows"] == 4
+    for name in ("kld_mean", "kld_median", "kld_p99", "top1_agreement"):
+        low, high = kld["ci95"][name]
+        assert low <= table.loc["fp8", name] <= high, name
+    assert table.loc["fp8", "kld_median"] == pytest.approx(kl_divergence(*stored["base"], *stored["fp8"]).kld_median)
+
+
+def full_logprobs(seed: int, noise: float, positions: int = 40, vocab: int = 50) -> np.ndarray:
+    base = np.random.default_rng(0).normal(size=(positions, vocab)) * 3
+    logits = base + noise * np.random.default_rng(seed).normal(size=(positions, vocab))
+    return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+
+
+def test_kld_is_exact_where_both_cells_kept_the_whole_distribution(tmp_path: Path) -> None:
+    """transformers and llama.cpp keep the whole distribution: the KLD is then computed over the
+    full vocabulary; against a reference that kept only its top k, it is a labelled bound."""
+    from scipy.special import rel_entr
+
+    from harness.results.logprobs import full_relative, save_full
+
+    full = {"base": full_logprobs(0, 0.0), "fp8": full_logprobs(1, 0.5)}
+    rows = [row("base", "bf16", engine="transformers"), row("fp8", "fp8-dynamic", engine="transformers", minutes=1)]
+    stored = {key: (np.argsort(-lp, axis=1)[:, :8], np.sort(lp, axis=1)[:, ::-1][:, :8]) for key, lp in full.items()}
+    for key, lp in full.items():
+        save_full(tmp_path / full_relative(f"logprobs/{key}.npz"), lp)
+    table = write(tmp_path, rows, stored)
+    expected = rel_entr(np.exp(full["base"].astype(np.float32)), np.exp(full["fp8"].astype(np.float32))).sum(axis=1)
+    assert table.loc["fp8", "kld_method"] == "exact"
+    assert table.loc["fp8", "kld_mean"] == pytest.approx(float(expected.mean()), abs=1e-6)
+    (tmp_path / full_relative("logprobs/base.npz")).unlink()  # the reference kept only its top 8
+    results.merge(tmp_path)
+    bounded = pd.read_parquet(tmp_path / "results.parquet").set_index("cell_key").loc["fp8"]
+    assert bounded["kld_method"] == "top-8 bound" and bounded["kld_mean"] <= float(expected.mean())
+
+
+def test_a_gguf_cell_is_compared_with_llama_cpps_own_bf16_where_it_ran(tmp_path: Path) -> None:
+    """As llama.cpp's own KL divergence (an F16 base): gguf-bf16 on llama.cpp first, vLLM's bf16 otherwise."""
+    rows = [
+        row("vllm-base", "bf16", engine="vllm", perplexity=45.1, minutes=0),
+        row("gguf-base", "gguf-bf16", engine="llamacpp", perplexity=45.2, minutes=1),
+        row("q8", "gguf-q8_0", engine="llamacpp", perplexity=48.3, minutes=2),
+    ]
+    table = write(tmp_path, rows, {})
+    assert table.loc["q8", "reference_cell_key"] == "gguf-base"
+    assert table.loc["q8", "reference_rule"].startswith("baseline gguf-bf16 on llamacpp,")
+    assert table.loc["gguf-base", "reference_cell_key"] == "gguf-base"
+    assert table.loc["vllm-base", "reference_cell_key"] == "vllm-base"

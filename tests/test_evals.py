@@ -43,6 +43,61 @@ def test_more_noise_means_more_divergence() -> None:
     assert small.kld_mean < large.kld_mean and small.top1_agreement > large.top1_agreement
 
 
+def _zipf_pair(positions: int, vocab: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Full log-probabilities of a Zipf-like reference and a noisy cell (a quantized model)."""
+    rng = np.random.default_rng(seed)
+    ranks = np.arange(1, vocab + 1, dtype=np.float64)
+    logits = np.stack([-1.1 * np.log(rng.permutation(ranks)) for _ in range(positions)])
+    noisy = logits + rng.normal(scale=noise, size=logits.shape)
+
+    def log_softmax(x: np.ndarray) -> np.ndarray:
+        return (
+            x
+            - np.log(np.exp(x - x.max(axis=1, keepdims=True)).sum(axis=1, keepdims=True))
+            - x.max(axis=1, keepdims=True)
+        )
+
+    return log_softmax(logits), log_softmax(noisy)
+
+
+def test_exact_kld_equals_scipys_full_vocabulary_computation() -> None:
+    """llama.cpp's definition, over the whole vocabulary, against scipy.special.rel_entr."""
+    from scipy.special import rel_entr
+
+    from harness.results.divergence import exact_kl_divergence
+
+    base, cell = _zipf_pair(150, 4096, 0.5, 3)
+    reference = rel_entr(np.exp(base), np.exp(cell)).sum(axis=1)
+    result = exact_kl_divergence(base.astype(np.float32), cell.astype(np.float32), chunk=32)
+    as_stored = rel_entr(
+        np.exp(base.astype(np.float32).astype(np.float64)), np.exp(cell.astype(np.float32).astype(np.float64))
+    )
+    assert result.method == "exact"
+    assert result.kld_mean == pytest.approx(float(as_stored.sum(axis=1).mean()), abs=1e-6)
+    assert result.kld_mean == pytest.approx(float(reference.mean()), rel=1e-4)
+    assert result.kld_median == pytest.approx(float(np.median(as_stored.sum(axis=1))), abs=1e-6)
+    assert result.top1_agreement == pytest.approx(float(np.mean(base.argmax(1) == cell.argmax(1))))
+
+
+def test_top_k_figures_are_lower_and_say_so() -> None:
+    """On a high-entropy distribution the top-32 figures are well below the exact one: the bound
+    (the cell's whole distribution known) is a true lower bound, and both are labelled."""
+    from harness.results.divergence import exact_kl_divergence
+
+    base, cell = _zipf_pair(100, 4096, 0.5, 4)
+    exact = exact_kl_divergence(base, cell)
+    bound = kl_divergence(*_top_lp(base, 32), *_top_lp(cell, 32), cell_full=cell)
+    estimate = kl_divergence(*_top_lp(base, 32), *_top_lp(cell, 32))
+    assert (bound.method, estimate.method) == ("top-32 bound", "top-32 estimate")
+    assert np.all(bound.per_position <= exact.per_position + 1e-9)
+    assert estimate.kld_mean < 0.9 * exact.kld_mean
+
+
+def _top_lp(logprobs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.argsort(-logprobs, axis=1)[:, :k]
+    return ids, np.take_along_axis(logprobs, ids, axis=1)
+
+
 def test_different_positions_are_refused() -> None:
     ids, lp = _top(np.zeros((3, 8)), 4)
     with pytest.raises(ValueError):
@@ -57,3 +112,24 @@ def test_code_tasks_run_only_sandboxed_and_only_when_allowed() -> None:
     assert tasks == ["harness_humaneval", "gsm8k"] and "mbpp refused" in note
     tasks, note = lm_eval_tasks(EvalSpec(tasks=["humaneval", "perplexity"], allow_code_execution=False))
     assert tasks == ["harness_prose_ppl"] and "allow_code_execution" in note
+
+
+@pytest.mark.parametrize(
+    "gold, said",
+    [
+        ("90^\\circ", "90"),
+        ("\\$18.90", "18.90"),
+        ("\\text{(C)}", "(C)"),
+        ("1,000", "1000"),
+        ("\\frac{1}{2}", "\\frac12"),
+    ],
+)
+def test_math_gold_answers_are_normalised_as_lm_eval_does(gold: str, said: str) -> None:
+    """MATH-500's raw gold answers (lm-eval normalises its gold in process_docs): a right answer
+    scores 1, whatever LaTeX the gold is written in, and a wrong one 0."""
+    from harness.stages.evaluate.tasks.utils import math_process_results
+
+    right = f"Final Answer: The final answer is ${said}$. I hope it is correct."
+    wrong = "Final Answer: The final answer is $7$. I hope it is correct."
+    assert math_process_results({"answer": gold}, [right]) == {"exact_match": 1}
+    assert math_process_results({"answer": gold}, [wrong]) == {"exact_match": 0}

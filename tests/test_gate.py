@@ -10,6 +10,7 @@ an unsupported status), the helper that does it says SYNTHETIC and what it chang
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,47 @@ def test_a_lowered_recovery_fails(tmp_path: Path) -> None:
     assert [(f.cell_name, round(f.figure, 6), f.limit) for f in verdict.failures] == [
         ("fp8-dynamic/transformers/kv-auto", 80.0, 90.0)
     ]
+
+
+def with_pass_at_1(rows: list[dict[str, Any]], reference: list[int], cell: list[int]) -> list[dict[str, Any]]:
+    """SYNTHETIC: per-document Pass@1 outcomes (HumanEval on SmolLM2 scores 0 everywhere) given to
+    bf16 and fp8-dynamic on vLLM (and the reference's to GGUF Q8_0, compared with vLLM's bf16), so
+    that the compare pass has pairs to decide on."""
+    given = {"bf16/vllm/kv-auto": reference, "fp8-dynamic/vllm/kv-auto": cell, "gguf-q8_0/llamacpp/kv-auto": reference}
+    for row in rows:
+        outcomes = given.get(row["cell_name"])
+        if outcomes is not None:
+            row["pass_at_1"] = sum(outcomes) / len(outcomes)
+            row["eval_items"] = json.dumps({"pass_at_1": {str(i): v for i, v in enumerate(outcomes)}})
+    return rows
+
+
+PASS_FLOOR = "{recovery_floor_pct: {pass_at_1: 90}}"
+
+
+def test_a_paired_worse_verdict_fails_and_says_why(tmp_path: Path) -> None:
+    rows = with_pass_at_1(real_rows(QUALITY), [1] * 40, [1] * 10 + [0] * 30)
+    verdict = gate.evaluate(write_run(tmp_path / "run", rows), [load_config(config(tmp_path, PASS_FLOOR))])
+    (failure,) = verdict.failures
+    assert (failure.cell_name, failure.check, failure.limit) == ("fp8-dynamic/vllm/kv-auto", "verdict", 90)
+    assert "pass_at_1 is worse against bf16/vllm/kv-auto" in failure.line() and "on 40 items" in failure.line()
+
+
+def test_equivalent_passes_and_inconclusive_is_reported_or_fails_as_configured(tmp_path: Path) -> None:
+    same = [1] * 20 + [0] * 20
+    rows = with_pass_at_1(real_rows(QUALITY), same, same)
+    verdict = gate.evaluate(write_run(tmp_path / "same", rows), [load_config(config(tmp_path, PASS_FLOOR))])
+    assert verdict.passed and verdict.recovery_checks == 3, verdict.lines()
+    # two flips right → wrong of 20 right: point recovery 90 %, the interval straddles the floor
+    rows = with_pass_at_1(real_rows(QUALITY), same, [0, 0] + same[2:])
+    run = write_run(tmp_path / "close", rows)
+    verdict = gate.evaluate(run, [load_config(config(tmp_path, PASS_FLOOR))])
+    assert verdict.passed, verdict.lines()
+    (line,) = [line for line in verdict.not_gated if "inconclusive" in line]
+    assert "fp8-dynamic/vllm/kv-auto" in line and "items would decide it" in line
+    strict = load_config(config(tmp_path, "{recovery_floor_pct: {pass_at_1: 90}, inconclusive: fail}"))
+    (failure,) = gate.evaluate(run, [strict]).failures
+    assert failure.check == "verdict" and "inconclusive" in failure.detail
 
 
 def test_a_floor_nobody_measured_fails(tmp_path: Path, quality_run: Path) -> None:

@@ -420,3 +420,23 @@ def test_the_cpu_config_gets_every_plot(tmp_path: Path) -> None:
     page = files.html.read_text()
     assert page.count("<svg") == len(files.plots)  # inline, one per plot: the page opens offline
     assert "gguf-q4_k_m/llamacpp/kv-auto" in page and "w8a8-int8/code/vllm/kv-auto" in page
+
+
+def test_the_kv_cache_trap_is_a_table_of_its_own(tmp_path: Path) -> None:
+    """formats-cpu-serving.parquet (a real CPU run): bf16 with an FP8 KV cache once showed KLD 0
+    against itself; against bf16 + KV auto its perplexity recovery is below 100 %: the KV-only
+    effect, beside the weights-only (fp8-dynamic, KV auto) and both (fp8-dynamic, KV fp8)."""
+    from harness.report.sections import build_sections
+    from harness.results.read import load_results
+
+    (section,) = build_sections(load_results(DATA / "formats-cpu-serving.parquet"), 5.0)
+    assert section.kv_headers == ["engine", "format", "calibration", "KV auto", "KV fp8"]
+    lines = {(row[0], row[1]): row for row in section.kv_trap}
+    assert {engine for engine, _ in lines} == {"vllm"}  # the only engine run with two KV dtypes
+    kv_only = float(lines[("vllm", "bf16")][4].split()[1])
+    weights_only = float(lines[("vllm", "fp8-dynamic")][3].split()[1])
+    both = float(lines[("vllm", "fp8-dynamic")][4].split()[1])
+    assert lines[("vllm", "bf16")][3].startswith("ppl 100.0 %")
+    assert kv_only < 99 and both < weights_only < 99
+    page = report.build_report([DATA / "formats-cpu-serving.parquet"], tmp_path).markdown.read_text()
+    assert "### KV cache and weights, each against bf16 + KV auto" in page

@@ -30,6 +30,8 @@ from typing import Any
 import pytest
 
 from harness import report
+from harness.report.sections import build_sections
+from harness.results.read import load_results
 from tests.test_report import FORMATS_CPU, SERVING, synthetic_serving_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -263,7 +265,7 @@ def test_the_report_of_real_runs_renders_in_chromium(tmp_path: Path) -> None:
     tables = [FORMATS_CPU, *([SERVING] if SERVING.is_file() else [])]
     files = report.build_report(tables, tmp_path / "report")
     found = _check_page(files, tmp_path, "report")
-    per_section = len(report._sections(report.load_results(tables), 5.0)[0].figures)
+    per_section = len(build_sections(load_results(tables), 5.0)[0].figures)
     assert found["figures"] == found["sections"] * per_section
 
 

@@ -98,9 +98,12 @@ class Engine(ABC, Generic[EP]):
     artifact_kinds: ClassVar[tuple[str, ...]] = ("hf",)
     #: whether it has an OpenAI-compatible server for the online benchmark
     has_server: ClassVar[bool] = False
-    #: the engine whose baseline cell is this engine's quality reference when it serves no
-    #: baseline format itself (GGUF cells are compared with vLLM's bf16): declared, not guessed
+    #: the engine whose baseline cell is this engine's quality reference when it ran no baseline
+    #: cell itself (GGUF cells are compared with vLLM's bf16): declared, not guessed
     reference_engine: ClassVar[str | None] = None
+    #: whether full_logprobs returns the whole next-token distribution (exact KL divergence);
+    #: an engine without it overrides top_logprobs (its KLD is a top-k estimate)
+    full_logits: ClassVar[bool] = False
 
     def own(self, spec: EngineParams) -> EP:
         """`spec` as this engine's own parameter type (config built it from params_model)."""
@@ -143,14 +146,12 @@ class Engine(ABC, Generic[EP]):
     def top_logprobs(self, model: Any, windows: list[list[int]], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Each position's k most likely next tokens and their log-probabilities: (positions, k)
         ids and values, positions 1..n-1 of every window, predicting the window's next token."""
-        ids_rows: list[np.ndarray] = []
-        lp_rows: list[np.ndarray] = []
-        for window in windows:
-            logprobs = self.full_logprobs(model, window)
-            top = np.argsort(-logprobs, axis=1)[:, :k]
-            ids_rows.extend(top)
-            lp_rows.extend(np.take_along_axis(logprobs, top, axis=1))
-        return np.stack(ids_rows).astype(np.int64), np.stack(lp_rows).astype(np.float32)
+        return top_k(np.concatenate([self.full_logprobs(model, window) for window in windows]), k)
+
+    def window_distributions(self, model: Any, windows: list[list[int]]) -> np.ndarray:
+        """(positions, vocab) float32: the whole next-token distribution at every position that
+        top_logprobs returns (only where full_logits)."""
+        return np.concatenate([self.full_logprobs(model, window) for window in windows]).astype(np.float32)
 
     def kernels(self, log_text: str) -> list[str]:
         """Kernels the engine said it selected, from its log."""
@@ -167,3 +168,9 @@ class Engine(ABC, Generic[EP]):
     def unsupported_reason(self, error: str, log_text: str) -> str | None:
         """The engine's own words when it refused the format on this hardware, else None."""
         return None
+
+
+def top_k(logprobs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's k largest log-probabilities, largest first: (ids int64, values float32)."""
+    top = np.argsort(-logprobs, axis=1)[:, :k]
+    return top.astype(np.int64), np.take_along_axis(logprobs, top, axis=1).astype(np.float32)

@@ -56,7 +56,8 @@ class LlamaCppEngine(Engine[LlamaCppParams]):
     params_model = LlamaCppParams
     artifact_kinds = ("gguf",)
     has_server = True
-    reference_engine = "vllm"  # no baseline format is GGUF-only: GGUF cells are compared with vLLM's bf16
+    reference_engine = "vllm"  # GGUF cells without a gguf-bf16/gguf-f16 cell are compared with vLLM's bf16
+    full_logits = True
 
     def version(self) -> str:
         return f"llama-cpp-python=={llamacpp_tools.bindings_version() or 'not installed'}"
@@ -132,7 +133,8 @@ class LlamaCppEngine(Engine[LlamaCppParams]):
         """An lm-eval model over the bindings (engines/llamacpp_lm.py)."""
         from harness.engines.llamacpp_lm import LlamaCppLM
 
-        return LlamaCppLM(**{k: v for k, v in self.settings(request.engine_request).items() if k != "sequences"})
+        settings = {k: v for k, v in self.settings(request.engine_request).items() if k != "sequences"}
+        return LlamaCppLM(**settings, add_bos_token=request.add_bos_token)
 
     def full_logprobs(self, model: Any, window: list[int]) -> np.ndarray:
         result: np.ndarray = model.window_logprobs(window)[:-1]

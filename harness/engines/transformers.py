@@ -60,6 +60,7 @@ class TransformersEngine(Engine[TransformersParams]):
     name = "transformers"
     params_model = TransformersParams
     speed_class = "reference"
+    full_logits = True
 
     def version(self) -> str:
         return f"transformers=={metadata.version('transformers')}"

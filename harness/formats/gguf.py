@@ -4,6 +4,7 @@ served by llama.cpp: the CPU/edge formats."""
 from __future__ import annotations
 
 import os
+from typing import ClassVar
 
 from pydantic import Field
 
@@ -80,5 +81,16 @@ class Gguf(Format[GgufParams]):
         intermediate.unlink()
 
 
+class GgufBaseline(Gguf):
+    """gguf-bf16 and gguf-f16: the unquantized weights in llama.cpp, the reference its own
+    quantized types are compared with (llama.cpp's `--kl-divergence-base` is an F16 model)."""
+
+    is_baseline: ClassVar[bool] = True
+
+
+#: the GGUF types that are a llama.cpp baseline, not a quantization
+GGUF_BASELINE_TYPES = ("BF16", "F16")
+
+
 def gguf_formats() -> list[Gguf]:
-    return [Gguf(t) for t in GGUF_TYPES]
+    return [GgufBaseline(t) if t in GGUF_BASELINE_TYPES else Gguf(t) for t in GGUF_TYPES]

@@ -21,6 +21,7 @@ from harness.report.rows import (
     peak_memory,
     point_label,
     point_x,
+    quality_interval,
     quality_score,
     sweep_points,
 )
@@ -84,7 +85,8 @@ def quality_figure(view: SectionView) -> Figure:
         "y: perplexity recovery % (circles) or, where a row has none, 100 - 100 x mean KLD (squares); x: offline "
         "output tok/s. "
         "Filled points joined by the line are the Pareto front (no other cell is both faster and better). "
-        "Reference-engine cells (transformers) are left out: their tok/s is not a serving speed."
+        "Reference-engine cells (transformers) are left out: their tok/s is not a serving speed. "
+        "Vertical bars: 95 % intervals (paired bootstrap over documents; for KLD, over held-out windows)."
     )
     points = []
     for r in rows:
@@ -92,7 +94,7 @@ def quality_figure(view: SectionView) -> Figure:
             continue
         speed, quality = as_float(r.get("output_tok_s")), quality_score(r)
         if speed is not None and quality is not None:
-            points.append((speed, quality[0], quality[1], r["cell_name"]))
+            points.append((speed, quality[0], quality[1], r["cell_name"], quality_interval(r)))
     if not points:
         return Figure(
             "quality",
@@ -103,18 +105,26 @@ def quality_figure(view: SectionView) -> Figure:
         )
     xy = [(p[0], p[1]) for p in points]
     front = pareto(xy)
+    spans = [v for p in points for v in ((p[1],) if p[4] is None else (p[1], *p[4]))]
     svg = Chart(
         title,
         "output tok/s (offline, serving engines)",
         "quality (%)",
-        limits([p[1] for p in points]),
+        limits(spans),
         xlim=limits([p[0] for p in points], zero=True),
     )
     front_pts = sorted((xy[i] for i in front), key=lambda p: p[0])
     if len(front_pts) > 1:
         svg.line(front_pts, color="#c44e52", width=1.5, dash="5,3", tip="Pareto front")
-    for i, (x, y, source, name) in enumerate(points):
+    for i, (x, y, source, name, interval) in enumerate(points):
         on = i in front
+        if interval is not None:
+            svg.line(
+                [(x, interval[0]), (x, interval[1])],
+                color="#888",
+                width=1.2,
+                tip=f"{name}: 95 % interval {interval[0]:.2f}–{interval[1]:.2f}",
+            )
         svg.dot(
             x,
             y,

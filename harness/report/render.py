@@ -32,6 +32,13 @@ color:#555;max-width:740px;background:#f7f7f7}.regression{color:#b00}svg{max-wid
 div.wide{overflow-x:auto;max-width:100%}"""
 
 
+KV_TRAP_TITLE = "KV cache and weights, each against bf16 + KV auto"
+KV_TRAP_NOTE = (
+    "bf16 under a quantized KV cache is the KV-only effect; a format under KV auto the weights-only effect; "
+    "a format under a quantized KV cache both. Perplexity recovery and mean KLD with 95 % intervals."
+)
+
+
 def html_page(sections: list[Section], sources: list[str], threshold: float, regressions: list[Regression]) -> str:
     e = html.escape
     out = [
@@ -69,6 +76,15 @@ def html_page(sections: list[Section], sources: list[str], threshold: float, reg
                 cells.append(f'<td class="{cls}">{e(value)}</td>' if cls else f"<td>{e(value)}</td>")
             out.append("<tr>" + "".join(cells) + "</tr>")
         out.append("</tbody></table></div>")
+        if s.kv_trap:
+            out.append(f'<h3 id="{s.slug}-kv">{e(KV_TRAP_TITLE)}</h3><p>{e(KV_TRAP_NOTE)}</p>')
+            out.append(
+                '<div class="wide"><table class="kv"><thead><tr>'
+                + "".join(f"<th>{e(h)}</th>" for h in s.kv_headers)
+                + "</tr></thead><tbody>"
+            )
+            out.extend("<tr>" + "".join(f"<td>{e(v)}</td>" for v in row) + "</tr>" for row in s.kv_trap)
+            out.append("</tbody></table></div>")
         if s.serving:
             opened = " open" if len(s.serving) <= 40 else ""  # a long sweep stays folded; <details> needs no script
             out.append(
@@ -128,6 +144,10 @@ def markdown_page(
         out.append("| " + " | ".join(TABLE_HEADERS) + " |")
         out.append("|" + "---|" * len(TABLE_HEADERS))
         out.extend("| " + " | ".join(md_cell(v) for v in row) + " |" for row in s.table)
+        if s.kv_trap:
+            out += ["", f"### {KV_TRAP_TITLE}", "", KV_TRAP_NOTE, ""]
+            out += ["| " + " | ".join(s.kv_headers) + " |", "|" + "---|" * len(s.kv_headers)]
+            out.extend("| " + " | ".join(md_cell(v) for v in row) + " |" for row in s.kv_trap)
         if s.serving:
             out += ["", "### Serving under load, per sweep point", ""]
             out.extend(f"- {note}" for note in s.serving_notes)

@@ -9,7 +9,9 @@ from typing import Any
 
 from harness import formats as format_registry
 from harness.plan.cell_plan import row_plan
+from harness.results.compare import paired_stats
 from harness.results.metrics import BY_COLUMN, METRICS
+from harness.results.paired import Paired, verdict
 from harness.results.read import is_missing
 from harness.results.read import number as as_float
 from harness.shapes import ModelShape
@@ -135,6 +137,30 @@ def quality_score(row: dict[str, Any]) -> tuple[float, str] | None:
     return (100.0 - 100.0 * kld, "kld") if kld is not None else None
 
 
+def recovery_interval(row: dict[str, Any], metric: str) -> tuple[float, float] | None:
+    """The 95 % paired bootstrap interval of `metric`'s recovery % (the compare pass's paired_stats)."""
+    found = paired_stats(row).get(metric) or {}
+    interval = found.get("recovery_ci95")
+    return (float(interval[0]), float(interval[1])) if interval else None
+
+
+def kld_interval(row: dict[str, Any]) -> tuple[float, float] | None:
+    """The 95 % interval of the mean KLD (bootstrap over the held-out windows)."""
+    interval = ((paired_stats(row).get("kld") or {}).get("ci95") or {}).get("kld_mean")
+    return (float(interval[0]), float(interval[1])) if interval else None
+
+
+def quality_interval(row: dict[str, Any]) -> tuple[float, float] | None:
+    """quality_score's 95 % interval, on the same scale."""
+    score = quality_score(row)
+    if score is None:
+        return None
+    if score[1] == "ppl":
+        return recovery_interval(row, "perplexity")
+    kld = kld_interval(row)
+    return None if kld is None else (100.0 - 100.0 * kld[1], 100.0 - 100.0 * kld[0])
+
+
 def is_baseline(fmt: Any) -> bool:
     spec = format_registry.REGISTRY.get(str(fmt))
     return spec is not None and spec.is_baseline
@@ -144,11 +170,50 @@ def kernels_text(value: Any) -> str:
     return "" if is_missing(value) else ", ".join(k.split(" for ")[0] for k in str(value).split("; "))
 
 
-def recovery_text(row: dict[str, Any]) -> str:
-    """Each recovery % the row has, perplexity first (it is measured on every cell with evals)."""
+#: the recovery floor the report's verdicts are shown against (the picker's "balanced" tolerance;
+#: `harness gate` judges with each config's own floors)
+REPORT_FLOOR_PCT = 97.0
+
+
+def verdict_text(row: dict[str, Any]) -> str:
+    """The paired verdict of the row's headline metric against REPORT_FLOOR_PCT: equivalent,
+    worse or inconclusive (harness.results.paired), or "" where no paired statistics exist."""
+    stats = paired_stats(row)
     ordered = sorted((m for m in METRICS if m.recovered), key=lambda m: m.column != "perplexity")
-    parts = [f"{m.label} {value:.1f}" for m in ordered if (value := as_float(row.get(m.recovery_column))) is not None]
-    return ", ".join(parts)
+    for m in ordered:
+        if m.column in stats and str(row.get("reference_cell_key")) != str(row.get("cell_key")):
+            decided = verdict(Paired.from_dict(stats[m.column]), REPORT_FLOOR_PCT)
+            return f"{m.label} {decided.label} at {REPORT_FLOOR_PCT:g} %"
+    return ""
+
+
+def quality_cell_text(row: dict[str, Any]) -> str:
+    """Recovery [95 % interval] and mean KLD [interval] of one cell, for the KV-cache table."""
+    parts = []
+    ppl = as_float(row.get("perplexity_recovery_pct"))
+    if ppl is not None:
+        interval = recovery_interval(row, "perplexity")
+        parts.append(f"ppl {ppl:.1f} %" + (f" [{interval[0]:.1f}–{interval[1]:.1f}]" if interval else ""))
+    kld = as_float(row.get("kld_mean"))
+    if kld is not None:
+        interval = kld_interval(row)
+        parts.append(f"KLD {kld:.4f}" + (f" [{interval[0]:.4f}–{interval[1]:.4f}]" if interval else ""))
+    return " · ".join(parts) if parts else ("" if row.get("status") == "ok" else str(row.get("status") or ""))
+
+
+def recovery_text(row: dict[str, Any]) -> str:
+    """Each recovery % the row has, perplexity first (it is measured on every cell with evals), with
+    its 95 % paired interval where the compare pass has one."""
+    ordered = sorted((m for m in METRICS if m.recovered), key=lambda m: m.column != "perplexity")
+    parts = []
+    for m in ordered:
+        value = as_float(row.get(m.recovery_column))
+        if value is None:
+            continue
+        interval = recovery_interval(row, m.column)
+        parts.append(f"{m.label} {value:.1f}" + (f" [{interval[0]:.1f}–{interval[1]:.1f}]" if interval else ""))
+    verdict_line = verdict_text(row)
+    return ", ".join(parts) + (f"; {verdict_line}" if verdict_line and parts else "")
 
 
 def speedup_text(row: dict[str, Any]) -> str:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
 from harness.report.figures import FIGURES, Figure, SectionView
 from harness.report.rows import slug
-from harness.report.tables import serving_notes, serving_rows, table_rows
+from harness.report.tables import kv_trap_table, serving_notes, serving_rows, table_rows
 from harness.results import trend
 from harness.results.read import is_missing
 from harness.results.trend import Regression
@@ -26,6 +26,8 @@ class Section:
     regressions: list[Regression]
     serving: list[list[str]]  # one line per cell and sweep point; empty without serving figures
     serving_notes: list[str]
+    kv_headers: list[str] = field(default_factory=list)  # the KV-cache trap table (tables.kv_trap_table)
+    kv_trap: list[list[str]] = field(default_factory=list)
 
 
 def build_sections(frame: pd.DataFrame, threshold: float) -> list[Section]:
@@ -66,6 +68,7 @@ def build_sections(frame: pd.DataFrame, threshold: float) -> list[Section]:
         view = SectionView(rows, latest, runs, regressions, threshold, shape)
         figures = [figure(view) for figure in FIGURES]
         serving = serving_rows(latest)
+        kv_headers, kv_trap = kv_trap_table(latest)
         sections.append(
             Section(
                 title,
@@ -76,6 +79,8 @@ def build_sections(frame: pd.DataFrame, threshold: float) -> list[Section]:
                 regressions,
                 serving,
                 serving_notes(latest) if serving else [],
+                kv_headers,
+                kv_trap,
             )
         )
     return sections

@@ -18,6 +18,7 @@ from harness.report.rows import (
     peak_memory,
     planned_text,
     point_label,
+    quality_cell_text,
     recovery_text,
     roofline_text,
     slo_text,
@@ -153,3 +154,26 @@ def serving_notes(rows: list[dict[str, Any]]) -> list[str]:
     if startups:
         notes.append(f"server start-up to ready: {min(startups):.1f}–{max(startups):.1f} s")
     return notes
+
+
+def kv_trap_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """The KV-cache trap side by side: one line per engine, format and calibration, one column
+    per KV-cache dtype, every figure against the same bf16 + KV auto reference. The bf16 line
+    under a quantized KV dtype is the KV-only effect; a format under `auto` the weights-only
+    effect; a format under a quantized KV dtype both. Only engines run with more than one KV dtype;
+    empty where there are none."""
+    by_engine: dict[str, set[str]] = {}
+    for r in rows:
+        by_engine.setdefault(str(r.get("engine")), set()).add(str(r.get("kv_cache_dtype")))
+    rows = [r for r in rows if len(by_engine[str(r.get("engine"))]) > 1]
+    kv_dtypes = sorted({str(r.get("kv_cache_dtype")) for r in rows}, key=lambda d: (d != "auto", d))
+    if len(kv_dtypes) < 2:
+        return [], []
+    lines: dict[tuple[str, str, str], dict[str, str]] = {}
+    for r in rows:
+        calibration = "" if is_missing(r.get("calibration_name")) else str(r["calibration_name"])
+        key = (str(r.get("engine")), str(r.get("format")), calibration)
+        lines.setdefault(key, {})[str(r.get("kv_cache_dtype"))] = quality_cell_text(r)
+    headers = ["engine", "format", "calibration", *(f"KV {d}" for d in kv_dtypes)]
+    table = [[*key, *(cells.get(d, "") for d in kv_dtypes)] for key, cells in sorted(lines.items())]
+    return headers, table

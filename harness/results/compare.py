@@ -5,9 +5,14 @@ stored log-probabilities) and fills, for every row, against a reference chosen b
 
   quality reference  the ok baseline cell of the same model with bf16 weights (else another
                      baseline dtype), KV cache `auto` and the same eval settings, on the same
-                     engine; an engine that serves no baseline format declares whose baseline it
-                     is compared with (Engine.reference_engine: GGUF cells against vLLM's bf16).
-                     → kld_*, top1_agreement, <metric>_recovery_pct, reference_cell_key.
+                     engine (llama.cpp's baselines are gguf-bf16 and gguf-f16, as llama.cpp's own
+                     KL divergence is against an F16 model); where that engine ran no such cell,
+                     the engine it declares (Engine.reference_engine: GGUF cells against vLLM's
+                     bf16), never one picked by name.
+                     → kld_*, top1_agreement, <metric>_recovery_pct, reference_cell_key, and
+                     paired_stats: per metric, the paired statistics over the documents both
+                     scored (harness.results.paired), and the KLD figures' 95 % intervals
+                     (bootstrap over the held-out windows).
   speed reference    the ok baseline cell of the same model, engine, host and workload with KV
                      cache `auto` (bf16 first) → speedup, speed_reference_key.
 
@@ -19,18 +24,20 @@ table.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from harness import engines, formats
-from harness.results.divergence import kl_divergence
-from harness.results.metrics import METRICS, recovery_pct
+from harness.results.divergence import exact_kl_divergence, kl_divergence
+from harness.results.logprobs import Stored, loader
+from harness.results.metrics import BY_COLUMN, METRICS, recovery_pct
+from harness.results.paired import compare as paired_compare
 
 #: the relative columns this pass owns (cells leave them empty)
 QUALITY_COLUMNS = (
@@ -43,12 +50,26 @@ QUALITY_COLUMNS = (
     "kld_reference",
     *[m.recovery_column for m in METRICS if m.recovered],
     "recovery_reference",
+    "kld_median",
+    "kld_method",
+    "paired_stats",
 )
 SPEED_COLUMNS = ("speedup", "speed_reference_key")
-_KLD_COLUMNS = ("kld_mean", "kld_p99", "top1_agreement", "kld_positions", "kld_reference")
+_KLD_COLUMNS = (
+    "kld_mean",
+    "kld_median",
+    "kld_p99",
+    "top1_agreement",
+    "kld_positions",
+    "kld_reference",
+    "kld_method",
+)
 #: baseline formats in the order a reference is preferred (bf16 first, as the field compares)
 BASELINE_ORDER: tuple[str, ...] = tuple(
-    sorted((name for name, fmt in formats.REGISTRY.items() if fmt.is_baseline), key=lambda n: n != "bf16")
+    sorted(
+        (name for name, fmt in formats.REGISTRY.items() if fmt.is_baseline),
+        key=lambda n: (n.removeprefix("gguf-") != "bf16", n),
+    )
 )
 
 
@@ -72,14 +93,13 @@ def _same(a: Any, b: Any) -> bool:
     return (_missing(a) and _missing(b)) or (not _missing(a) and not _missing(b) and a == b)
 
 
-def reference_engine(engine: str) -> str | None:
-    """The engine whose baseline cells are `engine`'s quality reference: itself when it serves a
-    baseline format, else what it declares."""
+def reference_engines(engine: str) -> tuple[str, ...]:
+    """The engines whose baseline cells may be `engine`'s quality reference, in order: itself
+    when it serves a baseline format, then the engine it declares."""
     serves_baseline = any(engine in formats.REGISTRY[name].serving_engines() for name in BASELINE_ORDER)
-    if serves_baseline:
-        return engine
     known = engines.REGISTRY.get(engine)
-    return known.reference_engine if known is not None else None
+    declared = known.reference_engine if known is not None else None
+    return tuple(dict.fromkeys([*([engine] if serves_baseline else []), *([declared] if declared else [])]))
 
 
 @dataclass(frozen=True)
@@ -96,37 +116,39 @@ def _pick(row: dict[str, Any], candidates: list[dict[str, Any]]) -> dict[str, An
     def rank(c: dict[str, Any]) -> tuple[int, int, float]:
         finished = c.get("finished_at")
         stamp = 0.0 if _missing(finished) else pd.Timestamp(finished).timestamp()
-        return (BASELINE_ORDER.index(c["format"]), int(c.get("config_name") != row.get("config_name")), -stamp)
+        order = BASELINE_ORDER.index(c["format"])
+        return (order, int(c.get("config_name") != row.get("config_name")), -stamp)
 
     return min(candidates, key=rank)
 
 
 def quality_reference(row: dict[str, Any], rows: list[dict[str, Any]]) -> Reference:
     """The reference of `row`'s quality figures (the module docstring states the rule)."""
-    engine = reference_engine(str(row.get("engine")))
-    if engine is None:
-        return Reference(
-            None, f"no reference: engine {row.get('engine')} serves no baseline format and declares no reference engine"
-        )
-    candidates = [
-        r
-        for r in rows
-        if r.get("status") == "ok"
-        and r.get("format") in BASELINE_ORDER
-        and r.get("engine") == engine
-        and r.get("kv_cache_dtype") == "auto"
-        and r.get("model_identity") == row.get("model_identity")
-        and _same(r.get("eval_settings"), row.get("eval_settings"))
-        and _same(r.get("eval_limit"), row.get("eval_limit"))
-    ]
-    chosen = _pick(row, candidates)
-    where = f"{engine}" + (" (declared by " + str(row.get("engine")) + ")" if engine != row.get("engine") else "")
-    if chosen is None:
-        return Reference(
-            None,
-            f"no reference: no ok baseline cell of this model on {where} with KV cache auto and the same eval settings",
-        )
-    return Reference(chosen, f"baseline {chosen['format']} on {where}, KV cache auto, same eval settings")
+    own = str(row.get("engine"))
+    tried = reference_engines(own)
+    if not tried:
+        return Reference(None, f"no reference: engine {own} serves no baseline format and declares no reference engine")
+    for engine in tried:
+        candidates = [
+            r
+            for r in rows
+            if r.get("status") == "ok"
+            and r.get("format") in BASELINE_ORDER
+            and r.get("engine") == engine
+            and r.get("kv_cache_dtype") == "auto"
+            and r.get("model_identity") == row.get("model_identity")
+            and _same(r.get("eval_settings"), row.get("eval_settings"))
+            and _same(r.get("eval_limit"), row.get("eval_limit"))
+        ]
+        chosen = _pick(row, candidates)
+        if chosen is not None:
+            where = engine if engine == own else f"{engine} (declared by {own})"
+            return Reference(chosen, f"baseline {chosen['format']} on {where}, KV cache auto, same eval settings")
+    return Reference(
+        None,
+        f"no reference: no ok baseline cell of this model on {' or '.join(tried)} with KV cache auto and the same "
+        "eval settings",
+    )
 
 
 def speed_reference(row: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -154,54 +176,70 @@ def speed_reference(row: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str
     return _pick(row, candidates)
 
 
-Logprobs = tuple[np.ndarray, np.ndarray]
-
-
-def logprobs_loader(out_dir: Path | None) -> Callable[[dict[str, Any]], Logprobs | None]:
-    """Reads a row's stored top log-probabilities (its kld_logprobs file under `out_dir`), once each."""
-    cache: dict[str, Logprobs | None] = {}
-
-    def load(row: dict[str, Any]) -> Logprobs | None:
-        relative = row.get("kld_logprobs")
-        if out_dir is None or _missing(relative):
-            return None
-        name = str(relative)
-        if name not in cache:
-            path = out_dir / name
-            try:
-                with np.load(path) as stored:
-                    cache[name] = (stored["ids"], stored["logprobs"])
-            except (OSError, KeyError, ValueError):
-                cache[name] = None
-        return cache[name]
-
-    return load
+def _kld_windows(row: dict[str, Any]) -> int:
+    """How many held-out windows the row's eval settings asked the KLD positions to come from."""
+    try:
+        kld = json.loads(str(row.get("eval_settings"))).get("kld") or {}
+        return int(kld.get("windows") or 0)
+    except (ValueError, TypeError, AttributeError):
+        return 0
 
 
 def _kld_columns(
-    row: dict[str, Any], ref: dict[str, Any], load: Callable[[dict[str, Any]], Logprobs | None]
-) -> dict[str, Any]:
+    row: dict[str, Any], ref: dict[str, Any], load: Callable[[dict[str, Any]], Stored | None]
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The KLD columns, and their 95 % intervals (None when not computed here)."""
     mine, theirs = load(row), load(ref)
     if mine is None or theirs is None:
         # Only the stored figures are at hand (a table copied without its output directory):
         # kept where they were computed against this very reference, dropped otherwise.
         if row.get("reference_cell_key") == ref.get("cell_key") and not _missing(row.get("kld_mean")):
-            return {c: row.get(c) for c in _KLD_COLUMNS}
-        return dict.fromkeys(_KLD_COLUMNS)
-    if mine[0].shape != theirs[0].shape:
-        return dict.fromkeys(_KLD_COLUMNS)
-    divergence = kl_divergence(theirs[0], theirs[1], mine[0], mine[1])
-    return {
+            return {c: row.get(c) for c in _KLD_COLUMNS}, None
+        return dict.fromkeys(_KLD_COLUMNS), None
+    if mine.ids.shape != theirs.ids.shape:
+        return dict.fromkeys(_KLD_COLUMNS), None
+    if mine.full is not None and theirs.full is not None and mine.full.shape == theirs.full.shape:
+        divergence = exact_kl_divergence(theirs.full, mine.full)
+    else:
+        divergence = kl_divergence(theirs.ids, theirs.logprobs, mine.ids, mine.logprobs, mine.full)
+    windows = _kld_windows(row)
+    intervals = divergence.intervals(divergence.positions // windows if windows else 0)
+    columns = {
         "kld_mean": divergence.kld_mean,
+        "kld_median": divergence.kld_median,
         "kld_p99": divergence.kld_p99,
         "top1_agreement": divergence.top1_agreement,
         "kld_positions": divergence.positions,
         "kld_reference": ref.get("cell_name"),
+        "kld_method": divergence.method,
     }
+    return columns, {"windows": windows, "ci95": intervals}
+
+
+def _items(row: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    try:
+        stored = json.loads(str(row.get("eval_items"))) if not _missing(row.get("eval_items")) else {}
+    except ValueError:
+        return {}
+    return stored if isinstance(stored, dict) else {}
+
+
+def _paired(row: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
+    """Per metric, the paired statistics of `row` against `ref` over the documents both scored."""
+    mine, theirs = _items(row), _items(ref)
+    found: dict[str, Any] = {}
+    for column in sorted(set(mine) & set(theirs)):
+        metric = BY_COLUMN.get(column)
+        if metric is None or not metric.recovered:
+            continue
+        stats = paired_compare(mine[column], theirs[column], metric.higher_is_better)
+        if stats is not None:
+            found[column] = stats.as_dict()
+    return found
 
 
 def compare_row(
-    row: dict[str, Any], rows: list[dict[str, Any]], load: Callable[[dict[str, Any]], Logprobs | None]
+    row: dict[str, Any], rows: list[dict[str, Any]], load: Callable[[dict[str, Any]], Stored | None]
 ) -> dict[str, Any]:
     """The relative columns of one row."""
     columns: dict[str, Any] = dict.fromkeys((*QUALITY_COLUMNS, *SPEED_COLUMNS))
@@ -226,8 +264,30 @@ def compare_row(
         mine, theirs = _finite(row.get(metric.column)), _finite(ref.get(metric.column))
         if mine is not None and theirs is not None:
             columns[metric.recovery_column] = recovery_pct(metric, mine, theirs)
-    columns.update(_kld_columns(row, ref, load))
+    kld, kld_intervals = _kld_columns(row, ref, load)
+    columns.update(kld)
+    paired = _paired(row, ref)
+    if kld_intervals is not None:
+        paired["kld"] = kld_intervals
+    elif row.get("reference_cell_key") == ref.get("cell_key"):  # stored intervals of the same reference
+        kept = _stored_paired(row).get("kld")
+        if kept is not None:
+            paired["kld"] = kept
+    columns["paired_stats"] = json.dumps(paired, sort_keys=True) if paired else None
     return columns
+
+
+def _stored_paired(row: dict[str, Any]) -> dict[str, Any]:
+    try:
+        stored = json.loads(str(row.get("paired_stats"))) if not _missing(row.get("paired_stats")) else {}
+    except ValueError:
+        return {}
+    return stored if isinstance(stored, dict) else {}
+
+
+def paired_stats(row: dict[str, Any]) -> dict[str, Any]:
+    """A compared row's paired_stats column, read back ({} when it has none)."""
+    return _stored_paired(row)
 
 
 def apply(frame: pd.DataFrame, out_dir: Path | None) -> pd.DataFrame:
@@ -236,7 +296,7 @@ def apply(frame: pd.DataFrame, out_dir: Path | None) -> pd.DataFrame:
     if frame.empty:
         return frame.copy()
     records = frame.astype(object).where(frame.notna(), None).to_dict("records")
-    load = logprobs_loader(out_dir)
+    load = loader(out_dir)
     relative = [compare_row(r, records, load) for r in records]
     result = frame.copy()
     for column in (*QUALITY_COLUMNS, *SPEED_COLUMNS):

@@ -52,8 +52,14 @@ class Paired:
         def pair(value: Any) -> tuple[float, float] | None:
             return None if value is None else (float(value[0]), float(value[1]))
 
-        return cls(**{**data, "diff_ci95": pair(data["diff_ci95"]), "recovery_ci95": pair(data["recovery_ci95"]),
-                      "recovery_ci90": pair(data["recovery_ci90"])})
+        return cls(
+            **{
+                **data,
+                "diff_ci95": pair(data["diff_ci95"]),
+                "recovery_ci95": pair(data["recovery_ci95"]),
+                "recovery_ci90": pair(data["recovery_ci90"]),
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -109,7 +115,11 @@ def compare(mine: dict[str, Any], theirs: dict[str, Any], higher_is_better: bool
     picks = rng.integers(0, len(docs), size=(BOOTSTRAP_RESAMPLES, len(docs)))
     boot_cell, boot_ref = _aggregate(cell[picks], pairs), _aggregate(ref[picks], pairs)
     diff_ci = _interval(boot_cell - boot_ref, 0.95) or (score - reference, score - reference)
-    recovery = None if reference == 0 or (score == 0 and not higher_is_better) else float(_recovery(score, reference, higher_is_better))
+    recovery = (
+        None
+        if reference == 0 or (score == 0 and not higher_is_better)
+        else float(_recovery(score, reference, higher_is_better))
+    )
     boot_recovery = _recovery(boot_cell, boot_ref, higher_is_better)
     binary = not pairs and set(np.unique(np.concatenate([cell, ref]))) <= {0.0, 1.0}
     worse = better = None
@@ -118,10 +128,17 @@ def compare(mine: dict[str, Any], theirs: dict[str, Any], higher_is_better: bool
         worse, better = int(((ref == 1) & (cell == 0)).sum()), int(((ref == 0) & (cell == 1)).sum())
         p = mcnemar_exact_p(worse, better)
     return Paired(
-        items=len(docs), score=score, reference=reference, diff=score - reference, diff_ci95=diff_ci, recovery=recovery,
+        items=len(docs),
+        score=score,
+        reference=reference,
+        diff=score - reference,
+        diff_ci95=diff_ci,
+        recovery=recovery,
         recovery_ci95=_interval(boot_recovery, 0.95) if recovery is not None else None,
         recovery_ci90=_interval(boot_recovery, 0.90) if recovery is not None else None,
-        worse_flips=worse, better_flips=better, mcnemar_p=p,
+        worse_flips=worse,
+        better_flips=better,
+        mcnemar_p=p,
     )
 
 
@@ -129,8 +146,14 @@ def verdict(stats: Paired, floor_pct: float) -> Verdict:
     """Equivalent, worse or inconclusive against a recovery floor (two one-sided tests at 5 %)."""
     ci = stats.recovery_ci90
     if stats.recovery is None or ci is None:
-        return Verdict("inconclusive", f"no recovery interval: the reference scores {stats.reference:.4g} on these {stats.items} items")
-    shown = f"recovery {stats.recovery:.1f} % (90 % interval {ci[0]:.1f}–{ci[1]:.1f}) on {stats.items} items, floor {floor_pct:g} %"
+        return Verdict(
+            "inconclusive",
+            f"no recovery interval: the reference scores {stats.reference:.4g} on these {stats.items} items",
+        )
+    shown = (
+        f"recovery {stats.recovery:.1f} % (90 % interval {ci[0]:.1f}–{ci[1]:.1f}) on {stats.items} items, "
+        f"floor {floor_pct:g} %"
+    )
     if ci[0] >= floor_pct:
         return Verdict("equivalent", shown)
     if ci[1] < floor_pct:

@@ -84,9 +84,9 @@ def load_results(results: Path | str | Sequence[Path | str]) -> pd.DataFrame:
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
             raise HarnessError(f"{path}: not a readable parquet table ({exc})") from exc
         frame = frame.astype(object).where(frame.notna(), None)
-        for column in COLUMNS:
-            if column not in frame.columns:
-                frame[column] = None
+        absent = [column for column in COLUMNS if column not in frame.columns]
+        if absent:
+            frame = pd.concat([frame, pd.DataFrame(None, index=frame.index, columns=absent, dtype=object)], axis=1)
         frame = compare.apply(frame, path.parent)  # relative figures by today's rule, from this table's own rows
         frame["source_file"] = str(path)
         frames.append(frame)

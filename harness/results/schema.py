@@ -142,12 +142,17 @@ SCHEMA = pa.schema(
         ("reference_cell_key", pa.string()),  # the cell every quality figure of this row is relative to
         ("reference_rule", pa.string()),  # which rule chose it, or why there is none
         ("kld_mean", pa.float64()),
+        ("kld_median", pa.float64()),
         ("kld_p99", pa.float64()),
         ("top1_agreement", pa.float64()),
         ("kld_positions", pa.int64()),
         ("kld_reference", pa.string()),  # the reference cell's name
+        ("kld_method", pa.string()),  # exact (full vocabulary), top-<k> bound or top-<k> estimate (divergence.py)
         *[(m.recovery_column, pa.float64()) for m in METRICS if m.recovered],  # % of the reference's value
         ("recovery_reference", pa.string()),  # the reference cell's name
+        # JSON {metric: paired statistics against the reference (harness.results.paired),
+        #       "kld": {windows, ci95: {kld_mean, kld_median, kld_p99, top1_agreement: [low, high]}}}
+        ("paired_stats", pa.string()),
         ("speedup", pa.float64()),  # output tok/s over the speed reference's
         ("speed_reference_key", pa.string()),  # the same engine's baseline on the same host and workload
         ("eval_limit", pa.int32()),

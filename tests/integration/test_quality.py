@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.integration
 CONFIG = """
 name: it-quality
 model: {source: builtin:smollm2-135m}
-formats: [bf16, fp8-dynamic, gguf-q8_0]
+formats: [bf16, fp8-dynamic, gguf-bf16, gguf-q8_0]
 workload: {prompts: 2, input_len: 16, output_len: 8}
 engine:
   - {name: vllm, max_model_len: 64}
@@ -47,7 +48,7 @@ def quality(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> dict
 
 def test_every_cell_has_quality_figures(quality: dict) -> None:
     rows = quality["rows"]
-    assert len(rows) == 5  # bf16 and fp8 on vLLM and transformers; Q8_0 on llama.cpp
+    assert len(rows) == 6  # bf16 and fp8 on vLLM and transformers; BF16 and Q8_0 on llama.cpp
     for name, row in rows.iterrows():
         assert row["status"] == "ok", f"{name}: {row['reason']}"
         assert pd.isna(row["eval_note"]), f"{name}: {row['eval_note']}"
@@ -68,10 +69,52 @@ def test_kld_and_recovery_against_the_baseline(quality: dict) -> None:
         assert 0.0 < row["kld_mean"] < 0.5, name  # quantized: some divergence, not noise
         assert 0.7 < row["top1_agreement"] < 1.0, name
         assert 80 < row["perplexity_recovery_pct"] < 120, name
-    # the same engine's baseline is the reference where there is one; llama.cpp declares vLLM's
+    # the same engine's baseline is the reference: llama.cpp's is its BF16 GGUF (as llama.cpp's own KLD)
     assert rows.loc["fp8-dynamic/transformers/kv-auto", "kld_reference"] == "bf16/transformers/kv-auto"
-    assert rows.loc["gguf-q8_0/llamacpp/kv-auto", "kld_reference"] == "bf16/vllm/kv-auto"
-    assert rows.loc["gguf-q8_0/llamacpp/kv-auto", "reference_cell_key"] == base["cell_key"]
+    gguf_base = rows.loc["gguf-bf16/llamacpp/kv-auto"]
+    assert rows.loc["gguf-q8_0/llamacpp/kv-auto", "reference_cell_key"] == gguf_base["cell_key"]
+    # exact where both cells kept the whole distribution, a labelled estimate on vLLM (top 16)
+    assert rows.loc["fp8-dynamic/transformers/kv-auto", "kld_method"] == "exact"
+    assert rows.loc["gguf-q8_0/llamacpp/kv-auto", "kld_method"] == "exact"
+    assert rows.loc["fp8-dynamic/vllm/kv-auto", "kld_method"] == "top-16 estimate"
+
+
+def test_a_bf16_gguf_scores_the_bf16_vllm_perplexity(quality: dict) -> None:
+    """The same protocol on every engine (BOS prefix, lm-eval's rolling windows): the same weights
+    in llama.cpp score vLLM's perplexity within 0.5 % (EOS and fresh windows gave 6.5 % more)."""
+    rows = quality["rows"]
+    vllm, gguf = rows.loc["bf16/vllm/kv-auto", "perplexity"], rows.loc["gguf-bf16/llamacpp/kv-auto", "perplexity"]
+    assert gguf == pytest.approx(vllm, rel=0.005)
+
+
+def test_exact_kld_equals_a_full_vocabulary_numpy_computation(quality: dict) -> None:
+    from scipy.special import rel_entr
+
+    from harness.results.logprobs import full_relative
+
+    out = quality["work"] / "out"
+    rows = quality["rows"]
+    for name, reference in (
+        ("fp8-dynamic/transformers/kv-auto", "bf16/transformers/kv-auto"),
+        ("gguf-q8_0/llamacpp/kv-auto", "gguf-bf16/llamacpp/kv-auto"),
+    ):
+        cell = np.load(out / full_relative(rows.loc[name, "kld_logprobs"])).astype(np.float64)
+        base = np.load(out / full_relative(rows.loc[reference, "kld_logprobs"])).astype(np.float64)
+        assert cell.shape == base.shape and cell.shape[1] >= 49152, name  # the whole vocabulary
+        per_position = rel_entr(np.exp(base), np.exp(cell)).sum(axis=1)
+        assert rows.loc[name, "kld_mean"] == pytest.approx(float(per_position.mean()), abs=1e-6), name
+
+
+def test_every_quantized_cell_has_intervals(quality: dict) -> None:
+    for name, row in quality["rows"].iterrows():
+        if row["format"] in ("bf16", "gguf-bf16"):
+            continue
+        stats = json.loads(row["paired_stats"])
+        low, high = stats["perplexity"]["recovery_ci95"]
+        assert low <= row["perplexity_recovery_pct"] <= high, name
+        assert stats["perplexity"]["items"] == 3 and stats["pass_at_1"]["worse_flips"] is not None, name
+        kld_low, kld_high = stats["kld"]["ci95"]["kld_mean"]
+        assert kld_low <= row["kld_mean"] <= kld_high, name
 
 
 def test_every_document_score_is_kept(quality: dict) -> None:

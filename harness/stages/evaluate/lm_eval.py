@@ -6,7 +6,9 @@
   packages (data.py); online, any lm-eval task runs by name (gsm8k, minerva_math500). Each
   document's score is kept (per-item outcomes, for paired statistics after the cells).
 - The next-token log-probabilities on held-out windows (Engine.top_logprobs), stored by the
-  cell; KL divergence against the reference cell is the compare pass's (harness.results.compare).
+  cell; where the engine returns full logits (Engine.full_logits), the whole distribution too,
+  written by the child itself (harness.results.logprobs). KL divergence against the reference
+  cell is the compare pass's (harness.results.compare).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.engines.base import Engine, EngineRequest, EvalModelRequest
+from harness.engines.base import Engine, EngineRequest, EvalModelRequest, top_k
+from harness.results import logprobs as stored_logprobs
 from harness.results.metrics import LM_EVAL_KEYS
 from harness.stages.evaluate import data as eval_data
 
@@ -63,6 +66,7 @@ class EvalRequest:
     add_bos_token: bool | None = None
     kld_windows: list[list[int]] = field(default_factory=list)
     kld_top_k: int = 0
+    full_logprobs_path: Path | None = None  # where to keep the whole distribution, if the engine has it
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,11 @@ def run(request: EvalRequest) -> EvalOutcome:
         items = per_item(results.get("samples") or {})
         versions = {task: results["versions"].get(task) for task in request.tasks}
         samples = {task: int(v.get("effective", 0)) for task, v in results.get("n-samples", {}).items()}
-    if request.kld_windows:
+    if request.kld_windows and engine.full_logits and request.full_logprobs_path is not None:
+        full = engine.window_distributions(model, request.kld_windows)
+        stored_logprobs.save_full(request.full_logprobs_path, full)
+        top_ids, top_logprobs = top_k(full, request.kld_top_k)
+    elif request.kld_windows:
         top_ids, top_logprobs = engine.top_logprobs(model, request.kld_windows, request.kld_top_k)
     return EvalOutcome(
         lm_eval_version=metadata.version("lm_eval"),

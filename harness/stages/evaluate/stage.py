@@ -7,23 +7,17 @@ Nothing here reads another cell: recovery and KL divergence are the compare pass
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from harness import engines
 from harness.config import EvalSpec
 from harness.engines.base import EngineRequest
 from harness.isolation import memory_limit_bytes, run_isolated
+from harness.results import logprobs as stored_logprobs
 from harness.stages.evaluate import data as eval_data
 from harness.stages.evaluate import lm_eval
-
-#: where a cell's log-probabilities go, relative to the output directory
-LOGPROBS_DIR = "logprobs"
 
 
 def lm_eval_tasks(spec: EvalSpec) -> tuple[list[str], str | None]:
@@ -71,7 +65,7 @@ def eval_settings(spec: EvalSpec, tasks: list[str]) -> str:
             "temperature": 0.0,
             "max_gen_toks": spec.max_gen_toks,
             "tasks": tasks,
-            "kld": spec.kld.model_dump() if spec.kld else None,
+            "kld": spec.kld.model_dump(exclude={"full_vocabulary"}) if spec.kld else None,
         }
     )
 
@@ -115,24 +109,6 @@ class QualityResult:
 SYNTHETIC = {"eval_note": "synthetic model (random weights): no quality figures"}
 
 
-def save_logprobs(out_dir: Path, key: str, ids: np.ndarray, logprobs: np.ndarray) -> str:
-    """The cell's top log-probabilities, written atomically; the path relative to `out_dir`."""
-    relative = f"{LOGPROBS_DIR}/{key}.npz"
-    target = out_dir / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".npz", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, ids=ids, logprobs=logprobs)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return relative
-
-
 def measure(
     *,
     out_dir: Path,
@@ -160,6 +136,9 @@ def measure(
         add_bos_token=spec.add_bos_token,
         kld_windows=kld_windows(model_dir, cache_dir, spec),
         kld_top_k=k,
+        full_logprobs_path=out_dir / stored_logprobs.full_relative(stored_logprobs.top_relative(key))
+        if spec.kld is not None and spec.kld.full_vocabulary
+        else None,
     )
     outcome = run_isolated(
         lm_eval.run, (request,), log_path, spec.timeout_s, memory_limit_bytes(engine_request.spec.memory_limit_gib)
@@ -170,7 +149,7 @@ def measure(
     value: lm_eval.EvalOutcome = outcome.value
     logprobs_file = None
     if value.top_ids is not None and value.top_logprobs is not None:
-        logprobs_file = save_logprobs(out_dir, key, value.top_ids, value.top_logprobs)
+        logprobs_file = stored_logprobs.save_top(out_dir, key, value.top_ids, value.top_logprobs)
     return replace(
         base,
         metrics=value.metrics,

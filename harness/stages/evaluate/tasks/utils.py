@@ -32,5 +32,9 @@ def math_fewshot_samples() -> list[dict]:
 
 
 def math_process_results(doc: dict, results: list[str]) -> dict[str, int]:
+    """lm-eval's Minerva scoring, both sides normalised: its process_docs normalises the gold
+    answer it takes from the solution; MATH-500's `answer` field is raw LaTeX (`90^\\circ`,
+    `\\$18.90`, `\\text{(C)}`, `1,000`), so it is normalised here the same way."""
     answer = minerva.normalize_final_answer(minerva.get_unnormalized_answer(results[0]))
-    return {"exact_match": int(minerva.is_equiv(answer, doc["answer"]))}
+    gold = minerva.normalize_final_answer(doc["answer"])
+    return {"exact_match": int(minerva.is_equiv(answer, gold))}
