@@ -3,10 +3,10 @@
 A cell is computed under `OUT/locks/<cell_key>.lock` (an exclusive `fcntl.flock`), so two runs
 of the same config on the same output directory never compute the same cell twice: the run
 that meets a cell another run holds puts it off to the end of its matrix and then waits for
-the lock, by which time the other run has written the cell's row and this run skips it
-(baseline cells are waited for at once: the other cells' quality figures are measured
-against them). The kernel drops a flock when its process dies, even by SIGKILL, so a killed
-run never leaves a cell locked; the lock files themselves stay (deleting one would race).
+the lock, by which time the other run has written the cell's row and this run skips it (no
+cell waits for another's: relative figures are the compare pass's, after the cells). The
+kernel drops a flock when its process dies, even by SIGKILL, so a killed run never leaves a
+cell locked; the lock files themselves stay (deleting one would race).
 
 flock is per host (NFS gives no guarantee across machines): runs sharing a directory share
 a machine; the Ray executor's rows are written by its one driver.

@@ -275,4 +275,4 @@ def test_the_serving_plots_render_in_chromium(tmp_path: Path) -> None:
     found = _check_page(files, tmp_path, "report-serving-synthetic")
     figures = {svg["figure"].rsplit("-", 1)[-1] for svg in found["svgs"]}
     assert {"latency", "memory", "roofline"} <= figures
-    assert found["tables"] == 2  # the cell table and the per-sweep-point serving table
+    assert found["tables"] == 3  # the cell table, the KV-cache table (two KV dtypes), the serving table
