@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from harness import engines, executors, formats, hardware, matrix, provenance
 from harness.cell import RunContext, device_peak, now
 from harness.config import Config
 from harness.matrix import Cell
 from harness.plan import cell_plan
+from harness.progress import LOG_NAME, RunProgress, status
 from harness.results import store
 from harness.stages import models
 
@@ -50,12 +50,14 @@ def context(config: Config, console: Console) -> RunContext:
     """What every cell of the run shares: the resolved model, this machine, versions."""
     hw = hardware.detect()
     cache_dir = config.cache_dir or models.default_cache_dir()
-    with console.status(
-        f"model {config.model.source}: resolving (the builtin is converted once, then cached)"
-    ) as status:
+    with status(
+        console,
+        f"model {config.model.source}: resolving (the builtin is converted once, then cached)",
+        config.output / LOG_NAME,
+    ) as say:
         model = models.resolve(config.model.source, config.model.revision, cache_dir, dtype=config.model.dtype)
         layers = models.linear_layers(model.path)
-        peak = device_peak(hw, cache_dir, say=status.update)  # a CPU's is measured once per host (~10 s), then cached
+        peak = device_peak(hw, cache_dir, say=say)  # a CPU's is measured once per host (~10 s), then cached
     return RunContext(
         config=config,
         out_dir=config.output,
@@ -85,19 +87,12 @@ def run(config: Config, console: Console | None = None) -> RunSummary:
     since = now()  # a row another run writes from now on is not recomputed by this one
     done = store.finished(out_dir)
     store.merge_if_stale(out_dir)  # a run stopped between a row and its merge (full disk) left results.parquet behind
-    columns = (
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as progress:
+    with RunProgress(console, out_dir / LOG_NAME) as progress:
         matrix_task = progress.add_task(f"[bold]{config.name}[/]: cells", total=len(keyed))
 
         def skip(cell: Cell, key: str, status: str) -> None:
             summary.skipped.append(key)
-            progress.console.print(f"[dim]skip {cell.name}: already {status} in {out_dir}[/]")
+            progress.say(f"[dim]skip {cell.name}: already {status} in {out_dir}[/]")
             progress.advance(matrix_task)
 
         def record(cell: Cell, row: dict[str, Any]) -> None:
@@ -106,7 +101,7 @@ def run(config: Config, console: Console | None = None) -> RunSummary:
             summary.rows.append(row)
             colour = {"ok": "green", "unsupported": "yellow"}.get(row["status"], "red")
             why = f": {row['reason']}" if row["reason"] else ""
-            progress.console.print(f"[{colour}]{row['status']}[/] {cell.name}{why}")
+            progress.say(f"[{colour}]{row['status']}[/] {cell.name}{why}")
             progress.advance(matrix_task)
 
         def still_needed(cell: Cell, key: str) -> bool:  # asked under the cell's lock, just before it starts

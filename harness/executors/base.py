@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from rich.progress import Progress
-
 from harness.cell import RunContext
 from harness.matrix import Cell
+from harness.progress import RunProgress
 
 Record = Callable[[Cell, dict[str, Any]], None]
 StillNeeded = Callable[[Cell, str], bool]
@@ -20,7 +19,7 @@ class RunCells(Protocol):
         ctx: RunContext,
         pending: list[tuple[Cell, str]],
         record: Record,
-        progress: Progress,
+        progress: RunProgress,
         still_needed: StillNeeded,
     ) -> None:
         """Run `pending`; call `record(cell, row)` here, in the driver, once per cell as it ends.

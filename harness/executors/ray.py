@@ -25,8 +25,6 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from rich.progress import Progress
-
 from harness import cell_lock, engines, formats, hardware
 from harness.cell import RunContext, device_peak, failed_row, run_cell
 from harness.config import RaySpec
@@ -34,6 +32,7 @@ from harness.errors import HarnessError
 from harness.executors.base import Record, StillNeeded
 from harness.matrix import Cell
 from harness.params import EngineParams
+from harness.progress import RunProgress
 from harness.stages import quantize as artifacts
 
 #: per cell, in its log directory: one line per attempt (time, host, worker pid)
@@ -196,7 +195,7 @@ class Order:
 
 
 def run_cells(
-    ctx: RunContext, pending: list[tuple[Cell, str]], record: Record, progress: Progress, still_needed: StillNeeded
+    ctx: RunContext, pending: list[tuple[Cell, str]], record: Record, progress: RunProgress, still_needed: StillNeeded
 ) -> None:
     """Run `pending` (cell, key) pairs as Ray tasks; `record(cell, row)` is called here, in the
     driver, once per cell, as each one ends. Each cell's lock (harness.cell_lock) is held by
@@ -260,7 +259,7 @@ def run_cells(
                 return True
             if not job.told_waiting:
                 job.told_waiting = True
-                progress.console.print(f"[dim]wait {job.cell.name}: being computed by {lock.holder()}[/]")
+                progress.say(f"[dim]wait {job.cell.name}: being computed by {lock.holder()}[/]")
             return False
 
         while jobs or running:
@@ -304,7 +303,7 @@ def run_cells(
                     )
                 else:
                     if len(attempts) > 1:
-                        progress.console.print(
+                        progress.say(
                             f"[yellow]ray: {job.cell.name} ran {len(attempts)} times (its worker died "
                             f"{len(attempts) - 1}x): {'; '.join(attempts)}[/]"
                         )

@@ -1,0 +1,161 @@
+"""What a run shows while it works, on a terminal and off one, and what it leaves in OUT/run.log.
+
+On a terminal: rich's live bars (the matrix, the running cell's stage). Off one (a CI log,
+nohup, a scheduler), where a live display prints nothing until it ends: one plain line per
+stage start and end with its elapsed time, and a heartbeat line every `heartbeat_s` while a
+stage runs. Either way every line (stage start/end, a cell's verdict, a skip) is appended,
+timestamped, to the run's log file, so a run read afterwards tells the same story.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
+
+HEARTBEAT_S = 60.0
+LOG_NAME = "run.log"
+
+
+def _stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%H:%M:%SZ")
+
+
+def _plain(markup: str) -> str:
+    return Text.from_markup(markup).plain
+
+
+class RunProgress(Progress):
+    """rich's Progress, plus plain stage lines (off a terminal) and the run log.
+
+    A task's description changing is a stage ending and the next one starting."""
+
+    def __init__(self, console: Console, log_path: Path | None = None, heartbeat_s: float = HEARTBEAT_S) -> None:
+        self.lines = not console.is_terminal  # off a terminal the live display is off: plain lines instead
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+        super().__init__(*columns, TimeElapsedColumn(), console=console, transient=False, disable=self.lines)
+        self.log_path = log_path
+        self.heartbeat_s = heartbeat_s
+        self._started: dict[TaskID, tuple[str, float]] = {}  # task → (its stage description, when it began)
+        self._stage_tasks: set[TaskID] = set()
+        self._stage_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+
+    # -- lines --------------------------------------------------------------------------------
+    def write_log(self, text: str) -> None:
+        """One line to the run log (never to the screen)."""
+        if self.log_path is None:
+            return
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("a", encoding="utf-8") as handle:
+            handle.write(f"{_stamp()} {_plain(text).strip()}\n")
+
+    def say(self, markup: str) -> None:
+        """A line on the screen (rich markup) and in the run log."""
+        self.console.print(f"[dim]{_stamp()}[/] {markup}" if self.lines else markup, soft_wrap=self.lines)
+        self.write_log(markup)
+
+    def _line(self, text: str) -> None:
+        """A stage line: printed off a terminal (where the bars are not drawn), always logged."""
+        if self.lines:
+            self.console.print(f"{_stamp()} {text}", markup=False, highlight=False, soft_wrap=True)
+        self.write_log(text)
+
+    # -- stage tracking over rich's task API ---------------------------------------------------
+    def add_stage_task(self, total: int) -> TaskID:
+        """A hidden task whose description is the running stage: each change is a stage line."""
+        task_id = self.add_task("", total=total, visible=False)
+        self._stage_tasks.add(task_id)
+        return task_id
+
+    def _stage(self, task_id: TaskID, description: str | None, visible: bool | None) -> None:
+        if task_id not in self._stage_tasks:
+            return
+        with self._stage_lock:
+            previous = self._started.get(task_id)
+            hidden = visible is False
+            if previous is not None and (hidden or (description is not None and description != previous[0])):
+                self._line(f"{previous[0].strip()}: done in {time.monotonic() - previous[1]:.1f} s")
+                del self._started[task_id]
+            if description and not hidden and (previous is None or description != previous[0]):
+                task = self._tasks.get(task_id)
+                if task is not None and (task.visible or visible):
+                    self._started[task_id] = (description, time.monotonic())
+                    self._line(f"{_plain(description).strip()}: started")
+
+    def update(self, task_id: TaskID, **fields: Any) -> None:
+        super().update(task_id, **fields)
+        self._stage(task_id, fields.get("description"), fields.get("visible"))
+
+    def reset(self, task_id: TaskID, **fields: Any) -> None:
+        super().reset(task_id, **fields)
+        self._stage(task_id, fields.get("description"), fields.get("visible"))
+
+    # -- heartbeat -----------------------------------------------------------------------------
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            with self._stage_lock:
+                running = [(d, time.monotonic() - t) for d, t in self._started.values()]
+            for description, elapsed in running:
+                self._line(f"{_plain(description).strip()}: still running, {elapsed:.0f} s so far")
+
+    def start(self) -> None:
+        super().start()
+        if self.heartbeat_s > 0:
+            self._stop.clear()
+            self._heartbeat = threading.Thread(target=self._beat, name="progress-heartbeat", daemon=True)
+            self._heartbeat.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout=5)
+            self._heartbeat = None
+        super().stop()
+
+
+@contextmanager
+def status(console: Console, text: str, log_path: Path | None = None) -> Iterator[Callable[[str], None]]:
+    """A spinner with `text` on a terminal, a plain line off one; yields `say`, which replaces
+    the text (or prints the next line). Every text also goes to the run log."""
+
+    def log(line: str) -> None:
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with log_path.open("a", encoding="utf-8") as handle:
+                handle.write(f"{_stamp()} {line}\n")
+
+    log(text)
+    if console.is_terminal:
+        with console.status(text) as spinner:
+
+            def update(line: str) -> None:
+                spinner.update(line)
+                log(line)
+
+            yield update
+        return
+    console.print(f"{_stamp()} {text}", markup=False, highlight=False, soft_wrap=True)
+
+    def print_line(line: str) -> None:
+        console.print(f"{_stamp()} {line}", markup=False, highlight=False, soft_wrap=True)
+        log(line)
+
+    yield print_line
