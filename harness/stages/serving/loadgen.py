@@ -1,6 +1,15 @@
 """A streaming OpenAI-compatible client load: per-request TTFT, TPOT, ITL and end-to-end
 latency at a fixed concurrency or under Poisson arrivals, as vLLM's `vllm bench serve` measures
-them (first chunk = first token; TPOT over the tokens after the first; percentiles by numpy)."""
+them (first chunk = first token; an ITL per chunk; TPOT over the tokens after the first;
+percentiles by numpy).
+
+Tokens are counted as vLLM's client counts them: from the usage the server streams last
+(`stream_options: {include_usage: true}`), never from chunks, since a server may merge several
+tokens into one chunk (an API server lagging its engine, speculative decoding) or end with an
+empty chunk that only carries the finish reason. Only a server that streams no usage at all
+(llama-cpp-python's) is counted one token per non-empty chunk. Poisson arrivals are drawn as
+vLLM draws them: exponential gaps rescaled so the last request goes out at N / rate, each sent
+at its absolute time (no drift, no trailing sleep)."""
 
 from __future__ import annotations
 
@@ -60,6 +69,7 @@ async def _one(session: Any, target: Target, request: LoadRequest) -> RequestRes
         "min_tokens": request.max_tokens,  # exactly max_tokens: the length is the workload's, not the model's
         "temperature": 0.0,
         "stream": True,
+        "stream_options": {"include_usage": True},
         **target.extra_body,
     }
     result = RequestResult(ok=False)
@@ -98,7 +108,7 @@ async def _one(session: Any, target: Target, request: LoadRequest) -> RequestRes
         result.error = f"{type(exc).__name__}: {exc}"[:300]
         return result
     result.e2el_s = time.perf_counter() - start
-    if not result.output_tokens:  # a server that streams no usage (llama.cpp): one token per chunk
+    if not result.output_tokens:  # a server that streams no usage (llama-cpp-python): one token per chunk
         result.output_tokens = chunks
         result.input_tokens = request.input_tokens
     if result.output_tokens < request.max_tokens:
@@ -125,14 +135,25 @@ async def _drive(
             async with limit:
                 return await _one(session, target, request)
 
+        send_at = arrival_times(len(requests), rate, rng)
         start = time.perf_counter()
         tasks = []
-        for request in requests:
+        for request, due in zip(requests, send_at):
+            wait = start + due - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
             tasks.append(asyncio.create_task(bounded(request)))
-            if rate is not None:
-                await asyncio.sleep(float(rng.exponential(1.0 / rate)))
         results = await asyncio.gather(*tasks)
         return list(results), time.perf_counter() - start
+
+
+def arrival_times(count: int, rate: float | None, rng: np.random.Generator) -> list[float]:
+    """Seconds after the start at which each request is sent: all at once without a rate, else a
+    Poisson process rescaled so that the last request goes out at count / rate (vLLM's rule)."""
+    if rate is None or count == 0:
+        return [0.0] * count
+    times = np.cumsum(rng.exponential(1.0 / rate, size=count))
+    return [float(t) for t in times * ((count / rate) / times[-1])]
 
 
 def _stats(name: str, values_s: list[float]) -> dict[str, float | None]:

@@ -63,12 +63,50 @@ def port_in_use(port: int) -> bool:
     return False
 
 
+#: loopback requests never go through a proxy (http_proxy in the environment would make a
+#: healthy server look dead)
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def _healthy(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 - loopback only
+        with _DIRECT.open(url, timeout=2) as answer:
             return bool(answer.status == 200)
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
         return False
+
+
+def _listening_inodes(port: int) -> set[str] | None:
+    """Socket inodes listening on 127.0.0.1:`port` (or any address), from /proc/net/tcp; None
+    where /proc cannot say (not Linux)."""
+    try:
+        table = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    found = set()
+    for line in table:
+        fields = line.split()
+        local, state, inode = fields[1], fields[3], fields[9]
+        address, _, hex_port = local.partition(":")
+        if state == "0A" and int(hex_port, 16) == port and address in ("0100007F", "00000000"):
+            found.add(inode)
+    return found
+
+
+def listener_is_ours(port: int, pid: int) -> bool:
+    """Whether the socket listening on `port` belongs to `pid`'s process tree (a foreign
+    listener that took the port meanwhile must not pass for our server)."""
+    inodes = _listening_inodes(port)
+    if not inodes:
+        return True  # no /proc (not Linux), or an IPv6-only listener: the health check alone decides
+    for member in tree_pids(pid):
+        try:
+            links = {os.readlink(entry) for entry in Path(f"/proc/{member}/fd").iterdir()}
+        except OSError:
+            continue
+        if any(f"socket:[{inode}]" in links for inode in inodes):
+            return True
+    return False
 
 
 def _tail(path: Path, lines: int = 3) -> str:
@@ -117,7 +155,9 @@ def serve(
     base_url = f"http://{LOOPBACK}:{port}"
     started = time.monotonic()
     try:
-        while not _healthy(base_url + launch.health_path):
+        while proc.poll() is not None or not (
+            _healthy(base_url + launch.health_path) and listener_is_ours(port, proc.pid)
+        ):
             if proc.poll() is not None:
                 if sampler.memory_error is not None:
                     raise ServerError(f"{sampler.memory_error} (the server was killed before it was ready)")

@@ -1,0 +1,163 @@
+"""The load client against small real HTTP servers (aiohttp) that stream as servers do: several
+tokens per chunk, an empty final chunk, usage last; Poisson arrivals at their nominal rate; the
+readiness check that accepts only our own server, directly (no proxy).
+
+The servers here are SYNTHETIC stand-ins for an OpenAI-compatible server's streaming format:
+they check the client's counting, not any engine's speed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import numpy as np
+import pytest
+
+from harness.config import SloSpec
+from harness.stages.serving import loadgen
+from harness.stages.serving.server import _healthy, listener_is_ours
+
+
+@contextmanager
+def fake_server(tokens_per_chunk: int, empty_final_chunk: bool, usage: bool) -> Iterator[str]:
+    from aiohttp import web
+
+    sent_at: list[float] = []
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        sent_at.append(time.perf_counter())
+        total = int(body["max_tokens"])
+        answer = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await answer.prepare(request)
+        done = 0
+        while done < total:
+            step = min(tokens_per_chunk, total - done)
+            done += step
+            last = done == total and not empty_final_chunk
+            choice = {"text": "ab" * step, "finish_reason": "length" if last else None}
+            await answer.write(f"data: {json.dumps({'choices': [choice]})}\n\n".encode())
+            await asyncio.sleep(0.002)
+        if empty_final_chunk:
+            await answer.write(
+                f"data: {json.dumps({'choices': [{'text': '', 'finish_reason': 'length'}]})}\n\n".encode()
+            )
+        wants_usage = (body.get("stream_options") or {}).get("include_usage")
+        if usage and wants_usage:
+            tail = {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": total}}
+            await answer.write(f"data: {json.dumps(tail)}\n\n".encode())
+        await answer.write(b"data: [DONE]\n\n")
+        return answer
+
+    app = web.Application()
+    app.router.add_post("/v1/completions", completions)
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app)
+    loop.run_until_complete(runner.setup())
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+
+
+def requests(count: int, tokens: int) -> list[loadgen.LoadRequest]:
+    return [loadgen.LoadRequest(prompt=[1, 2, 3, 4, 5], max_tokens=tokens, input_tokens=5) for _ in range(count)]
+
+
+def test_multi_token_chunks_and_an_empty_final_chunk_count_every_token() -> None:
+    """4 requests of 8 tokens at concurrency 2, 2 tokens per chunk: all complete with 8 tokens
+    each (one token per chunk counted 4 of 8 and failed them all)."""
+    with fake_server(tokens_per_chunk=2, empty_final_chunk=True, usage=True) as url:
+        target = loadgen.Target(url, "m", {}, timeout_s=30)
+        point = loadgen.run_point(target, requests(4, 8), SloSpec(), concurrency=2)
+    assert (point["completed"], point["failed"], point["output_tokens"]) == (4, 0, 32), point["error"]
+    assert point["tpot_mean_ms"] is not None and point["itl_mean_ms"] is not None
+
+
+def test_a_server_without_usage_is_counted_by_chunk() -> None:
+    with fake_server(tokens_per_chunk=1, empty_final_chunk=True, usage=False) as url:
+        point = loadgen.run_point(loadgen.Target(url, "m", {}, timeout_s=30), requests(2, 6), SloSpec(), concurrency=1)
+    assert (point["completed"], point["output_tokens"]) == (2, 12)
+
+
+def test_poisson_arrivals_offer_the_nominal_rate() -> None:
+    """vLLM's rule: the last request goes out at N / rate, so the offered rate is the nominal one
+    (the old loop offered 0.71x at 8 req/s with 16 requests)."""
+    times = loadgen.arrival_times(16, 8.0, np.random.default_rng(0))
+    assert times == sorted(times) and 16 / times[-1] == pytest.approx(8.0, rel=1e-9)
+    with fake_server(tokens_per_chunk=1, empty_final_chunk=False, usage=True) as url:
+        target = loadgen.Target(url, "m", {}, timeout_s=30)
+        start = time.perf_counter()
+        point = loadgen.run_point(target, requests(16, 2), SloSpec(), rate=8.0)
+        elapsed = time.perf_counter() - start
+    assert point["completed"] == 16
+    assert 16 / point["duration_s"] == pytest.approx(8.0, rel=0.05)  # the last answers a few ms after its send
+    assert elapsed < 16 / 8.0 + 1.0  # no trailing sleep
+
+
+class _Ok(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def http_listener() -> Iterator[int]:
+    server = HTTPServer(("127.0.0.1", 0), _Ok)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+
+
+def test_the_health_check_goes_direct_whatever_the_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    with http_listener() as port:
+        monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # nothing listens there
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        assert _healthy(f"http://127.0.0.1:{port}/health")
+
+
+def test_a_foreign_listener_is_not_our_server() -> None:
+    """A process that has not bound the port yet (a server still loading) must not be taken for
+    ready because someone else answers on it; a child that listens there is ours."""
+    with http_listener() as port:
+        loading = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        try:
+            assert not listener_is_ours(port, loading.pid)
+        finally:
+            loading.kill()
+            loading.wait()
+    code = (
+        "import socket, sys, time\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+        "print(s.getsockname()[1], flush=True); time.sleep(30)\n"
+    )
+    ours = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert ours.stdout is not None
+        assert listener_is_ours(int(ours.stdout.readline()), ours.pid)
+    finally:
+        ours.kill()
+        ours.wait()
