@@ -161,3 +161,27 @@ def test_a_foreign_listener_is_not_our_server() -> None:
     finally:
         ours.kill()
         ours.wait()
+
+
+def test_no_prompt_is_sent_twice_across_sweep_points(smollm2_dir) -> None:  # noqa: ANN001 - a fixture
+    """Each point (and the warm-up) gets prompts of its own: a prefix-caching server would
+    otherwise find later points' prefills cached (every point once replayed the same prompts)."""
+    from harness.config import ServingSpec, WorkloadSpec
+    from harness.stages.serving.stage import sweep_prompts
+
+    spec = ServingSpec(concurrency=[1, 4], request_rates=[2.0], requests=8, warmup_requests=2)
+    prompts = sweep_prompts(spec, WorkloadSpec(input_len=32, output_len=8), smollm2_dir, False, 3)
+    sent = [tuple(r.prompt) for r in prompts.warmup] + [tuple(r.prompt) for point in prompts.points for r in point]
+    assert [len(point) for point in prompts.points] == [8, 8, 8] and len(prompts.warmup) == 2
+    assert len(set(sent)) == len(sent) == 26
+    assert prompts.note.startswith("fresh prompts: 26 distinct")
+
+
+def test_a_short_prompts_file_says_its_prompts_repeat(smollm2_dir, tmp_path) -> None:  # noqa: ANN001
+    from harness.config import ServingSpec, WorkloadSpec
+    from harness.stages.serving.stage import sweep_prompts
+
+    (tmp_path / "p.txt").write_text("one prompt\nanother prompt\n")
+    spec = ServingSpec(concurrency=[1, 2], requests=2, warmup_requests=1, prompts_file=str(tmp_path / "p.txt"))
+    prompts = sweep_prompts(spec, WorkloadSpec(), smollm2_dir, True, 2)
+    assert prompts.note.startswith("prompts repeat: 2 distinct prompts for 5 requests")

@@ -153,6 +153,10 @@ def serving_notes(rows: list[dict[str, Any]]) -> list[str]:
     notes.append("SLO (goodput counts the requests meeting every one): " + ("; ".join(slos) if slos else "none set"))
     if startups:
         notes.append(f"server start-up to ready: {min(startups):.1f}–{max(startups):.1f} s")
+    prompt_notes = sorted(
+        {str(r["serving_prompts"]) for r in rows if sweep_points(r) and not is_missing(r.get("serving_prompts"))}
+    )
+    notes.extend(prompt_notes)
     return notes
 
 

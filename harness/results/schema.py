@@ -134,6 +134,7 @@ SCHEMA = pa.schema(
         ("serving_peak_gpu_bytes", pa.int64()),
         ("serving_note", pa.string()),  # why a cell has no serving figures (e.g. a reference engine has no server)
         ("serving_slo", pa.string()),  # JSON {ttft_ms, tpot_ms, e2el_ms}
+        ("serving_prompts", pa.string()),  # whether each sweep point had prompts of its own (prefix caching)
         # quality: what the cell measured about itself (lm-eval metrics, harness.results.metrics)
         *[(m.column, pa.float64()) for m in METRICS],
         ("eval_items", pa.string()),  # JSON {task: {doc_id: score}}: per-item outcomes, for paired statistics

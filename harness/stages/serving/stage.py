@@ -1,5 +1,10 @@
 """The online benchmark of one cell: its engine's server on 127.0.0.1, a warm-up, then one
-load point per configured concurrency and Poisson rate (harness.stages.serving.loadgen)."""
+load point per configured concurrency and Poisson rate (harness.stages.serving.loadgen).
+
+Every point gets prompts of its own, and the warm-up prompts are never measured ones: servers
+cache prefixes (vLLM by default), so a point that replays an earlier point's prompts finds most
+of its prefill done and its TTFT looks several times too good. A prompts file with fewer lines
+than the sweep needs repeats, and the row says so (`serving_prompts`)."""
 
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ class ServingResult:
 
     server: str  # the server command line
     slo: str  # JSON {ttft_ms, tpot_ms, e2el_ms}
+    prompts: str  # whether every point's prompts were its own
     startup_s: float | None
     points: list[dict[str, Any]]
     peak_rss_bytes: int | None
@@ -38,6 +44,7 @@ class ServingResult:
             "serving": self.points or None,
             "serving_server": self.server,
             "serving_slo": self.slo,
+            "serving_prompts": self.prompts,
             "serving_startup_s": self.startup_s,
             "serving_peak_rss_bytes": self.peak_rss_bytes,
             "serving_peak_gpu_bytes": self.peak_gpu_bytes,
@@ -50,27 +57,58 @@ def no_server_note(engine: Engine[Any]) -> dict[str, Any]:
 
 
 def build_requests(
-    spec: ServingSpec, workload: WorkloadSpec, tokenizer_dir: Path, text_prompts: bool
-) -> list[loadgen.LoadRequest]:
-    """spec.requests requests: the workload's random-token prompts (decoded to text for a server
-    that takes text only) or the prompts file's lines, in turn; output lengths from the workload,
-    jittered when the config asks."""
+    spec: ServingSpec, workload: WorkloadSpec, tokenizer_dir: Path, text_prompts: bool, count: int
+) -> tuple[list[loadgen.LoadRequest], int]:
+    """`count` requests: the workload's random-token prompts (decoded to text for a server that
+    takes text only) or the prompts file's lines, in turn; output lengths from the workload,
+    jittered when the config asks. Also how many distinct prompts there are."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     if spec.prompts_file is not None:
         texts = read_prompts_file(Path(spec.prompts_file).expanduser())
-        prompts: list[list[int] | str] = [texts[i % len(texts)] for i in range(spec.requests)]
+        prompts: list[list[int] | str] = [texts[i % len(texts)] for i in range(count)]
         counts = [len(tokenizer(text)["input_ids"]) for text in prompts]
+        distinct = min(len(set(texts)), count)
     else:
-        ids = make_prompts(tokenizer_dir, workload.model_copy(update={"prompts": spec.requests}))
+        ids = make_prompts(tokenizer_dir, workload.model_copy(update={"prompts": count}))
         prompts = [tokenizer.decode(p) for p in ids] if text_prompts else list(ids)
         counts = [len(p) for p in ids]
+        distinct = len({tuple(p) for p in ids})
     rng = np.random.default_rng(spec.seed)
     jitter = spec.output_len_jitter
     low, high = max(1, round(workload.output_len * (1 - jitter))), max(1, round(workload.output_len * (1 + jitter)))
-    lengths = rng.integers(low, high + 1, size=spec.requests) if jitter else [workload.output_len] * spec.requests
-    return [loadgen.LoadRequest(p, int(n), c) for p, n, c in zip(prompts, lengths, counts)]
+    lengths = rng.integers(low, high + 1, size=count) if jitter else [workload.output_len] * count
+    return [loadgen.LoadRequest(p, int(n), c) for p, n, c in zip(prompts, lengths, counts)], distinct
+
+
+@dataclass(frozen=True)
+class SweepPrompts:
+    warmup: list[loadgen.LoadRequest]
+    points: list[list[loadgen.LoadRequest]]  # one list per sweep point, in sweep order
+    note: str  # for the row: whether every point's prompts were its own
+
+
+def sweep_prompts(
+    spec: ServingSpec, workload: WorkloadSpec, tokenizer_dir: Path, text_prompts: bool, points: int
+) -> SweepPrompts:
+    """Warm-up prompts first, then spec.requests prompts per point, none sent twice where the
+    source has enough (random-token prompts always do)."""
+    total = spec.warmup_requests + points * spec.requests
+    requests, distinct = build_requests(spec, workload, tokenizer_dir, text_prompts, total)
+    warmup = requests[: spec.warmup_requests]
+    per_point = [
+        requests[spec.warmup_requests + i * spec.requests : spec.warmup_requests + (i + 1) * spec.requests]
+        for i in range(points)
+    ]
+    if distinct >= total:
+        note = f"fresh prompts: {total} distinct ({spec.warmup_requests} warm-up, {spec.requests} per point)"
+    else:
+        note = (
+            f"prompts repeat: {distinct} distinct prompts for {total} requests ({spec.warmup_requests} warm-up, "
+            f"{spec.requests} per point); a prefix-caching server finds repeated prefills cached"
+        )
+    return SweepPrompts(warmup, per_point, note)
 
 
 def measure(
@@ -85,10 +123,11 @@ def measure(
     measured before the server broke or a point got no answer."""
     port = spec.port or free_port()
     launch = engine.server(request, port)
+    sweep = [{"concurrency": level} for level in spec.concurrency] + [{"rate": rate} for rate in spec.request_rates]
+    prompts = sweep_prompts(spec, workload, tokenizer_dir, launch.text_prompts, len(sweep))
     result = ServingResult(
-        shlex.join(launch.argv), json.dumps(spec.slo.model_dump(), sort_keys=True), None, [], None, None
+        shlex.join(launch.argv), json.dumps(spec.slo.model_dump(), sort_keys=True), prompts.note, None, [], None, None
     )
-    requests = build_requests(spec, workload, tokenizer_dir, launch.text_prompts)
     points: list[dict[str, Any]] = []
     try:
         with serve(
@@ -96,14 +135,11 @@ def measure(
         ) as server:
             result = replace(result, startup_s=server.startup_s)
             target = loadgen.Target(server.base_url, launch.model_name, launch.extra_body, spec.request_timeout_s)
-            if spec.warmup_requests:  # not measured; a server that answers none of them is not swept
-                warm = loadgen.run_point(target, requests[: spec.warmup_requests], spec.slo, concurrency=1)
+            if prompts.warmup:  # not measured; a server that answers none of them is not swept
+                warm = loadgen.run_point(target, prompts.warmup, spec.slo, concurrency=1)
                 if not warm["completed"]:
                     raise ServerError(f"warm-up: {_no_answer(warm, spec, server.memory_error)}")
-            sweep = [{"concurrency": level} for level in spec.concurrency] + [
-                {"rate": rate} for rate in spec.request_rates
-            ]
-            for point_args in sweep:
+            for point_args, requests in zip(sweep, prompts.points):
                 points.append(loadgen.run_point(target, requests, spec.slo, seed=spec.seed, **point_args))
                 if not points[-1]["completed"]:  # a dead or hung server: the next points would only wait longer
                     break
