@@ -147,3 +147,26 @@ def test_prequantized_needs_a_quantized_checkpoint(tmp_path: Path) -> None:
     cells = matrix.expand(load(tmp_path, text))
     assert cells[0].name == "prequantized/vllm/kv-auto"
     assert formats.get("prequantized").existing_checkpoint(cells[0].format, tmp_path) == plain.resolve()
+
+
+SLEEP_MODE_WARNING = (
+    "WARNING 12-04 10:00:00 [cpu.py:118] sleep mode is not supported on CPU, disable it.\n"
+    "INFO 12-04 10:00:01 [core.py:77] Initializing a V1 LLM engine\n"
+)
+
+
+def test_unsupported_comes_from_the_exception_not_from_warnings() -> None:
+    """A real crash beside vLLM's harmless "sleep mode is not supported on CPU" warning is a
+    failure (it was `unsupported`: final, never retried, never gated)."""
+    from harness.engines.vllm import VllmEngine
+
+    vllm = VllmEngine()
+    assert vllm.unsupported_reason("RuntimeError: boom in the attention backend", SLEEP_MODE_WARNING) is None
+    avx2 = "AttributeError: '_OpNamespace' '_C' object has no attribute 'cpu_gemm_wna16'"
+    assert vllm.unsupported_reason(avx2, SLEEP_MODE_WARNING) == avx2
+    wrapped = (
+        SLEEP_MODE_WARNING
+        + "Traceback (most recent call last):\n  File x\nValueError: Failed to find a kernel for W4A16\n"
+    )
+    reason = vllm.unsupported_reason("RuntimeError: Engine core initialization failed. See root cause above.", wrapped)
+    assert reason == "ValueError: Failed to find a kernel for W4A16"

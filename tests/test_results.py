@@ -63,3 +63,31 @@ def test_empty_directory_reads_as_empty_table(tmp_path: Path) -> None:
     frame = results.read_rows(tmp_path)
     assert frame.empty and "cell_key" in frame.columns
     assert results.finished(tmp_path) == {}
+
+
+def test_an_unreadable_row_file_is_quarantined_and_its_cell_computed_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A zero-byte row file (a crash mid-write on a disk that lost it) once made every later
+    run die at start."""
+    results.write_row(tmp_path, row("a"))
+    (tmp_path / "rows" / "b.parquet").write_bytes(b"")
+    assert results.finished(tmp_path) == {"a": "ok"}  # b: computed again
+    assert results.row_status(tmp_path, "b") is None
+    assert "b.parquet is not a readable row" in capsys.readouterr().err
+    assert not (tmp_path / "rows" / "b.parquet").exists()
+    assert len(list((tmp_path / "rows" / "quarantine").iterdir())) == 1
+    results.write_row(tmp_path, row("b"))
+    assert sorted(pd.read_parquet(tmp_path / "results.parquet")["cell_key"]) == ["a", "b"]
+
+
+def test_rows_only_in_the_merged_table_survive_a_merge(tmp_path: Path) -> None:
+    """A store restored from a copy of results.parquet (no rows/ files) keeps its rows."""
+    results.write_row(tmp_path, row("a"))
+    results.write_row(tmp_path, row("b"))
+    (tmp_path / "rows" / "a.parquet").unlink()  # only results.parquet still has a
+    results.write_row(tmp_path, row("c"))
+    assert sorted(pd.read_parquet(tmp_path / "results.parquet")["cell_key"]) == ["a", "b", "c"]
+    results.write_row(tmp_path, row("a", tok_s=99.0, minutes=3))  # a recomputed row replaces the kept one
+    merged = pd.read_parquet(tmp_path / "results.parquet").set_index("cell_key")
+    assert merged.loc["a", "output_tok_s"] == 99.0 and len(merged) == 3

@@ -46,7 +46,10 @@ _KERNEL_LINES = (
     re.compile(r"Selected (\w+) for (\w+)"),
     re.compile(r"Using (\w+Kernel\w*) for ([A-Z]\w+)"),
 )
-# Errors that mean "this format has no kernel on this hardware", not "the engine broke".
+# Errors that mean "this format has no kernel on this hardware", not "the engine broke". Matched
+# only against the exception itself and the exception lines of tracebacks in the log, never
+# against log lines at large: vLLM warns "sleep mode is not supported on CPU" on every CPU start.
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception)(?: \w+)?: ")
 _UNSUPPORTED = (
     re.compile(r"cpu_gemm_wna16"),
     re.compile(r"Failed to find a kernel", re.IGNORECASE),
@@ -258,8 +261,8 @@ class VllmEngine(Engine[VllmParams]):
         return found
 
     def unsupported_reason(self, error: str, log_text: str) -> str | None:
-        for text in (error, log_text):
-            for line in text.splitlines():
-                if any(p.search(line) for p in _UNSUPPORTED):
-                    return line.strip()[:500]
+        raised = [line.strip() for line in log_text.splitlines() if _EXCEPTION_LINE.match(line.strip())]
+        for line in [error.strip(), *raised]:
+            if any(p.search(line) for p in _UNSUPPORTED):
+                return line[:500]
         return None

@@ -11,6 +11,10 @@ On disk, in the output directory:
   logs/<cell_key>/          each stage's log (engines say there which kernel they chose).
   logprobs/<cell_key>.npz   a cell's top log-probabilities on the held-out windows (its KLD input).
 
+A row file that cannot be read (zero bytes after a crash of the disk, not parquet) is moved to
+rows/quarantine/ with a warning and its cell is computed again; it never stops a run. Rows that
+exist only in results.parquet (a store restored from a copy of the table) are kept by every merge.
+
 When a row cannot be written (a full disk, a read-only directory), the run stops with one
 line (ResultsWriteError, exit status 74): every later row would be lost the same way, and
 the rows already written are whole, so the next run resumes after the space is freed.
@@ -19,8 +23,9 @@ the rows already written are whole, so the next run resumes after the space is f
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -95,13 +100,56 @@ def _why(exc: OSError) -> str:
     return f"[Errno {exc.errno}] {os.strerror(exc.errno)}" if exc.errno else str(exc)
 
 
+QUARANTINE_DIR = "quarantine"
+
+
+def _quarantine(path: Path, exc: Exception) -> None:
+    """Move an unreadable row file aside (never deleted: it may be evidence) and say so."""
+    target = path.parent / QUARANTINE_DIR / f"{path.name}.{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+        where = f"moved to {target}"
+    except OSError as move_error:
+        where = f"could not be moved aside ({_why(move_error)})"
+    print(
+        f"warning: {path} is not a readable row ({type(exc).__name__}: {str(exc)[:200]}); {where}; its cell is "
+        "computed again",
+        file=sys.stderr,
+    )
+
+
+def _read_row_file(path: Path) -> pa.Table | None:
+    try:
+        return pq.read_table(path, schema=SCHEMA)
+    except FileNotFoundError:
+        return None  # merged and replaced by another run meanwhile
+    except (OSError, pa.ArrowException) as exc:
+        _quarantine(path, exc)
+        return None
+
+
 def read_rows(out_dir: Path) -> pd.DataFrame:
     files = sorted((out_dir / "rows").glob("*.parquet"))
-    if not files:
+    tables = [table for f in files if (table := _read_row_file(f)) is not None]
+    if not tables:
         return pd.DataFrame({name: pd.Series(dtype=object) for name in COLUMNS})
-    tables = [pq.read_table(f, schema=SCHEMA) for f in files]
     frame = pa.concat_tables(tables).to_pandas()
     return frame.sort_values("finished_at").drop_duplicates("cell_key", keep="last").reset_index(drop=True)
+
+
+def _only_in_table(out_dir: Path, keys: set[str]) -> pd.DataFrame | None:
+    """Rows of the current results.parquet whose cell has no row file (a restored store)."""
+    path = out_dir / "results.parquet"
+    if not path.is_file():
+        return None
+    try:
+        table = pq.read_table(path, schema=SCHEMA).to_pandas()
+    except (OSError, pa.ArrowException) as exc:
+        print(f"warning: {path} is not readable ({type(exc).__name__}); it is rebuilt from rows/", file=sys.stderr)
+        return None
+    extra = table[~table["cell_key"].isin(keys)]
+    return extra if not extra.empty else None
 
 
 def merge(out_dir: Path) -> Path:
@@ -110,7 +158,11 @@ def merge(out_dir: Path) -> Path:
     every row file written before it, so it holds them all."""
     path = out_dir / "results.parquet"
     with held(out_dir / LOCKS_DIR / "merge.lock"):
-        frame = compare.apply(read_rows(out_dir), out_dir)
+        rows = read_rows(out_dir)
+        kept = _only_in_table(out_dir, set(rows["cell_key"]))
+        if kept is not None:
+            rows = kept if rows.empty else pd.concat([rows, kept], ignore_index=True)
+        frame = compare.apply(rows, out_dir)
         _atomic_write_table(pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False), path)
     return path
 
@@ -122,7 +174,10 @@ def row_status(out_dir: Path, key: str, since: datetime | None = None) -> str | 
     path = out_dir / "rows" / f"{key}.parquet"
     if not path.is_file():
         return None
-    row = pq.read_table(path, columns=["status", "finished_at"]).to_pylist()[0]
+    table = _read_row_file(path)
+    if table is None:
+        return None
+    row = table.select(["status", "finished_at"]).to_pylist()[0]
     if row["status"] in FINAL_STATUSES:
         return str(row["status"])
     if (
