@@ -6,6 +6,7 @@ import html
 
 from harness.report.sections import Section
 from harness.report.tables import SERVING_HEADERS, TABLE_HEADERS
+from harness.results.decide import Decision
 from harness.results.trend import Regression
 
 #: table columns whose text wraps (the others keep to one line; the table scrolls sideways, its first column stays)
@@ -29,7 +30,25 @@ tr>:first-child{position:sticky;left:0;background:#fff;z-index:1}tr>th:first-chi
 figure{margin:18px 0}figcaption{font-size:12px;color:#555;max-width:760px}
 .placeholder{border:1px dashed #999;padding:12px;
 color:#555;max-width:740px;background:#f7f7f7}.regression{color:#b00}svg{max-width:100%;height:auto;display:block}
-div.wide{overflow-x:auto;max-width:100%}"""
+div.wide{overflow-x:auto;max-width:100%}.answer .ship{font-size:1.1em;color:#14532d}
+.answer .no-answer{font-size:1.1em;color:#7c2d12}.note{color:#555;font-size:.9em}"""
+
+
+#: lines of reasons shown per section before the details (the Markdown's lead must fit a PR comment)
+LOST_LINES = 6
+
+
+def answer_lines(decision: Decision) -> tuple[str, list[str], list[str]]:
+    """The headline, the runner-up line, and why the others lost (at most LOST_LINES, then a count)."""
+    runner = (
+        [f"runner-up: {decision.runner_up.row.get('format')} ({decision.runner_up.name}), {decision.runner_up.detail}"]
+        if decision.runner_up is not None
+        else []
+    )
+    lost = [f"{name}: {why}" for name, why in decision.lost[:LOST_LINES]]
+    if len(decision.lost) > LOST_LINES:
+        lost.append(f"… and {len(decision.lost) - LOST_LINES} more cells (the table below has each reason)")
+    return decision.headline(), runner, lost
 
 
 KV_TRAP_TITLE = "KV cache and weights, each against bf16 + KV auto"
@@ -48,8 +67,23 @@ def html_page(sections: list[Section], sources: list[str], threshold: float, reg
         "<p>From " + ", ".join(f"<code>{e(s)}</code>" for s in sources) + ". Tok/s are labelled by the engine's "
         "speed class: <em>serving</em> (vLLM, llama.cpp) or <em>reference</em> (transformers); the two are never "
         "compared.</p>",
-        f'<h2 id="regressions">Regressions (threshold {threshold:g} %)</h2>',
     ]
+    out.append('<h2 id="answer">The answer</h2>')
+    for s in sections:
+        if s.decision is None:
+            continue
+        headline, runner, lost = answer_lines(s.decision)
+        shipped = "ship" if s.decision.choice is not None else "no-answer"
+        out.append(f'<div class="answer"><h3>{e(s.title)}</h3><p class="{shipped}"><strong>{e(headline)}</strong></p>')
+        out.extend(f"<p>{e(line)}</p>" for line in runner)
+        if lost:
+            out.append("<ul>" + "".join(f"<li>{e(line)}</li>" for line in lost) + "</ul>")
+        out.append(
+            f"<p class=\"note\">Decided at {s.decision.floor_pct:g} % of each cell's reference (the picker's balanced "
+            "floor): by paired verdicts where per-document outcomes exist, else point recoveries; fastest offline "
+            "output tok/s among those that pass.</p></div>"
+        )
+    out.append(f'<h2 id="regressions">Regressions (threshold {threshold:g} %)</h2>')
     if regressions:
         out.append("<ul>" + "".join(f'<li class="regression">{e(r.line())}</li>' for r in regressions) + "</ul>")
     else:
@@ -134,6 +168,21 @@ def markdown_page(
         "",
         "Tok/s are labelled by speed class (serving: vLLM, llama.cpp; reference: transformers), never compared across "
         "classes.",
+        "",
+        "## The answer",
+        "",
+    ]
+    for s in sections:
+        if s.decision is None:
+            continue
+        headline, runner, lost = answer_lines(s.decision)
+        out += [f"**{s.title}**: {headline}", ""]
+        out += [f"- {line}" for line in runner + lost]
+        out.append("")
+    out += [
+        f"_Decided at {sections[0].decision.floor_pct if sections and sections[0].decision else 97:g} % of each cell's "
+        "reference: paired verdicts where per-document outcomes exist, else point recoveries; fastest offline output "
+        "tok/s among those that pass._",
         "",
         f"## Regressions (threshold {threshold:g} %)",
         "",

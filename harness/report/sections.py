@@ -11,6 +11,7 @@ from harness.report.figures import FIGURES, Figure, SectionView
 from harness.report.rows import slug
 from harness.report.tables import kv_trap_table, serving_notes, serving_rows, table_rows
 from harness.results import trend
+from harness.results.decide import Decision, decide
 from harness.results.read import is_missing
 from harness.results.trend import Regression
 from harness.shapes import shape_of_source
@@ -26,6 +27,7 @@ class Section:
     regressions: list[Regression]
     serving: list[list[str]]  # one line per cell and sweep point; empty without serving figures
     serving_notes: list[str]
+    decision: Decision | None = None  # the format to ship (harness.results.decide)
     kv_headers: list[str] = field(default_factory=list)  # the KV-cache trap table (tables.kv_trap_table)
     kv_trap: list[list[str]] = field(default_factory=list)
 
@@ -79,6 +81,7 @@ def build_sections(frame: pd.DataFrame, threshold: float) -> list[Section]:
                 regressions,
                 serving,
                 serving_notes(latest) if serving else [],
+                decide(latest),
                 kv_headers,
                 kv_trap,
             )

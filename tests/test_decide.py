@@ -1,0 +1,74 @@
+"""The report's answer (harness.results.decide): the format to ship, the runner-up, and why
+each other cell lost, on a real CPU run and on SYNTHETIC rows made for the paired verdicts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from harness import report
+from harness.report.sections import build_sections
+from harness.results.decide import decide
+from harness.results.read import load_results
+from tests.test_compare import row, write
+
+SERVING = Path(__file__).parent / "data" / "report" / "formats-cpu-serving.parquet"
+
+
+def test_the_cpu_run_names_a_format_and_why_the_others_lost() -> None:
+    """formats-cpu-serving.parquet (a real run): INT8 W8A8 with a KV cache `auto` is the fastest
+    vLLM cell within 97 % of bf16; the same with an FP8 KV cache is faster but loses on quality
+    (the KV-cache trap), W4A16 on quality, fp8-static is unsupported in vLLM's own words."""
+    (section,) = build_sections(load_results(SERVING), 5.0)
+    decision = section.decision
+    assert decision is not None and decision.choice is not None
+    assert decision.choice.name == "w8a8-int8/code/vllm/kv-auto"
+    assert decision.runner_up is not None and decision.runner_up.row["format"] == "w8a8-int8"
+    lost = dict(decision.lost)
+    assert "ppl recovery 95.1 %" in lost["w8a8-int8/code/vllm/kv-fp8"]
+    # one line per refusal, naming the cells it hit
+    assert lost["fp8-static/code/vllm/kv-auto and 3 more"].startswith("unsupported: vllm on cpu")
+    assert any(name.endswith("transformers cells") for name in lost)  # a reference engine: one line
+
+
+def paired_row(key: str, fmt: str, tok_s: float, right: list[int], minutes: int) -> dict[str, Any]:
+    outcomes = {str(i): v for i, v in enumerate(right)}
+    return row(
+        key,
+        fmt,
+        pass_at_1=sum(right) / len(right),
+        output_tok_s=tok_s,
+        engine_speed_class="serving",
+        eval_items=json.dumps({"pass_at_1": outcomes}),
+        minutes=minutes,
+    )
+
+
+def test_only_an_equivalent_cell_ships_however_fast_the_others(tmp_path: Path) -> None:
+    """SYNTHETIC per-document outcomes: the fastest cell is worse, the next inconclusive (two
+    flips of 20), the slowest quantized one equivalent: the last ships."""
+    same = [1] * 30 + [0] * 30
+    rows = [
+        paired_row("base", "bf16", 100.0, same, 0),
+        paired_row("w4", "w4a16-gptq", 300.0, [1] * 5 + [0] * 55, 1),
+        paired_row("fp8", "fp8-dynamic", 250.0, [0, 0] + same[2:], 2),
+        paired_row("int8", "w8a8-int8", 200.0, same, 3),
+    ]
+    table = write(tmp_path, rows, {}).reset_index()
+    decision = decide(table.to_dict("records"))
+    assert decision.choice is not None and decision.choice.row["cell_key"] == "int8"
+    assert decision.runner_up is not None and decision.runner_up.row["cell_key"] == "base"
+    lost = dict(decision.lost)
+    assert "Pass@1 worse" in lost["w4a16-gptq/vllm/kv-auto"]
+    assert (
+        "Pass@1 inconclusive" in lost["fp8-dynamic/vllm/kv-auto"]
+        and "items would decide it" in lost["fp8-dynamic/vllm/kv-auto"]
+    )
+
+
+def test_the_markdown_leads_with_the_answer_short_enough_for_a_pr_comment(tmp_path: Path) -> None:
+    page = report.build_report([SERVING], tmp_path).markdown.read_text().splitlines()
+    lead = page[: page.index("## Regressions (threshold 5 %)")]
+    assert "## The answer" in lead and len(lead) <= 40
+    assert any(line.startswith("**builtin:smollm2-135m") and "ship w8a8-int8" in line for line in lead)
