@@ -26,7 +26,7 @@ from harness.errors import HarnessError
 from harness.formats.base import working_group_size
 from harness.gpus import GPUS, Gpu
 from harness.plan import memory
-from harness.results.metrics import RECOVERY_COLUMNS
+from harness.results.decide import judge
 from harness.results.read import format_entry, load_results
 from harness.shapes import HUB_IDS, KNOWN_SHAPES, ModelShape, known_shape, load_shape
 
@@ -482,14 +482,6 @@ def _validation(fmt: str, workload: str, tolerance: str, model: str, context: in
 # Measured rows
 
 
-def _recovery(row: dict[str, Any]) -> float | None:
-    values = [float(row[c]) for c in RECOVERY_COLUMNS if row.get(c) is not None and not _isnan(row[c])]
-    if values:
-        return min(values)
-    fmt = format_registry.REGISTRY.get(str(row.get("format")))
-    return 100.0 if fmt is not None and fmt.is_baseline else None  # the baseline is its own reference
-
-
 def _isnan(value: Any) -> bool:
     try:
         return math.isnan(float(value))
@@ -529,15 +521,15 @@ def _measured(
     ]
     passing, out, unknown = [], [], []
     for r in serving:
-        value = _recovery(r)
-        if value is None:
+        judged = judge(r, floor)  # the report's rule: the paired verdict, else the point recovery
+        if judged.label == "no quality":
             unknown.append(r["cell_name"])
-        elif value < floor:
-            out.append((r, value))
+        elif judged.label in ("worse", "inconclusive"):
+            out.append((r, judged.detail))
         else:
-            passing.append((r, value))
-    for r, value in out:
-        rec.reasons.append(f"measured: {r['cell_name']} recovers {value:.1f} % < floor {floor:g} %: out")
+            passing.append((r, judged.detail))
+    for r, why in out:
+        rec.reasons.append(f"measured: {r['cell_name']} does not pass the {floor:g} % floor: {why}: out")
     if unknown:
         rec.reasons.append(
             f"measured: {len(unknown)} serving rows have no recovery figure and cannot show they meet the floor "
@@ -559,7 +551,7 @@ def _measured(
         rec.reasons.append(
             f"measured: {r['cell_name']} is the fastest serving cell that meets the floor: "
             f"{float(r['output_tok_s']):.1f} output tok/s, "
-            f"recovery {value:.1f} % (run {r.get('run_id')}, {r.get('workload_prompts')} prompts of "
+            f"{value} (run {r.get('run_id')}, {r.get('workload_prompts')} prompts of "
             f"{r.get('workload_input_len')} + {r.get('workload_output_len')} tokens)"
         )
         return (

@@ -130,11 +130,11 @@ def test_measured_rows_override_the_rules() -> None:
     assert (rec.format, rec.engine, rec.kv_cache_dtype) == ("bf16", "vllm", "auto")
     assert rec.decided_by_rows == ["bf16/vllm/kv-auto"]
     text = "\n".join(rec.reasons)
-    assert "gguf-q8_0/llamacpp/kv-auto recovers 93.4 % < floor 94 %: out" in text
+    assert "gguf-q8_0/llamacpp/kv-auto does not pass the 94 % floor: ppl recovery 93.4 %" in text
     assert "measured rows override the rules: gguf-q4_k_m/llamacpp/kv-auto → bf16/vllm/kv-auto" in text
     assert "bf16/transformers" not in text  # a reference engine never wins on speed
     balanced = pick("cpu", "smollm2-135m", "chat", "balanced", results=QUALITY)
-    assert "fp8-dynamic/vllm/kv-auto recovers 94.9 % < floor 97 %: out" in "\n".join(balanced.reasons)
+    assert "fp8-dynamic/vllm/kv-auto does not pass the 97 % floor: ppl recovery 94.9 %" in "\n".join(balanced.reasons)
 
 
 def test_rows_of_other_hardware_or_models_leave_the_rules_standing() -> None:

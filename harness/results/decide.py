@@ -143,8 +143,8 @@ def decide(rows: list[dict[str, Any]], floor_pct: float = DEFAULT_FLOOR_PCT) -> 
     by_reason: dict[str, list[str]] = {}
     for name, why in refused:  # the same refusal once, with every cell it hit
         by_reason.setdefault(why, []).append(name)
-    for why, names in by_reason.items():
-        shown = names[0] if len(names) == 1 else f"{names[0]} and {len(names) - 1} more"
+    for why, hit in by_reason.items():
+        shown = hit[0] if len(hit) == 1 else f"{hit[0]} and {len(hit) - 1} more"
         lost.append((shown, why))
     for engine, count in sorted(reference_engine.items()):
         lost.append((f"{count} {engine} cells", "a reference engine: its tok/s is not a serving speed"))
