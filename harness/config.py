@@ -155,6 +155,18 @@ class KldSpec(StrictModel):
     )
 
 
+class PasskeySpec(StrictModel):
+    """The long-context retrieval task (`passkey` in evals.tasks): a number hidden at a random
+    depth in filler text of each length, asked for at the end, exact match (the KV-cache trap
+    at long context: run it per KV dtype)."""
+
+    lengths: list[int] = Field(
+        default_factory=lambda: [512, 1024, 2048], min_length=1, description="prompt lengths in the model's tokens"
+    )
+    items: int = Field(4, ge=1, le=1000, description="prompts per length (each with its own key and depth)")
+    seed: int = Field(0, ge=0)
+
+
 class EvalSpec(StrictModel):
     tasks: list[str] = Field(
         default_factory=list, description="humaneval, math500, perplexity (offline), or any lm-eval task name"
@@ -174,7 +186,12 @@ class EvalSpec(StrictModel):
         "tokenizer's default",
     )
     kld: KldSpec | None = KldSpec()
+    passkey: PasskeySpec | None = Field(None, description="settings of the passkey task (None: its defaults)")
     timeout_s: int = Field(3600, ge=10)
+
+    def passkey_spec(self) -> PasskeySpec | None:
+        """The passkey task's settings when it is one of the tasks."""
+        return (self.passkey or PasskeySpec()) if "passkey" in self.tasks else None
 
 
 class GateSpec(StrictModel):
@@ -443,6 +460,16 @@ def _check_semantics(config: Config) -> None:
             )
     if config.serving is not None:
         _check_serving(path, config.serving, config.formats)
+    if config.evals is not None:
+        passkey = config.evals.passkey_spec()
+        for i, length in enumerate(passkey.lengths if passkey else []):
+            if not 64 <= length <= config.evals.max_model_len - 16:
+                raise config_error(
+                    path,
+                    f"evals.passkey.lengths[{i}]",
+                    f"a passkey prompt length is 64 to evals.max_model_len - 16 = {config.evals.max_model_len - 16} "
+                    f"tokens (got {length}); raise evals.max_model_len or shorten it",
+                )
 
 
 def _check_serving(path: Path, serving: ServingSpec, formats: tuple[FormatParams, ...]) -> None:

@@ -60,7 +60,12 @@ class Cell:
             "workload": self.workload.model_dump(),
         }
         if self.evals is not None:  # absent, not None: configs without evals keep their keys
-            payload["evals"] = self.evals.model_dump(exclude={"timeout_s": True, "kld": {"full_vocabulary"}})
+            # settings added later enter only where they apply, so finished cells keep their keys
+            evals = self.evals.model_dump(exclude={"timeout_s": True, "passkey": True, "kld": {"full_vocabulary"}})
+            passkey = self.evals.passkey_spec()
+            if passkey is not None:
+                evals["passkey"] = passkey.model_dump()
+            payload["evals"] = evals
         if self.serving is not None:
             payload["serving"] = self.serving.model_dump(
                 exclude={"startup_timeout_s", "request_timeout_s", "port", "formats"}

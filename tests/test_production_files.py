@@ -285,6 +285,23 @@ def test_the_workflow_is_a_thin_wrapper_on_a_gpu_runner() -> None:
             assert "uses" not in step or re.search(r"@v\d+$", step["uses"]), step["uses"]
 
 
+def test_the_workflow_grants_least_privilege() -> None:
+    """Write access to packages only in the job that pushes the image; no checkout keeps its token;
+    no host IPC namespace; an image built for uid 0 is refused."""
+    flow = yaml.safe_load(WORKFLOW.read_text())
+    assert flow["permissions"] == {"contents": "read"}
+    assert flow["jobs"]["image"]["permissions"]["packages"] == "write"
+    assert flow["jobs"]["nightly"]["permissions"] == {"contents": "read", "packages": "read"}
+    for job in flow["jobs"].values():
+        for step in job["steps"]:
+            if step.get("uses", "").startswith("actions/checkout@"):
+                assert step["with"]["persist-credentials"] is False
+    options = flow["jobs"]["nightly"]["container"]["options"]
+    assert "--ipc=host" not in options and "--shm-size=" in options
+    build = next(step["run"] for step in flow["jobs"]["image"]["steps"] if "docker build" in step.get("run", ""))
+    assert 'if [ "$uid" = 0 ]' in build
+
+
 def test_the_image_runs_as_a_user_with_volumes_and_the_harness_entrypoint() -> None:
     steps = _instructions(DOCKERFILE.read_text())
     final = steps[max(i for i, (word, _) in enumerate(steps) if word == "FROM") :]
@@ -435,6 +452,26 @@ def test_nightly_gates_each_night_against_the_last_passing_one(nightly) -> None:
         "20260103T013000Z",
         "20260104T013000Z",
     ]
+
+
+def test_nightly_prunes_only_nights(nightly) -> None:
+    """A store entry named with a newline and ".." (anything that is not a night's UTC time) is
+    never listed or pruned: the old prune split names on newlines and removed "$STORE/.."."""
+    night, store, _, tmp_path = nightly
+    store.mkdir(parents=True)
+    (store / "x\n..").mkdir()
+    (tmp_path / "beside-the-store").write_text("must survive")
+    for stamp in ("20260101T013000Z", "20260102T013000Z"):
+        done = night(stamp, 1.0, keep=0)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "beside-the-store").read_text() == "must survive"
+    assert (store / "x\n..").is_dir()  # not a night: left alone
+    assert bad_stamp_refused(night)
+
+
+def bad_stamp_refused(night) -> bool:  # noqa: ANN001 - the fixture's function
+    done = night("../escape")
+    return done.returncode == 2 and "HARNESS_NIGHTLY_STAMP must be a UTC time" in done.stderr
 
 
 def test_nightly_quality_below_the_floor_fails(nightly) -> None:

@@ -6,6 +6,7 @@ or a labelled placeholder when the rows cannot support it) and add it to FIGURES
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -569,6 +570,52 @@ def roofline_figure(view: SectionView) -> Figure:
     return Figure("roofline", title, caption, svgs=(svg.render(),))
 
 
+def long_context_figure(view: SectionView) -> Figure:
+    title = "Long-context retrieval against context length, per KV-cache dtype"
+    caption = (
+        "The passkey task (a pass key hidden at a random depth in filler text, exact match): accuracy at each prompt "
+        "length in the model's tokens, a line per cell. Solid: KV cache auto; dashed: a quantized KV cache. Where a "
+        "quantized KV cache costs accuracy, it shows far back in a long context first (the KV-cache trap)."
+    )
+    lines: list[tuple[dict[str, Any], list[tuple[float, float]]]] = []
+    for r in view.latest:
+        if r.get("status") != "ok" or is_missing(r.get("passkey_by_length")):
+            continue
+        by_length = json.loads(str(r["passkey_by_length"]))
+        points = sorted((float(length), 100.0 * float(acc)) for length, acc in by_length.items())
+        if points:
+            lines.append((r, points))
+    if not lines:
+        return Figure(
+            "long-context",
+            title,
+            caption,
+            placeholder="no cell in these results ran the passkey task (evals.tasks: [passkey], docs/quality.md)",
+        )
+    lengths = sorted({x for _, points in lines for x, _ in points})
+    chart = Chart(
+        title,
+        "prompt length (tokens)",
+        "pass-key accuracy (%)",
+        (0.0, 100.0),
+        xlim=(lengths[0], lengths[-1]),
+        xlog=len(lengths) > 1 and lengths[-1] / lengths[0] >= 4,
+        xticks=lengths,
+        legend_width=260,
+    )
+    names = []
+    for n, (r, points) in enumerate(lines):
+        color = COLORS[n % len(COLORS)]
+        quantized_kv = str(r.get("kv_cache_dtype")) not in ("auto", "None")
+        if len(points) > 1:
+            chart.line(points, color=color, width=1.6, dash="6,4" if quantized_kv else "", tip=str(r["cell_name"]))
+        for x, y in points:
+            chart.dot(x, y, color, r=3.5, filled=not quantized_kv, tip=f"{r['cell_name']}: {y:.0f} % at {x:.0f} tokens")
+        names.append((str(r["cell_name"]), color))
+    chart.side_legend(names, heading="cell")
+    return Figure("long-context", title, caption, svgs=(chart.render(),))
+
+
 FIGURES: tuple[Callable[[SectionView], Figure], ...] = (
     quality_figure,
     memory_figure,
@@ -576,4 +623,5 @@ FIGURES: tuple[Callable[[SectionView], Figure], ...] = (
     trend_figure,
     latency_figure,
     roofline_figure,
+    long_context_figure,
 )

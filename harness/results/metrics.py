@@ -52,6 +52,14 @@ METRICS: tuple[Metric, ...] = (
     Metric("gsm8k_strict_match", "GSM8K", True, (("gsm8k", "exact_match,strict-match"),), recovered=True),
     Metric("gsm8k_flexible_match", "GSM8K flex", True, (("gsm8k", "exact_match,flexible-extract"),), recovered=False),
     Metric(
+        "passkey_exact_match",
+        "pass-key",
+        True,
+        (("harness_passkey", "exact_match,none"),),
+        recovered=True,
+        description="long-context retrieval: a pass key hidden in filler at each evals.passkey length, exact match",
+    ),
+    Metric(
         "perplexity",
         "ppl",
         False,

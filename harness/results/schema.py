@@ -138,6 +138,7 @@ SCHEMA = pa.schema(
         # quality: what the cell measured about itself (lm-eval metrics, harness.results.metrics)
         *[(m.column, pa.float64()) for m in METRICS],
         ("eval_items", pa.string()),  # JSON {task: {doc_id: score}}: per-item outcomes, for paired statistics
+        ("passkey_by_length", pa.string()),  # JSON {length in tokens: pass-key accuracy}
         ("kld_logprobs", pa.string()),  # its top log-probabilities on the held-out windows, relative to the output dir
         # relative figures: filled by the compare pass after the cells (harness.results.compare)
         ("reference_cell_key", pa.string()),  # the cell every quality figure of this row is relative to

@@ -28,16 +28,24 @@ from harness.stages.evaluate import data as eval_data
 
 TASKS_DIR = Path(__file__).with_name("tasks")
 # Friendly names → the harness's offline lm-eval tasks.
-OFFLINE_TASKS = {"humaneval": "harness_humaneval", "math500": "harness_math500", "perplexity": "harness_prose_ppl"}
+OFFLINE_TASKS = {
+    "humaneval": "harness_humaneval",
+    "math500": "harness_math500",
+    "perplexity": "harness_prose_ppl",
+    "passkey": "harness_passkey",
+}
+#: tasks scored on every document whatever evals.limit says (their documents are the design:
+#: each length × item of the passkey task)
+UNLIMITED_TASKS = ("harness_passkey",)
 CODE_TASKS = ("harness_humaneval",)
 # lm-eval tasks that execute generated code with HF evaluate's code_eval, outside harness.sandbox:
 # refused (HumanEval itself runs as harness_humaneval, same problems, sandboxed).
 UNSANDBOXED_CODE_TASKS = ("humaneval_plus", "humaneval_64", "humaneval_instruct", "mbpp", "mbpp_plus", "ds1000")
 
 
-def prepare_task_dir(cache_dir: Path, tasks: list[str], max_gen_toks: int) -> Path:
+def prepare_task_dir(cache_dir: Path, tasks: list[str], max_gen_toks: int, passkey_file: Path | None = None) -> Path:
     """The harness task YAMLs with this machine's data paths filled in."""
-    target = cache_dir / "lm_eval_tasks" / f"gen{max_gen_toks}"
+    target = cache_dir / "lm_eval_tasks" / (f"gen{max_gen_toks}" + (f"-{passkey_file.stem}" if passkey_file else ""))
     target.mkdir(parents=True, exist_ok=True)
     data = eval_data.data_dir(cache_dir)
     needed = set(tasks)
@@ -49,6 +57,7 @@ def prepare_task_dir(cache_dir: Path, tasks: list[str], max_gen_toks: int) -> Pa
         eval_data.heldout_prose_file(cache_dir)
     for template in TASKS_DIR.glob("*.yaml"):
         text = template.read_text().replace("{DATA_DIR}", str(data)).replace("{MAX_GEN_TOKS}", str(max_gen_toks))
+        text = text.replace("{PASSKEY_FILE}", str(passkey_file or data / "passkey-unset.jsonl"))
         (target / template.name).write_text(text)
     shutil.copy(TASKS_DIR / "utils.py", target / "utils.py")
     return target
@@ -107,12 +116,17 @@ def run(request: EvalRequest) -> EvalOutcome:
     samples: dict[str, int] = {}
     top_ids = top_logprobs = None
     model = engine.lm_eval_model(EvalModelRequest(request.engine_request, request.batch_size, request.add_bos_token))
-    if request.tasks:
+    limited = [t for t in request.tasks if t not in UNLIMITED_TASKS]
+    unlimited = [t for t in request.tasks if t in UNLIMITED_TASKS]
+    manager = TaskManager(include_path=str(request.include_path)) if request.tasks else None
+    for group, limit in ((limited, request.limit), (unlimited, None)):
+        if not group:
+            continue
         results = simple_evaluate(
             model=model,
-            tasks=list(request.tasks),
-            limit=request.limit,
-            task_manager=TaskManager(include_path=str(request.include_path)),
+            tasks=group,
+            limit=limit,
+            task_manager=manager,
             confirm_run_unsafe_code=request.allow_code_execution,
             log_samples=True,
             random_seed=0,
@@ -125,9 +139,9 @@ def run(request: EvalRequest) -> EvalOutcome:
                 column = LM_EVAL_KEYS.get((task, key))
                 if column is not None and isinstance(value, (int, float)):
                     metrics[column] = float(value)
-        items = per_item(results.get("samples") or {})
-        versions = {task: results["versions"].get(task) for task in request.tasks}
-        samples = {task: int(v.get("effective", 0)) for task, v in results.get("n-samples", {}).items()}
+        items.update(per_item(results.get("samples") or {}))
+        versions.update({task: results["versions"].get(task) for task in group})
+        samples.update({task: int(v.get("effective", 0)) for task, v in results.get("n-samples", {}).items()})
     if request.kld_windows and engine.full_logits and request.full_logprobs_path is not None:
         full = engine.window_distributions(model, request.kld_windows)
         stored_logprobs.save_full(request.full_logprobs_path, full)

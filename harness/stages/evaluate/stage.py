@@ -17,7 +17,7 @@ from harness.engines.base import EngineRequest
 from harness.isolation import memory_limit_bytes, run_isolated
 from harness.results import logprobs as stored_logprobs
 from harness.stages.evaluate import data as eval_data
-from harness.stages.evaluate import lm_eval
+from harness.stages.evaluate import lm_eval, passkey
 
 
 def lm_eval_tasks(spec: EvalSpec) -> tuple[list[str], str | None]:
@@ -66,6 +66,7 @@ def eval_settings(spec: EvalSpec, tasks: list[str]) -> str:
             "max_gen_toks": spec.max_gen_toks,
             "tasks": tasks,
             "kld": spec.kld.model_dump(exclude={"full_vocabulary"}) if spec.kld else None,
+            **({"passkey": passkey_spec.model_dump()} if (passkey_spec := spec.passkey_spec()) else {}),
         }
     )
 
@@ -84,6 +85,7 @@ class QualityResult:
     samples: dict[str, int] = field(default_factory=dict)
     task_versions: dict[str, Any] = field(default_factory=dict)
     logprobs_file: str | None = None  # relative to the output directory
+    passkey_by_length: dict[str, float] = field(default_factory=dict)  # prompt length → accuracy
 
     def columns(self) -> dict[str, Any]:
         columns: dict[str, Any] = {
@@ -102,6 +104,7 @@ class QualityResult:
             "eval_samples": json.dumps(self.samples),
             "eval_task_versions": json.dumps(self.task_versions, default=str),
             "kld_logprobs": self.logprobs_file,
+            "passkey_by_length": json.dumps(self.passkey_by_length) if self.passkey_by_length else None,
         }
 
 
@@ -121,7 +124,11 @@ def measure(
 ) -> QualityResult:
     """The cell's quality figures, or a QualityResult whose note says what failed (the cell stays ok)."""
     tasks, note = lm_eval_tasks(spec)
-    include = lm_eval.prepare_task_dir(cache_dir, tasks, spec.max_gen_toks)
+    passkey_spec = spec.passkey_spec()
+    passkey_file = (
+        passkey.data_file(eval_data.data_dir(cache_dir), model_dir, passkey_spec) if passkey_spec is not None else None
+    )
+    include = lm_eval.prepare_task_dir(cache_dir, tasks, spec.max_gen_toks, passkey_file)
     k = spec.kld.top_k if spec.kld else 0
     request = lm_eval.EvalRequest(
         engine=engines.get(engine_request.spec.name),
@@ -158,4 +165,7 @@ def measure(
         samples=value.samples,
         task_versions=value.task_versions,
         logprobs_file=logprobs_file,
+        passkey_by_length=passkey.by_length(passkey_file, value.items.get("passkey_exact_match", {}))
+        if passkey_file is not None
+        else {},
     )

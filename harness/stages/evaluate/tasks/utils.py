@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lm_eval.tasks.minerva_math import utils as minerva
 
+from harness.stages.evaluate import passkey
 from harness.stages.evaluate.sandbox import run_untrusted
 
 # Printed after the tests: a completion that exits early (sys.exit(0)) must not pass.
@@ -21,6 +22,11 @@ def pass_at_1(references: list[str], predictions: list[list[str]], **kwargs: obj
     program = f"{predictions[0][0]}\n\n{references[0]}\nprint({PASSED!r})\n"
     result = run_untrusted(program, timeout_s=TIMEOUT_S, memory_mb=MEMORY_MB)
     return 1.0 if result.passed and PASSED in result.stdout else 0.0
+
+
+def passkey_process_results(doc: dict, results: list[str]) -> dict[str, int]:
+    """Exact match of the first number the model said with the hidden key."""
+    return {"exact_match": int(passkey.answer(results[0]) == str(doc["key"]))}
 
 
 def math_doc_to_text(doc: dict) -> str:
