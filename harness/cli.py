@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Quantize, serve and benchmark LLMs from one YAML config."
 )
-out = Console()
+# off a terminal (a pipe, a CI log) rich would squeeze tables to 80 columns
+out = Console() if Console().is_terminal else Console(width=200)
 err = Console(stderr=True)
 
 

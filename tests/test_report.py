@@ -164,7 +164,7 @@ def test_quality_plot_has_serving_cells_only_and_the_pareto_front(built: report.
 
 def test_markdown_table_names_every_cell(built: report.ReportFiles) -> None:
     text = built.markdown.read_text(encoding="utf-8")
-    assert "| cell | format | calibration | KV | engine |" in text
+    assert "| cell | status | reason | format | calibration | KV | engine |" in text
     rows = [line for line in text.splitlines() if line.startswith("| ")]
     names = set(pd.read_parquet(FORMATS_CPU)["cell_name"]) | set(pd.read_parquet(QUALITY)["cell_name"])
     for name in names:

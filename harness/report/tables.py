@@ -35,6 +35,8 @@ TABLE_METRICS = ("pass_at_1", "math_exact_match", "gsm8k_strict_match", "perplex
 
 TABLE_HEADERS = (
     "cell",
+    "status",  # status and reason beside the cell's name: never cut off on the right of a wide table
+    "reason",
     "format",
     "calibration",
     "KV",
@@ -53,8 +55,6 @@ TABLE_HEADERS = (
     *(BY_COLUMN[c].label for c in TABLE_METRICS),
     "KLD",
     "recovery %",
-    "status",
-    "reason",
 )
 
 
@@ -67,6 +67,8 @@ def table_rows(rows: list[dict[str, Any]], shape: ModelShape | None) -> list[lis
         table.append(
             [
                 str(r["cell_name"]),
+                str(r.get("status") or ""),
+                "" if r.get("status") == "ok" or is_missing(r.get("reason")) else str(r["reason"]),
                 str(r.get("format_id") or r.get("format") or ""),
                 "" if is_missing(r.get("calibration_name")) else str(r["calibration_name"]),
                 str(r.get("kv_cache_dtype") or ""),
@@ -85,8 +87,6 @@ def table_rows(rows: list[dict[str, Any]], shape: ModelShape | None) -> list[lis
                 *(metric_text(r, c) for c in TABLE_METRICS),
                 fmt_value(r.get("kld_mean"), ".4f"),
                 recovery_text(r),
-                str(r.get("status") or ""),
-                "" if r.get("status") == "ok" or is_missing(r.get("reason")) else str(r["reason"]),
             ]
         )
     return table
