@@ -92,17 +92,28 @@ CPU_PEAK_VERSION = 2
 
 @dataclass(frozen=True)
 class Peak:
-    """What one device can do at best: memory bandwidth and dense matmul FLOP/s."""
+    """What one device can do at best: memory bandwidth and dense matmul FLOP/s (BF16, and where
+    known the faster low-precision tensor-core peaks: FP8, INT8, FP4)."""
 
     bandwidth_bytes_s: float
-    flops: float
+    flops: float  # dense BF16
     source: str  # where the figures come from, written into each row
+    low_precision_flops: tuple[tuple[str, float], ...] = ()  # (precision, dense FLOP/s)
 
     def times(self, n: int) -> "Peak":
         """The aggregate of n such devices (tensor parallelism over n GPUs, communication ignored)."""
         if n == 1:
             return self
-        return Peak(self.bandwidth_bytes_s * n, self.flops * n, f"{n} x {self.source}")
+        low = tuple((name, flops * n) for name, flops in self.low_precision_flops)
+        return Peak(self.bandwidth_bytes_s * n, self.flops * n, f"{n} x {self.source}", low)
+
+    def flops_for(self, precision: str) -> tuple[float, str]:
+        """The compute peak of matmuls in `precision` (bf16, fp8, int8, fp4), and which peak that is:
+        BF16's where the device has no faster one known (a CPU: only BF16/FP32 is measured)."""
+        known = dict(self.low_precision_flops)
+        if precision in known:
+            return known[precision], precision
+        return self.flops, "bf16"
 
 
 def gpu_spec(hw: Hardware) -> Gpu:
@@ -127,11 +138,19 @@ def peak_for(
     """
     if hw.device == "cuda":
         gpu = gpu_spec(hw)
+        low: list[tuple[str, float]] = []
+        if gpu.fp8_flops:
+            low.append(("fp8", gpu.fp8_flops))
+        if "int8" in gpu.native:  # INT8 tensor cores run at the FP8 rate (Ada, Hopper), 2x BF16 before (Ampere)
+            low.append(("int8", gpu.fp8_flops or 2 * gpu.bf16_flops))
+        if gpu.fp4_flops:
+            low.append(("fp4", gpu.fp4_flops))
         return Peak(
             gpu.bandwidth_bytes_s,
             gpu.bf16_flops,
             f"{gpu.name} datasheet: {gpu.bandwidth_bytes_s / 1e12:g} TB/s, {gpu.bf16_flops / 1e12:g} dense BF16 "
             f"TFLOP/s ({gpu.source})",
+            tuple(low),
         )
     return cpu_peak(hw, cache_dir, remeasure, say)
 

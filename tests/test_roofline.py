@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -75,9 +76,14 @@ def test_formula_memory_and_compute_bound():
     assert slow_flops.bound == "compute" and slow_flops.tok_s == pytest.approx(1e9 / flops)  # 4,729 tok/s
 
     cell = roofline.cell_roofline(shape, "bf16", "auto", 4, 96, 8, Peak(1e9, 1e12, "test"))
-    assert cell == fast_flops
+    assert dataclasses.replace(cell, end_to_end_tok_s=None) == fast_flops  # decode: the formula above
+    # with prefill: 4 prompts of 96 tokens (at most one read of the weights, or their FLOPs), then 7 decode steps
+    prefill = max(w / 1e9, 4 * 96 * (2 * (LINEAR + TABLE) + 2 * 2 * 64 * 96) / 1e12)
+    assert cell.end_to_end_tok_s == pytest.approx(4 * 8 / (prefill + 7 * 4 / memory_bound))
+    assert cell.fraction(cell.end_to_end_tok_s) == pytest.approx(1.0)
     row = cell.as_row()
     assert row["roofline_bound"] == "memory" and row["roofline_source"] == "test"
+    assert row["roofline_tok_s"] == cell.end_to_end_tok_s and row["roofline_decode_tok_s"] == cell.tok_s
 
 
 def test_cell_roofline_kv_dtype_and_gguf():
@@ -109,6 +115,34 @@ def test_llama_70b_on_h100_worked_example():
     assert r.bound == "memory"
     two = roofline.cell_roofline(load_shape("llama-3.1-70b"), "bf16", "auto", 128, 1024, 2048, peak.times(2))
     assert two.tok_s == pytest.approx(2 * r.tok_s)
+
+
+def test_the_compute_peak_is_the_formats_own():
+    """FP8 and INT8 matmuls run at twice BF16's rate on Hopper, FP4 only has a faster peak on
+    Blackwell; a weight-only format computes in BF16; a CPU has only its measured peak."""
+    h100 = hardware.peak_for(Hardware("cuda", "NVIDIA H100 80GB HBM3", 1, 0, "9.0", None, ()), None)
+    shape = load_shape("llama-3.1-8b")
+    bf16 = roofline.cell_roofline(shape, "bf16", "auto", 256, 1024, 128, h100)
+    fp8 = roofline.cell_roofline(shape, "fp8-dynamic", "auto", 256, 1024, 128, h100)
+    int8 = roofline.cell_roofline(shape, "w8a8-int8", "auto", 256, 1024, 128, h100)
+    w4 = roofline.cell_roofline(shape, "w4a16-gptq", "auto", 256, 1024, 128, h100)
+    assert (fp8.compute_precision, int8.compute_precision, w4.compute_precision) == ("fp8", "int8", "bf16")
+    assert fp8.compute_tok_s / bf16.compute_tok_s == pytest.approx(1979e12 / 989.5e12, rel=0.01)
+    assert int8.compute_flops == fp8.compute_flops and w4.compute_flops == bf16.compute_flops
+    nvfp4 = roofline.cell_roofline(shape, "nvfp4", "auto", 256, 1024, 128, h100)
+    assert nvfp4.compute_precision == "bf16"  # Hopper has no FP4 tensor cores
+    cpu = roofline.cell_roofline(shape, "fp8-dynamic", "auto", 4, 64, 64, Peak(1e11, 1e12, "cpu"))
+    assert cpu.compute_precision == "bf16" and cpu.compute_flops == 1e12
+
+
+def test_a_perfect_engine_can_reach_the_ceiling_it_is_compared_with():
+    """At 1,024 -> 128 on an H100 the decode-only ceiling counted prefill time against the engine:
+    a perfect one scored at most about a third of it. With prefill in the ceiling, the time a
+    perfect engine needs (prefill at the compute peak, decode at the bound) scores 1.0."""
+    h100 = hardware.peak_for(Hardware("cuda", "NVIDIA H100 80GB HBM3", 1, 0, "9.0", None, ()), None)
+    r = roofline.cell_roofline(load_shape("llama-3.1-8b"), "bf16", "auto", 64, 1024, 128, h100)
+    assert r.end_to_end_tok_s is not None and r.end_to_end_tok_s < 0.7 * r.tok_s
+    assert r.fraction(r.end_to_end_tok_s) == pytest.approx(1.0)
 
 
 def test_gpu_peaks_from_the_datasheet_table():

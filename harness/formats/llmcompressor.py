@@ -150,6 +150,7 @@ def _weight_args(bits: int, group_size: int, actorder: str | None = None, symmet
 
 class Fp8Dynamic(_LlmCompressorFormat[LlmCompressorParams]):
     name = "fp8-dynamic"
+    compute_precision = "fp8"
     summary = "FP8 W8A8: per-channel FP8 weights, dynamic per-token FP8 activations (no calibration data)"
     params_model = LlmCompressorParams
     weight_bits = 8
@@ -216,6 +217,7 @@ class W4A16Gptq(_GroupedInt4[GroupedParams]):
 
 class W8A8Int8(_LlmCompressorFormat[W8A8Params]):
     name = "w8a8-int8"
+    compute_precision = "int8"
     summary = "INT8 W8A8: SmoothQuant then GPTQ, per-channel weights, dynamic per-token activations"
     params_model = W8A8Params
     weight_bits = 8
@@ -273,6 +275,7 @@ class W4A16Awq(_GroupedInt4[AwqParams]):
 
 class Fp8Static(_LlmCompressorFormat[LlmCompressorParams]):
     name = "fp8-static"
+    compute_precision = "fp8"
     summary = "FP8 W8A8: per-channel FP8 weights, static per-tensor FP8 activation scales from calibration"
     params_model = LlmCompressorParams
     weight_bits = 8
@@ -346,6 +349,7 @@ class _Fp4(_LlmCompressorFormat[FP], Generic[FP]):
 
 class Nvfp4(_Fp4[Fp4Params]):
     name = "nvfp4"
+    compute_precision = "fp4"
     summary = "NVFP4 W4A4: FP4 (E2M1) weights and activations, FP8 scales per 16 values + a global scale"
     params_model = Fp4Params
     scheme = "NVFP4"
@@ -372,6 +376,7 @@ class Nvfp4A16(_Fp4[LlmCompressorParams]):
 
 class Mxfp4(_Fp4[Fp4Params]):
     name = "mxfp4"
+    compute_precision = "fp4"
     summary = "MXFP4 W4A4 (OCP microscaling): FP4 weights and dynamic FP4 activations, E8M0 scale per 32 values"
     params_model = Fp4Params
     scheme = "MXFP4"

@@ -99,7 +99,12 @@ def roofline_columns(
         limit = roofline.cell_roofline(shape, params, kv_dtype, batch, input_len, output_len, peak)
     except HarnessError as exc:
         return {**columns, "roofline_note": f"no roofline: {exc}"}
-    columns.update(roofline_tok_s=limit.tok_s, roofline_bound=limit.bound)
+    columns.update(
+        roofline_tok_s=limit.ceiling,
+        roofline_decode_tok_s=limit.tok_s,
+        roofline_compute_precision=limit.compute_precision,
+        roofline_bound=limit.bound,
+    )
     if measured_tok_s is None:
         columns["roofline_note"] = "no throughput was measured"
     else:

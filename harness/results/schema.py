@@ -119,7 +119,9 @@ SCHEMA = pa.schema(
         ("planned_context", pa.int32()),
         ("planned_note", pa.string()),  # why there is no plan (e.g. an architecture the planner does not know)
         # roofline: tok/s_max = min(B*BW / (W + B*L*KV_per_token), FLOPs / (2N + 4*layers*d*L))
-        ("roofline_tok_s", pa.float64()),
+        ("roofline_tok_s", pa.float64()),  # the ceiling with prefill: what output_tok_s is compared with
+        ("roofline_decode_tok_s", pa.float64()),  # decode alone
+        ("roofline_compute_precision", pa.string()),  # the compute peak used: bf16, fp8, int8, fp4
         ("roofline_fraction", pa.float64()),  # output_tok_s / roofline_tok_s
         ("roofline_bound", pa.string()),  # "memory" or "compute"
         ("roofline_note", pa.string()),  # the reason a row has no roofline fraction
