@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +20,22 @@ SCHEMA_VERSION = 2
 def _hash(payload: Any) -> str:
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def content_identity(source: str) -> str | None:
+    """For a local file or glob: "content:<sha256>" over its matches' contents in order (their
+    paths resolved, so ./calib.txt and its absolute path are the same source, and an edited file
+    is a new one). None for builtin:, hf: and other non-file sources."""
+    if source.startswith(("builtin:", "hf:")):
+        return None
+    matches = sorted({str(Path(m).resolve()) for m in glob.glob(str(Path(source).expanduser()), recursive=True)})
+    files = [Path(m) for m in matches if Path(m).is_file()]
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return f"content:{digest.hexdigest()[:32]}"
 
 
 @dataclass(frozen=True)
@@ -42,6 +60,7 @@ class Cell:
         calib = None
         if self.calibration is not None:
             calib = self.calibration.model_dump(exclude={"name", "domain"})
+            calib["source"] = content_identity(self.calibration.source) or self.calibration.source
         return _hash(
             {
                 "schema": SCHEMA_VERSION,
@@ -67,9 +86,10 @@ class Cell:
                 evals["passkey"] = passkey.model_dump()
             payload["evals"] = evals
         if self.serving is not None:
-            payload["serving"] = self.serving.model_dump(
-                exclude={"startup_timeout_s", "request_timeout_s", "port", "formats"}
-            )
+            serving = self.serving.model_dump(exclude={"startup_timeout_s", "request_timeout_s", "port", "formats"})
+            if self.serving.prompts_file is not None:
+                serving["prompts_file"] = content_identity(self.serving.prompts_file) or self.serving.prompts_file
+            payload["serving"] = serving
         return _hash(payload)
 
 

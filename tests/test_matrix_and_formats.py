@@ -170,3 +170,39 @@ def test_unsupported_comes_from_the_exception_not_from_warnings() -> None:
     )
     reason = vllm.unsupported_reason("RuntimeError: Engine core initialization failed. See root cause above.", wrapped)
     assert reason == "ValueError: Failed to find a kernel for W4A16"
+
+
+LOCAL_CALIBRATION = """name: local
+model: {source: builtin:smollm2-135m}
+formats: [{name: w4a16-gptq, group_size: 64}]
+calibration: [{name: mine, source: SOURCE, samples: 4, seq_len: 32}]
+"""
+
+
+def test_a_local_calibration_file_is_keyed_by_its_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An edited calibration file is new data: its cells and artifact re-key (they were reused
+    silently); the same file named ./calib.txt or by its absolute path is one source."""
+    data = tmp_path / "calib.txt"
+    data.write_text("def add(a, b):\n    return a + b\n" * 50)
+    monkeypatch.chdir(tmp_path)
+
+    def artifact(source: str) -> str:
+        (cell,) = matrix.expand(load(tmp_path, LOCAL_CALIBRATION.replace("SOURCE", source)))
+        return cell.artifact_key("m", {})
+
+    relative, absolute = artifact("./calib.txt"), artifact(str(data))
+    assert relative == absolute
+    data.write_text("def sub(a, b):\n    return a - b\n" * 50)
+    assert artifact("./calib.txt") != relative
+    assert matrix.content_identity("builtin:code") is None  # builtins are versioned with the harness
+
+
+def test_a_prompts_file_is_keyed_by_its_content(tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("one\ntwo\n")
+    text = "name: p\nmodel: {source: builtin:smollm2-135m}\nformats: [bf16]\n"
+    text += f"serving: {{concurrency: [1], prompts_file: {prompts}}}\n"
+    (cell,) = matrix.expand(load(tmp_path, text))
+    before = cell.key("m", {}, "v")
+    prompts.write_text("one\nthree\n")
+    assert cell.key("m", {}, "v") != before
