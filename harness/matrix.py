@@ -5,8 +5,8 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from harness import formats
