@@ -77,7 +77,17 @@ class _Row:
         self.columns.update(result if isinstance(result, dict) else result.columns())
 
     def finish(self, status: str, reason: str | None = None, stage: str | None = None) -> dict[str, Any]:
+        loads = {
+            name: float(self.columns[column])
+            for name, column in LOADS.items()
+            if isinstance(self.columns.get(column), (int, float))
+        }
+        self.columns["engine_loads"] = json.dumps(loads) if loads else None
         return finish(self.columns, self.started, status, reason, stage)
+
+
+#: the engine loads of a cell, by stage, and the column holding each one's seconds
+LOADS = {"offline": "load_s", "server": "serving_startup_s", "evaluate": "eval_load_s"}
 
 
 def run_cell(

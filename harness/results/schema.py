@@ -166,6 +166,8 @@ SCHEMA = pa.schema(
         ("lm_eval_version", pa.string()),
         ("eval_note", pa.string()),  # e.g. why HumanEval was skipped
         ("eval_s", pa.float64()),
+        ("eval_load_s", pa.float64()),  # loading the engine for lm-eval
+        ("engine_loads", pa.string()),  # JSON {offline, server, evaluate: seconds}: each time the cell loaded its model
         # environment
         ("harness_git_sha", pa.string()),
         ("harness_version", pa.string()),

@@ -57,6 +57,8 @@ def test_every_cell_has_quality_figures(quality: dict) -> None:
         assert json.loads(row["eval_samples"]) == {"harness_humaneval": 3, "harness_math500": 3, "harness_prose_ppl": 3}
         assert row["kld_positions"] == 2 * 127
         assert json.loads(row["eval_settings"])["temperature"] == 0.0
+        loads = json.loads(row["engine_loads"])  # the model loaded twice: offline throughput, then lm-eval
+        assert set(loads) == {"offline", "evaluate"} and all(s > 0 for s in loads.values()), name
 
 
 def test_kld_and_recovery_against_the_baseline(quality: dict) -> None:

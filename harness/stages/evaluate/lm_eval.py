@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -87,6 +88,7 @@ class EvalOutcome:
     samples: dict[str, int]
     top_ids: np.ndarray | None  # (positions, k) this cell's top-k token ids on the KLD windows
     top_logprobs: np.ndarray | None  # (positions, k)
+    load_s: float = 0.0  # building the engine's lm-eval model (loading the artifact)
 
 
 def per_item(samples: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -115,7 +117,9 @@ def run(request: EvalRequest) -> EvalOutcome:
     versions: dict[str, Any] = {}
     samples: dict[str, int] = {}
     top_ids = top_logprobs = None
+    started = time.perf_counter()
     model = engine.lm_eval_model(EvalModelRequest(request.engine_request, request.batch_size, request.add_bos_token))
+    load_s = time.perf_counter() - started
     limited = [t for t in request.tasks if t not in UNLIMITED_TASKS]
     unlimited = [t for t in request.tasks if t in UNLIMITED_TASKS]
     manager = TaskManager(include_path=str(request.include_path)) if request.tasks else None
@@ -156,4 +160,5 @@ def run(request: EvalRequest) -> EvalOutcome:
         samples=samples,
         top_ids=top_ids,
         top_logprobs=top_logprobs,
+        load_s=load_s,
     )

@@ -86,6 +86,7 @@ class QualityResult:
     task_versions: dict[str, Any] = field(default_factory=dict)
     logprobs_file: str | None = None  # relative to the output directory
     passkey_by_length: dict[str, float] = field(default_factory=dict)  # prompt length → accuracy
+    load_s: float | None = None  # loading the engine for lm-eval
 
     def columns(self) -> dict[str, Any]:
         columns: dict[str, Any] = {
@@ -105,6 +106,7 @@ class QualityResult:
             "eval_task_versions": json.dumps(self.task_versions, default=str),
             "kld_logprobs": self.logprobs_file,
             "passkey_by_length": json.dumps(self.passkey_by_length) if self.passkey_by_length else None,
+            "eval_load_s": self.load_s,
         }
 
 
@@ -165,6 +167,7 @@ def measure(
         samples=value.samples,
         task_versions=value.task_versions,
         logprobs_file=logprobs_file,
+        load_s=value.load_s,
         passkey_by_length=passkey.by_length(passkey_file, value.items.get("passkey_exact_match", {}))
         if passkey_file is not None
         else {},
