@@ -421,7 +421,7 @@ def test_nightly_gates_each_night_against_the_last_passing_one(nightly) -> None:
     text = summary.read_text()
     assert (
         "# Nightly 20260101T013000Z" in text
-        and "| cell | format |" in text
+        and "| cell | status | reason | format |" in text
         and "## Gate" in text
         and "gate: passed" in text
     )

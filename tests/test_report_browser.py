@@ -188,6 +188,8 @@ MEASURE = """JSON.stringify({
   sections: document.querySelectorAll('section').length,
   tables: document.querySelectorAll('table').length,
   page: [document.documentElement.scrollWidth, document.documentElement.scrollHeight],
+  viewport: [window.innerWidth, window.innerHeight],
+  answers: [...document.querySelectorAll('.answer .ship, .answer .no-answer')].map(a => a.getBoundingClientRect().top),
 })"""
 
 
@@ -255,6 +257,12 @@ def _check_page(files: report.ReportFiles, tmp_path: Path, name: str) -> dict[st
         assert svg["marks"] > 3, f"{name}: plot {svg['label']!r} has nothing drawn in it"
         assert svg["width"] <= found["page"][0], f"{name}: plot {svg['label']!r} is wider than the page"
     assert all(h > 0 for h in found["placeholders"]), f"{name}: a placeholder is not shown"
+    # the layout a person meets: no sideways scrolling of the page (wide tables scroll in their
+    # own box), and the answer on the first screen
+    assert found["page"][0] <= found["viewport"][0], f"{name}: the page overflows sideways: {found['page']}"
+    assert found["answers"] and found["answers"][0] < found["viewport"][1], (
+        f"{name}: the answer is not on the first screen: {found['answers']} vs {found['viewport']}"
+    )
     # the screenshot is the whole page, not a blank viewport
     shot_width, shot_height = _png_size(png)
     assert shot_width >= 800 and shot_height >= 1000 and len(png) > 50_000, (shot_width, shot_height, len(png))

@@ -500,7 +500,7 @@ def test_two_runs_at_once_compute_each_cell_once(tmp_path: Path, smollm2_dir: Pa
         name: [
             i
             for i, (_, stderr) in enumerate(outputs)
-            if re.search(rf"^(ok|failed|unsupported) {re.escape(name)}", stderr, re.M)
+            if re.search(rf"^(?:\d\d:\d\d:\d\dZ )?(ok|failed|unsupported) {re.escape(name)}", stderr, re.M)
         ]
         for name in names
     }
