@@ -20,14 +20,14 @@ name: it-long-context
 model: {source: builtin:smollm2-135m}
 formats: [bf16]
 workload: {prompts: 2, input_len: 16, output_len: 8}
-engine: {name: vllm, max_model_len: 2304, kv_cache_dtype: [auto, fp8], cpu_kvcache_space_gib: 1}
+engine: {name: vllm, max_model_len: 1280, kv_cache_dtype: [auto, fp8], cpu_kvcache_space_gib: 1}
 evals:
   tasks: [passkey]
-  max_model_len: 2304
+  max_model_len: 1280
   kld: null
-  passkey: {lengths: [256, 1024, 2048], items: 3, seed: 0}
+  passkey: {lengths: [256, 512, 1024], items: 2, seed: 0}
 """
-LENGTHS = {"256", "1024", "2048"}
+LENGTHS = {"256", "512", "1024"}  # kept short for CI (tests/data/report/long-context.parquet went to 2048)
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +47,8 @@ def test_each_kv_dtype_has_accuracy_by_length(long_context: dict) -> None:
         by_length = json.loads(row["passkey_by_length"])
         assert set(by_length) == LENGTHS and all(0.0 <= v <= 1.0 for v in by_length.values()), name
         assert row["passkey_exact_match"] == pytest.approx(sum(by_length.values()) / 3), name
-        assert json.loads(row["eval_samples"]) == {"harness_passkey": 9}  # every document, whatever evals.limit
-    # SmolLM2 finds the key at every length with an exact KV cache (measured: 9 of 9)
+        assert json.loads(row["eval_samples"]) == {"harness_passkey": 6}  # every document, whatever evals.limit
+    # SmolLM2 finds the key at every length with an exact KV cache (measured up to 2048 tokens: 9 of 9)
     assert rows.loc["bf16/vllm/kv-auto", "passkey_exact_match"] >= 2 / 3
 
 
@@ -58,6 +58,6 @@ def test_the_fp8_kv_cell_is_compared_with_kv_auto_and_plotted(long_context: dict
     assert fp8["reference_cell_key"] == rows.loc["bf16/vllm/kv-auto", "cell_key"]
     assert not pd.isna(fp8["passkey_exact_match_recovery_pct"])
     stats = json.loads(fp8["paired_stats"])["passkey_exact_match"]
-    assert stats["items"] == 9 and stats["worse_flips"] is not None
+    assert stats["items"] == 6 and stats["worse_flips"] is not None
     files = report.build_report(long_context["work"] / "out" / "results.parquet", tmp_path)
     assert any(p.name.endswith("-long-context.svg") for p in files.plots)
