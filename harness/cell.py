@@ -148,6 +148,7 @@ def run_cell(
             cell.workload.output_len,
             logs / "engine.log",
             ctx.hw.device,
+            cell.workload.repeats,
         )
         row.add(offline)
         peak = ctx.peak.times(parallel.devices) if not isinstance(ctx.peak, str) else ctx.peak

@@ -55,6 +55,9 @@ class WorkloadSpec(StrictModel):
     input_len: int = Field(64, ge=1, le=1_000_000)
     output_len: int = Field(64, ge=1, le=1_000_000)
     seed: int = Field(0, ge=0)
+    repeats: int = Field(
+        1, ge=1, le=100, description="offline throughput measured this many times on one load: a mean and its noise"
+    )
 
 
 class SloSpec(StrictModel):

@@ -76,7 +76,7 @@ class Cell:
             "artifact": self.artifact_key(model_identity, quantize_versions),
             "engine": engine_key_fields(self.engine),
             "engine_version": engine_version,
-            "workload": self.workload.model_dump(),
+            "workload": self.workload.model_dump(exclude={"repeats"} if self.workload.repeats == 1 else None),
         }
         if self.evals is not None:  # absent, not None: configs without evals keep their keys
             # settings added later enter only where they apply, so finished cells keep their keys

@@ -119,6 +119,7 @@ SCHEMA = pa.schema(
         ("planned_context", pa.int32()),
         ("planned_note", pa.string()),  # why there is no plan (e.g. an architecture the planner does not know)
         # roofline: tok/s_max = min(B*BW / (W + B*L*KV_per_token), FLOPs / (2N + 4*layers*d*L))
+        ("output_tok_s_repeats", pa.string()),  # JSON [tok/s of each repeat] (workload.repeats > 1)
         ("roofline_tok_s", pa.float64()),  # the ceiling with prefill: what output_tok_s is compared with
         ("roofline_decode_tok_s", pa.float64()),  # decode alone
         ("roofline_compute_precision", pa.string()),  # the compute peak used: bf16, fp8, int8, fp4

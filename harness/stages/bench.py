@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ class OfflineMeasurement:
     total_tok_s: float
     requests_per_s: float
     weights_bytes: int | None  # as the engine loaded them (None: it can't say)
+    repeat_tok_s: tuple[float, ...] = ()  # each repeat's output tok/s (workload.repeats > 1)
 
     def columns(self) -> dict[str, Any]:
         return {
@@ -33,6 +35,7 @@ class OfflineMeasurement:
             "output_tok_s": self.output_tok_s,
             "total_tok_s": self.total_tok_s,
             "requests_per_s": self.requests_per_s,
+            "output_tok_s_repeats": json.dumps(list(self.repeat_tok_s)) if len(self.repeat_tok_s) > 1 else None,
         }
 
 
@@ -60,13 +63,19 @@ class OfflineResult:
 
 
 def measure(
-    engine: Engine[Any], request: EngineRequest, prompts: list[list[int]], output_len: int, log_path: Path, device: str
+    engine: Engine[Any],
+    request: EngineRequest,
+    prompts: list[list[int]],
+    output_len: int,
+    log_path: Path,
+    device: str,
+    repeats: int = 1,
 ) -> OfflineResult:
     """Offline throughput of the cell's artifact, in an isolated child. Raises StageStop: the
     engine refused the format on this hardware (unsupported, in its own words) or broke (failed)."""
     outcome = run_isolated(
         offline_throughput,
-        (engine, request, prompts, output_len),
+        (engine, request, prompts, output_len, repeats),
         log_path,
         request.spec.timeout_s,
         memory_limit_bytes(request.spec.memory_limit_gib),
@@ -94,24 +103,28 @@ def measure(
 
 
 def offline_throughput(
-    engine: Engine[Any], request: EngineRequest, prompts: list[list[int]], output_len: int
+    engine: Engine[Any], request: EngineRequest, prompts: list[list[int]], output_len: int, repeats: int = 1
 ) -> OfflineMeasurement:
     """Runs inside an isolated process (harness.isolation). The prompts come from the source
-    model's tokenizer (a GGUF artifact has none of its own), the same for every cell."""
+    model's tokenizer (a GGUF artifact has none of its own), the same for every cell. With
+    repeats > 1 the same work runs that many times on the one load; the figures are their mean."""
     start = time.perf_counter()
     with engine.start(request) as session:
         load_s = time.perf_counter() - start
         session.generate(prompts[:1], 4)  # warm-up: first-call allocations are not throughput
-        result = session.generate(prompts, output_len)
+        results = [session.generate(prompts, output_len) for _ in range(repeats)]
         weights_bytes = session.weights_bytes()
+    result = results[0]
+    seconds = sum(r.seconds for r in results) / len(results)
     return OfflineMeasurement(
         load_s=load_s,
-        generate_s=result.seconds,
+        generate_s=seconds,
         prompts=result.prompts,
         input_tokens=result.input_tokens,
         output_tokens=result.output_tokens,
-        output_tok_s=result.output_tokens / result.seconds,
-        total_tok_s=(result.input_tokens + result.output_tokens) / result.seconds,
-        requests_per_s=result.prompts / result.seconds,
+        output_tok_s=sum(r.output_tokens / r.seconds for r in results) / len(results),
+        total_tok_s=(result.input_tokens + result.output_tokens) / seconds,
+        requests_per_s=result.prompts / seconds,
         weights_bytes=weights_bytes,
+        repeat_tok_s=tuple(r.output_tokens / r.seconds for r in results),
     )
