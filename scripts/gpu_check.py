@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The GPU check: what the harness measures on a lent GPU machine in one ~9-minute window
+"""The GPU check: what the harness measures on a GPU machine without internet access, in one ~9-minute window
 (docs/production.md, "GPU check"). scripts/gpu-check is the entry point; it runs this file.
 
   prepare [--dry-run] [--dest DIR]   here, where PyPI answers: download into .gpu-wheels/ the
@@ -46,8 +46,8 @@ MIB = 2**20
 
 # --- what travels ----------------------------------------------------------------------------
 
-#: The GPU machine's Python: /work/.library/device/KINDS.md, "pip list, as a session saw it":
-#: python3 there is Python 3.12.3 (/opt/torch/.venv/bin/python3). Wheels are fetched for it.
+#: The GPU machine's Python: the machines this was checked on run Python 3.12 with CUDA torch in
+#: /opt/torch/.venv (as NVIDIA's PyTorch images do). Wheels are fetched for it.
 GPU_PYTHON = "3.12"
 #: As the device README's recipe; pip matches each manylinux_2_N exactly.
 GPU_PLATFORMS = (
@@ -58,7 +58,7 @@ GPU_PLATFORMS = (
     "manylinux1_x86_64",
 )
 #: What may travel as wheels (the whole working tree, wheels included, must stay under 64 MiB).
-MAX_CARRY_BYTES = 48 * MIB
+MAX_WHEELS_BYTES = 48 * MIB
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ CARRIED: tuple[Carried, ...] = (
 )
 #: Named by requirements/ but not carried, and why.
 NOT_CARRIED: dict[str, str] = {
-    "vllm": "its wheel is far over the 64 MiB carry limit: the check uses the machine's own, if it has one",
+    "vllm": "its wheel is hundreds of MiB: the check uses the machine's own, if it has one",
     "torch": "the machine's own CUDA build",
     "transformers": "the machine has 5.17.0, the version requirements/ pins",
     "accelerate": "the machine has 1.15.0 (llm-compressor needs >= 1.15.0)",
@@ -206,8 +206,8 @@ def prepare(dest: Path, dry_run: bool) -> int:
     rows = carried_versions()
     command = download_command(rows, dest)
     print(
-        f"gpu-check --prepare: wheels for Python {GPU_PYTHON} on x86-64 Linux (the GPU machine's python3: "
-        "/work/.library/device/KINDS.md), --no-deps, into " + str(dest)
+        f"gpu-check --prepare: wheels for Python {GPU_PYTHON} on x86-64 Linux (the GPU machine's python3), "
+        "--no-deps, into " + str(dest)
     )
     for row in rows:
         print(f"  {row['name'] + '==' + row['version']:<30} {row['from']}")
@@ -244,20 +244,20 @@ def prepare(dest: Path, dry_run: bool) -> int:
     for f in files:
         print(f"  {f['bytes'] / MIB:7.2f} MiB  {f['file']}")
     print(
-        f"total {total / MIB:.2f} MiB in {len(files)} wheels (carry limit 64 MiB for the whole working tree; "
-        f"this check allows {MAX_CARRY_BYTES / MIB:.0f} MiB)"
+        f"total {total / MIB:.2f} MiB in {len(files)} wheels (they travel with the repository copy; "
+        f"this check allows {MAX_WHEELS_BYTES / MIB:.0f} MiB)"
     )
-    if total > MAX_CARRY_BYTES:
-        print("gpu-check --prepare: too big to carry", file=sys.stderr)
+    if total > MAX_WHEELS_BYTES:
+        print("gpu-check --prepare: the wheels are too big to travel with the repository", file=sys.stderr)
         return 1
     return 0
 
 
 # --- measuring (on the GPU machine) -----------------------------------------------------------
 
-#: Files that come back from $OUT: the device tool returns at most 8.
+#: Files written to $OUT: at most 8, so a runner's artifact upload stays small.
 OUT_FILES_MAX = 8
-KEEP_LOG_BYTES = 8 * MIB  # each log's tail kept in $OUT (16 MiB per file come back)
+KEEP_LOG_BYTES = 8 * MIB  # each log's tail kept in $OUT
 
 
 @dataclass(frozen=True)
@@ -833,7 +833,11 @@ def measure(args: argparse.Namespace) -> int:
         timeout = step_timeout("vllm bf16", report.remaining(), gptq_min)
         _timed(report, "vllm bf16", timeout, serve)
     else:
-        why = "--no-vllm" if args.no_vllm else "vllm is not installed on this machine (its wheel is too big to carry)"
+        why = (
+            "--no-vllm"
+            if args.no_vllm
+            else "vllm is not installed on this machine (its wheel is too big to travel with the repository)"
+        )
         report.step("vllm bf16", status="skipped", reason=why)
         report.say(f"vllm bf16: skipped: {why}; the bf16 weights are loaded by transformers instead")
         # the weights on the GPU all the same: torch's allocator after a transformers load, against the plan
@@ -864,7 +868,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="scripts/gpu_check.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    prep = sub.add_parser("prepare", help="download the wheels to carry (here)")
+    prep = sub.add_parser("prepare", help="download the wheels the GPU machine lacks (here)")
     prep.add_argument("--dry-run", action="store_true", help="print what would be downloaded, download nothing")
     prep.add_argument("--dest", type=Path, default=WHEELS, help=f"default {WHEELS.relative_to(ROOT)}/")
     meas = sub.add_parser("measure", help="measure (on the GPU machine; scripts/gpu-check installs the wheels first)")
