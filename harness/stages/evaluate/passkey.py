@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from harness.config import PasskeySpec
+from harness.stages.evaluate.data import write_atomically
 
 TASK = "harness_passkey"
 HEADER = (
@@ -68,11 +67,7 @@ def data_file(data_dir: Path, tokenizer_dir: Path, spec: PasskeySpec) -> Path:
     if target.is_file():
         return target
     docs = documents(AutoTokenizer.from_pretrained(tokenizer_dir), spec)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".passkey.", dir=target.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(doc) + "\n" for doc in docs)
-    os.replace(tmp, target)
+    write_atomically(target, "".join(json.dumps(doc) + "\n" for doc in docs))
     return target
 
 
