@@ -198,9 +198,12 @@ def parameter_count(model_dir: Path) -> int:
 SYNTHETIC_PREFIX = "synthetic:"
 SYNTHETIC_SEED = 0
 #: Bump when build_synthetic changes what it writes: a new identity, a new cache entry.
-SYNTHETIC_VERSION = 1
+SYNTHETIC_VERSION = 2
 #: safetensors shard size of a synthetic checkpoint (also the most it holds in memory at once)
 SYNTHETIC_SHARD_BYTES = 4 * 2**30
+#: elements per independently seeded block of a random tensor: blocks fill in parallel threads
+#: (torch's seeded normal_ runs on one core: ~8e9 values of a 7B model took minutes)
+SYNTHETIC_BLOCK_ELEMENTS = 2**24
 
 #: What harness.memory.KNOWN_SHAPES (the dimensions) leaves out of these models' config.json and a
 #: server needs: context length, RoPE, norm epsilon, dtype, architecture. From the hub's config.json.
@@ -433,8 +436,9 @@ def build_synthetic(spec: SyntheticSpec, out_dir: Path, seed: int) -> dict[str, 
 
     Dense models whose checkpoint layout is the module layout (transformers has no conversion
     mapping for the model type: Llama, Qwen2/3, Mistral, Gemma...) are written tensor by tensor
-    from the meta-device model, one shard in memory at a time; each tensor's values come from
-    its own generator seeded by (seed, name), so the result does not depend on the order.
+    from the meta-device model, one shard in memory at a time, its values drawn in parallel
+    blocks, each from its own generator seeded by (seed, name, block): the result does not
+    depend on the order or the machine's core count.
     Others (MoE models whose experts transformers fuses) are built whole with from_config under
     torch.manual_seed(seed) and written by save_pretrained: that needs the model's size in RAM.
     Init: Linear and Embedding weights N(0, initializer_range), 1-D weights (norms) 1, biases 0.
@@ -488,6 +492,9 @@ def build_synthetic(spec: SyntheticSpec, out_dir: Path, seed: int) -> dict[str, 
 
 
 def _write_random_safetensors(meta: Any, out_dir: Path, seed: int, std: float, dtype: Any) -> list[str]:
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
     import torch
     from safetensors.torch import save_file
 
@@ -509,26 +516,47 @@ def _write_random_safetensors(meta: Any, out_dir: Path, seed: int, std: float, d
         else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
     )
     weight_map: dict[str, str] = {}
-    for filename, shard in zip(names, shards):
-        values = {}
-        for name, t in shard:
-            leaf = name.rsplit(".", 1)[-1]
-            out = torch.empty(t.shape, dtype=t.dtype)
-            if leaf == "bias" or not out.dtype.is_floating_point:
-                out.zero_()
-            elif out.dim() == 1:
-                out.fill_(1.0)
-            else:
-                out.normal_(0.0, std, generator=_seeded_generator(seed, name))
-            values[name] = out
-            weight_map[name] = filename
-        save_file(values, str(out_dir / filename), metadata={"format": "pt"})
-        del values
+    workers = max(1, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        for number, (filename, shard) in enumerate(zip(names, shards), 1):
+            started = time.monotonic()
+            values = {name: torch.empty(t.shape, dtype=t.dtype) for name, t in shard}
+            fills = [block for name, out in values.items() for block in _random_fill_blocks(name, out, seed, std)]
+            list(pool.map(lambda fill: fill(), fills))
+            filled = time.monotonic()
+            for name in values:
+                weight_map[name] = filename
+            save_file(values, str(out_dir / filename), metadata={"format": "pt"})
+            shard_bytes = sum(v.numel() * v.element_size() for v in values.values())
+            del values
+            print(
+                f"synthetic: shard {number}/{len(names)} {shard_bytes / 2**30:.2f} GiB: "
+                f"random values {filled - started:.1f} s ({workers} threads), "
+                f"written {time.monotonic() - filled:.1f} s",
+                flush=True,
+            )
     if len(names) > 1:
         total = sum(t.numel() * t.element_size() for _, t in tensors)
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
         (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
     return names
+
+
+def _random_fill_blocks(name: str, out: Any, seed: int, std: float) -> list[Callable[[], Any]]:
+    """The work that gives one tensor its values: biases and integer buffers 0, 1-D weights
+    (norms) 1, the rest N(0, std) in blocks of SYNTHETIC_BLOCK_ELEMENTS, block i drawn from the
+    generator of (seed, name, i): the values depend on neither the order nor the thread count."""
+    leaf = name.rsplit(".", 1)[-1]
+    if leaf == "bias" or not out.dtype.is_floating_point:
+        return [out.zero_]
+    if out.dim() == 1:
+        return [partial(out.fill_, 1.0)]
+    flat = out.view(-1)
+    step = SYNTHETIC_BLOCK_ELEMENTS
+    return [
+        partial(flat[start : start + step].normal_, 0.0, std, generator=_seeded_generator(seed, f"{name}#{i}"))
+        for i, start in enumerate(range(0, flat.numel(), step))
+    ]
 
 
 def _write_tokenizer(spec: SyntheticSpec, out_dir: Path) -> tuple[int, int, int] | None:
