@@ -1,7 +1,9 @@
 """llama.cpp's own tools, as the harness gets them: the llama-cpp-python package (built from
 source by scripts/setup: the PyPI release ships only an sdist) gives the bindings and
 `llama_model_quantize`; the HF → GGUF converter is `convert_hf_to_gguf.py` from the same
-sdist's vendored llama.cpp, unpacked by scripts/setup into the harness's tools directory.
+sdist's vendored llama.cpp, unpacked by scripts/setup into the harness's tools directory, and
+the programs the bindings lack (`llama-imatrix`; `llama-quantize`, the one that takes an
+importance matrix) are built by scripts/setup from that same llama.cpp into its `bin/`.
 """
 
 from __future__ import annotations
@@ -45,6 +47,69 @@ def converter() -> Path:
     return script
 
 
+def program(name: str) -> Path:
+    """A llama.cpp program scripts/setup built into the tools directory's bin/."""
+    path = tools_dir() / "bin" / name
+    if not os.access(path, os.X_OK):
+        raise HarnessError(f"llama.cpp's {name} is not in {path.parent}; run: HARNESS_GGUF=1 ./scripts/setup")
+    return path
+
+
+def run_program(argv: list[str], log: Path, timeout_s: float = 3600) -> None:
+    """Run one llama.cpp program, its output appended to log; a RuntimeError with its last line."""
+    with log.open("a") as sink:
+        sink.write(f"$ {' '.join(argv)}\n")
+        sink.flush()
+        done = subprocess.run(
+            argv, stdout=sink, stderr=subprocess.STDOUT, timeout=timeout_s, preexec_fn=dies_with_this_process()
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"{Path(argv[0]).name} failed (exit {done.returncode}){_last_line(log)}; see {log}")
+
+
+def _last_line(log: Path) -> str:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()] if log.is_file() else []
+    return f": {lines[-1].strip()[:500]}" if lines else ""
+
+
+def importance_matrix(model: Path, text: Path, out_file: Path, ctx: int, chunks: int, threads: int, log: Path) -> None:
+    """llama-imatrix over text in chunks of ctx tokens: the mean squared activation entering
+    each weight matrix, the importance llama-quantize weighs its rounding error by."""
+    run_program(
+        [
+            str(program("llama-imatrix")),
+            *("-m", str(model), "-f", str(text), "-o", str(out_file)),
+            *("-c", str(ctx), "--chunks", str(chunks), "-t", str(threads), "-b", str(ctx)),
+            "--no-ppl",
+            "--no-escape",  # the text as it is: code's literal "\\n" stays two characters
+        ],
+        log,
+    )
+    if not out_file.is_file():
+        raise RuntimeError(f"llama-imatrix wrote no {out_file.name}{_last_line(log)}; see {log}")
+
+
+def quantize_with_imatrix(
+    in_file: Path, out_file: Path, quant_type: str, imatrix: Path, threads: int, log: Path
+) -> None:
+    """llama-quantize --imatrix (the bindings' llama_model_quantize takes the matrix only as a
+    C++ map, which Python cannot build)."""
+    run_program(
+        [
+            str(program("llama-quantize")),
+            "--imatrix",
+            str(imatrix),
+            str(in_file),
+            str(out_file),
+            quant_type,
+            str(threads),
+        ],
+        log,
+    )
+    if not out_file.is_file():
+        raise RuntimeError(f"llama-quantize wrote no {out_file.name}{_last_line(log)}; see {log}")
+
+
 def convert_hf_to_gguf(model_dir: Path, out_file: Path, outtype: str, log: Path) -> None:
     """Run llama.cpp's converter with its own gguf-py (newer than PyPI's gguf)."""
     env = {
@@ -62,11 +127,8 @@ def convert_hf_to_gguf(model_dir: Path, out_file: Path, outtype: str, log: Path)
             preexec_fn=dies_with_this_process(),
         )
     if done.returncode != 0 or not out_file.is_file():
-        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()] if log.is_file() else []
-        last = (
-            f": {lines[-1].strip()[:500]}" if lines else ""
-        )  # its own error (the log may go with a staging directory)
-        raise RuntimeError(f"convert_hf_to_gguf.py failed (exit {done.returncode}){last}; see {log}")
+        # its own error in the message: the log may go with a staging directory
+        raise RuntimeError(f"convert_hf_to_gguf.py failed (exit {done.returncode}){_last_line(log)}; see {log}")
 
 
 def quantize(in_file: Path, out_file: Path, ftype: int, threads: int) -> None:

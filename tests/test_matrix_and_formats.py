@@ -134,6 +134,35 @@ def test_gguf_types_are_registered_by_name() -> None:
         assert fmt.serving_engines() == ("llamacpp",) and fmt.weight_bits == bits
 
 
+GGUF_CONFIG = """
+name: g
+model: {source: builtin:smollm2-135m}
+formats: [gguf-bf16, gguf-q4_k_m, {name: gguf-q4_k_m, imatrix: true, label: q4km-imatrix}]
+calibration:
+  - {name: code, source: builtin:code}
+  - {name: prose, source: builtin:prose}
+engine: {name: llamacpp}
+"""
+
+
+def test_gguf_with_an_importance_matrix_joins_the_calibration_axis(tmp_path: Path) -> None:
+    cells = {c.name: c for c in matrix.expand(load(tmp_path, GGUF_CONFIG))}
+    assert list(cells) == [
+        "gguf-bf16/llamacpp/kv-auto",
+        "gguf-q4_k_m/llamacpp/kv-auto",  # without a matrix: data-free, one cell
+        "q4km-imatrix/code/llamacpp/kv-auto",
+        "q4km-imatrix/prose/llamacpp/kv-auto",
+    ]
+    keys = {c.artifact_key("m", {}) for c in cells.values()}
+    assert len(keys) == 4  # one artifact per calibration set, none shared with the plain type
+
+
+def test_an_unquantized_gguf_takes_no_importance_matrix(tmp_path: Path) -> None:
+    text = GGUF_CONFIG.replace("formats: [gguf-bf16,", "formats: [{name: gguf-bf16, imatrix: true},")
+    with pytest.raises(HarnessError, match=r"formats\[0\]\.imatrix: unknown key"):
+        load(tmp_path, text)
+
+
 def test_prequantized_needs_a_quantized_checkpoint(tmp_path: Path) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()

@@ -4,11 +4,13 @@ served by llama.cpp: the CPU/edge formats."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field
 
 from harness import llamacpp_tools
+from harness.errors import HarnessError
 from harness.formats.base import Format, QuantizeRequest
 from harness.formats.layout import GgufLayout
 from harness.params import FormatParams
@@ -33,6 +35,7 @@ GGUF_TYPES: tuple[str, ...] = (
     "BF16",
 )
 GGUF_FILE = "model.gguf"
+IMATRIX_FILE = "imatrix.gguf"  # kept beside the model: the evidence of which data it protected
 
 
 class GgufParams(FormatParams):
@@ -41,10 +44,18 @@ class GgufParams(FormatParams):
     )
 
 
+class GgufQuantParams(GgufParams):
+    imatrix: bool = Field(
+        False,
+        description="weigh the rounding by llama-imatrix's importance matrix from the cell's calibration set "
+        "(the calibration axis then applies, as for GPTQ and AWQ)",
+    )
+
+
 class Gguf(Format[GgufParams]):
     """`gguf-<type>` for each llama.cpp type: gguf-q4_k_m, gguf-q5_k_m, gguf-q8_0, ..."""
 
-    params_model = GgufParams
+    params_model: type[GgufParams] = GgufQuantParams
     activation_bits = 16
     hardware = (
         "CPU (AVX2/AVX-512/NEON), Apple Metal, CUDA through llama.cpp; "
@@ -65,6 +76,9 @@ class Gguf(Format[GgufParams]):
     def layout(self, params: FormatParams) -> GgufLayout:
         return GgufLayout(self.type)
 
+    def needs_calibration(self, params: FormatParams) -> bool:
+        return uses_imatrix(self.own(params))
+
     def quantize(self, request: QuantizeRequest) -> None:
         llamacpp_tools.require_bindings()
         params = self.own(request.params)
@@ -72,13 +86,42 @@ class Gguf(Format[GgufParams]):
         intermediate = request.out_dir / f"model-{params.intermediate}.gguf"
         llamacpp_tools.convert_hf_to_gguf(request.model_dir, intermediate, params.intermediate, log)
         target = self.quant_type(params)
+        threads = os.cpu_count() or 1
         if target.lower() == params.intermediate:
             os.replace(intermediate, request.out_dir / GGUF_FILE)
             return
-        llamacpp_tools.quantize(
-            intermediate, request.out_dir / GGUF_FILE, llamacpp_tools.ftype(target), threads=os.cpu_count() or 1
-        )
+        if uses_imatrix(params):
+            imatrix = request.out_dir / IMATRIX_FILE
+            build_importance_matrix(request, intermediate, imatrix, threads, log)
+            llamacpp_tools.quantize_with_imatrix(
+                intermediate, request.out_dir / GGUF_FILE, target, imatrix, threads, log
+            )
+        else:
+            llamacpp_tools.quantize(intermediate, request.out_dir / GGUF_FILE, llamacpp_tools.ftype(target), threads)
         intermediate.unlink()
+
+
+def uses_imatrix(params: GgufParams) -> bool:
+    return bool(getattr(params, "imatrix", False))
+
+
+def build_importance_matrix(request: QuantizeRequest, model: Path, out_file: Path, threads: int, log: Path) -> None:
+    """llama-imatrix over the cell's calibration samples: their token ids decoded back to text
+    (llama-imatrix tokenizes a text file with the GGUF's own tokenizer, the same vocabulary),
+    one chunk of seq_len tokens per sample."""
+    if not request.samples or len(request.samples) < 2:
+        raise HarnessError(
+            "calibration.samples: llama-imatrix needs at least 2 samples (2 chunks of seq_len tokens); raise samples"
+        )
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(request.model_dir)
+    text = request.out_dir / "imatrix-calibration.txt"
+    text.write_text("\n\n".join(tokenizer.decode(ids, skip_special_tokens=True) for ids in request.samples))
+    try:
+        llamacpp_tools.importance_matrix(model, text, out_file, request.seq_len, len(request.samples), threads, log)
+    finally:
+        text.unlink(missing_ok=True)
 
 
 class GgufBaseline(Gguf):
@@ -86,6 +129,7 @@ class GgufBaseline(Gguf):
     quantized types are compared with (llama.cpp's `--kl-divergence-base` is an F16 model)."""
 
     is_baseline: ClassVar[bool] = True
+    params_model = GgufParams  # not quantized: no importance matrix
 
 
 #: the GGUF types that are a llama.cpp baseline, not a quantization
