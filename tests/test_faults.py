@@ -368,7 +368,7 @@ class _HungServerEngine(Engine[VllmParams]):
     def start(self, request: EngineRequest) -> Any:
         raise NotImplementedError
 
-    def server(self, request: EngineRequest, port: int) -> ServerLaunch:
+    def server(self, request: EngineRequest, port: int, slots: int = 1) -> ServerLaunch:
         return ServerLaunch([sys.executable, str(self.script), str(port)], {}, "/health", "m", False, {})
 
     def lm_eval_model(self, request: EvalModelRequest) -> Any:

@@ -130,8 +130,9 @@ class Engine(ABC, Generic[EP]):
     def start(self, request: EngineRequest) -> AbstractContextManager[EngineSession]:
         """Load the model; the context manager always stops the engine."""
 
-    def server(self, request: EngineRequest, port: int) -> ServerLaunch:
-        """The engine's server for the online benchmark (only when has_server)."""
+    def server(self, request: EngineRequest, port: int, slots: int = 1) -> ServerLaunch:
+        """The engine's server for the online benchmark (only when has_server); slots: the most
+        requests the sweep keeps in flight (an engine with fixed decode slots sizes them to it)."""
         raise NotImplementedError(f"{self.name} has no server")
 
     @abstractmethod

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,37 +72,27 @@ class LlamaCppEngine(Engine[LlamaCppParams]):
             "sequences": "one at a time",
         }
 
-    def server(self, request: EngineRequest, port: int) -> ServerLaunch:
+    def server(self, request: EngineRequest, port: int, slots: int = 1) -> ServerLaunch:
+        """llama.cpp's own llama-server (built by scripts/setup from the bindings' sources): one
+        slot per request the sweep keeps in flight, each with the cell's context, decoded together
+        (continuous batching), as GGUF is served in production."""
         settings = self.settings(request)
         argv = [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--model",
-            settings["model_path"],
-            "--model_alias",
-            "cell",
-            "--n_ctx",
-            str(settings["n_ctx"]),
-            "--n_threads",
-            str(settings["n_threads"]),
-            "--n_batch",
-            str(settings["n_batch"]),
-            "--n_gpu_layers",
-            str(settings["n_gpu_layers"]),
-            "--seed",
-            str(settings["seed"]),
-            # its default lets a new request cut the running one short; queue them instead
-            "--interrupt_requests",
-            "False",
+            str(llamacpp_tools.program("llama-server")),
+            *("--host", "127.0.0.1", "--port", str(port)),
+            *("--model", settings["model_path"], "--alias", "cell"),
+            *("--parallel", str(slots), "--ctx-size", str(settings["n_ctx"] * slots), "--no-kv-unified"),
+            *("--threads", str(settings["n_threads"]), "--batch-size", str(settings["n_batch"])),
+            *("--n-gpu-layers", str(settings["n_gpu_layers"]), "--seed", str(settings["seed"])),
+            "--no-webui",
         ]
-        # llama.cpp has no ignore_eos: min_tokens = max_tokens masks end-of-sequence instead.
         return ServerLaunch(
-            argv=argv, env={}, health_path="/v1/models", model_name="cell", text_prompts=True, extra_body={}
+            argv=argv,
+            env={},
+            health_path="/health",
+            model_name="cell",
+            text_prompts=False,
+            extra_body={"ignore_eos": True},
         )
 
     def concurrent_sequences(self, request: EngineRequest, prompts: int) -> int:

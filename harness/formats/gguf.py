@@ -49,6 +49,7 @@ class GgufQuantParams(GgufParams):
         False,
         description="weigh the rounding by llama-imatrix's importance matrix from the cell's calibration set "
         "(the calibration axis then applies, as for GPTQ and AWQ)",
+        exclude_if=lambda on: not on,  # off: the keys of the cells before this option, unchanged
     )
 
 

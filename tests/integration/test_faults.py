@@ -325,7 +325,7 @@ class _StopServers(threading.Thread):
         while not self.done.is_set():
             for proc in self.harness.processes():
                 try:
-                    if proc.pid not in self.stopped and "llama_cpp.server" in " ".join(proc.cmdline()):
+                    if proc.pid not in self.stopped and "llama-server" in " ".join(proc.cmdline()):
                         proc.send_signal(signal.SIGSTOP)
                         self.stopped.append(proc.pid)
                 except psutil.Error:

@@ -80,15 +80,19 @@ def test_gguf_k_quant_through_llama_cpp(rows: pd.DataFrame) -> None:
 
 
 def test_gguf_served_by_llama_cpp_server_on_the_same_client(rows: pd.DataFrame) -> None:
-    """The GGUF cell under the client load the vLLM cells get: llama.cpp's OpenAI server."""
+    """The GGUF cell under the client load the vLLM cells get: llama.cpp's own llama-server,
+    one slot per request in flight, decoding them together."""
     row = rows.loc["gguf-q4_k_m/llamacpp"]
-    assert "llama_cpp.server --host 127.0.0.1" in row["serving_server"]
+    assert "llama-server --host 127.0.0.1" in row["serving_server"]
+    assert "--parallel 2 --ctx-size 128" in row["serving_server"]  # two slots of the cell's 64
     points = list(row["serving"])
     assert [p["concurrency"] for p in points] == [1, 2]
     for p in points:
         assert p["completed"] == 4 and p["failed"] == 0, p["error"]
-        assert p["output_tokens"] == 4 * 8  # min_tokens = max_tokens: every stream runs to its length
+        assert p["output_tokens"] == 4 * 8  # ignore_eos: every stream runs to its length
         assert 0 < p["ttft_p50_ms"] <= p["ttft_p99_ms"] and 0 < p["itl_p50_ms"]
+    # continuous batching: two requests decode together (llama-cpp-python's server queued them)
+    assert points[1]["output_tok_s"] > points[0]["output_tok_s"]
     assert row["engine_weights_bytes"] and row["engine_weights_bytes"] < row["artifact_bytes"]
     vllm = rows.loc["bf16/vllm"]
     assert [p["completed"] for p in vllm["serving"]] == [4, 4]

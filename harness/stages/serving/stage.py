@@ -122,7 +122,7 @@ def measure(
     """The online benchmark of the cell's artifact. Raises StageStop (failed) with what was
     measured before the server broke or a point got no answer."""
     port = spec.port or free_port()
-    launch = engine.server(request, port)
+    launch = engine.server(request, port, slots=max(spec.concurrency, default=1))
     sweep = [{"concurrency": level} for level in spec.concurrency] + [{"rate": rate} for rate in spec.request_rates]
     prompts = sweep_prompts(spec, workload, tokenizer_dir, launch.text_prompts, len(sweep))
     result = ServingResult(
