@@ -95,6 +95,65 @@ def test_a_server_without_usage_is_counted_by_chunk() -> None:
     assert (point["completed"], point["output_tokens"]) == (2, 12)
 
 
+@contextmanager
+def one_request_per_connection_server() -> Iterator[str]:
+    """Answers the first request on each connection (keep-alive, no `Connection: close`), and
+    closes the connection when a second one arrives on it, unanswered: what an HTTP server does
+    to a pooled connection it has already timed out (llama-server's library does after 5 s)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def read_request(conn: socket.socket) -> bytes:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            piece = conn.recv(65536)
+            if not piece:
+                return b""
+            data += piece
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+        )
+        while len(body) < length:
+            body += conn.recv(65536)
+        return body
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            body = read_request(conn)
+            if not body:
+                return
+            total = int(json.loads(body)["max_tokens"])
+            events = [{"choices": [{"text": "ab", "finish_reason": None}]} for _ in range(total)]
+            events.append({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": total}})
+            payload = "".join(f"data: {json.dumps(e)}\n\n" for e in events).encode() + b"data: [DONE]\n\n"
+            head = f"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {len(payload)}\r\n\r\n"
+            conn.sendall(head.encode() + payload)
+            read_request(conn)  # the next request on this connection: closed unanswered
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        listener.close()
+
+
+def test_no_request_goes_out_on_a_connection_the_server_may_have_closed() -> None:
+    """Seen with llama-server: 1 request of 96 failed with "Can not write request body" when the
+    client reused a keep-alive connection the server had closed. Every request gets its own."""
+    with one_request_per_connection_server() as url:
+        point = loadgen.run_point(loadgen.Target(url, "m", {}, timeout_s=30), requests(4, 3), SloSpec(), concurrency=1)
+    assert (point["completed"], point["failed"], point["output_tokens"]) == (4, 0, 12), point["error"]
+
+
 def test_poisson_arrivals_offer_the_nominal_rate() -> None:
     """vLLM's rule: the last request goes out at N / rate, so the offered rate is the nominal one
     (the old loop offered 0.71x at 8 req/s with 16 requests)."""
