@@ -114,6 +114,24 @@ def test_code_tasks_run_only_sandboxed_and_only_when_allowed() -> None:
     assert tasks == ["harness_prose_ppl"] and "allow_code_execution" in note
 
 
+def test_without_the_sandbox_no_code_task_runs(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # noqa: ANN001
+    """Fail closed: no bwrap, no HumanEval score (the row's eval_note says why)."""
+    from harness.config import EvalSpec
+    from harness.stages.evaluate import sandbox
+    from harness.stages.evaluate.stage import lm_eval_tasks
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    sandbox._probe.cache_clear()
+    try:
+        tasks, note = lm_eval_tasks(EvalSpec(tasks=["humaneval", "gsm8k"], allow_code_execution=True))
+    finally:
+        sandbox._probe.cache_clear()
+    assert tasks == ["gsm8k"]
+    assert note == "harness_humaneval not run: no sandbox: bwrap (bubblewrap) is not installed; install it " + (
+        "(Debian/Ubuntu: apt-get install bubblewrap)"
+    )
+
+
 @pytest.mark.parametrize(
     "gold, said",
     [

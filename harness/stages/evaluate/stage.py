@@ -17,25 +17,27 @@ from harness.engines.base import EngineRequest
 from harness.isolation import memory_limit_bytes, run_isolated
 from harness.results import logprobs as stored_logprobs
 from harness.stages.evaluate import data as eval_data
-from harness.stages.evaluate import lm_eval, passkey
+from harness.stages.evaluate import lm_eval, passkey, sandbox
 
 
 def lm_eval_tasks(spec: EvalSpec) -> tuple[list[str], str | None]:
-    """lm-eval task names, and a note when HumanEval is skipped for lack of permission."""
+    """lm-eval task names, and a note when HumanEval is skipped: no permission, or no sandbox."""
     tasks = [lm_eval.OFFLINE_TASKS.get(name, name) for name in spec.tasks]
     notes = []
     unsandboxed = [t for t in tasks if t in lm_eval.UNSANDBOXED_CODE_TASKS]
     if unsandboxed:
         tasks = [t for t in tasks if t not in unsandboxed]
         notes.append(f"{', '.join(unsandboxed)} refused: lm-eval runs its code outside harness.sandbox")
-    if not spec.allow_code_execution:
-        skipped = [t for t in tasks if t in lm_eval.CODE_TASKS]
-        if skipped:
-            tasks = [t for t in tasks if t not in skipped]
-            notes.append(
-                f"{', '.join(skipped)} skipped: it runs model-generated code; set evals.allow_code_execution: true to "
-                "run it in the sandbox"
-            )
+    code = [t for t in tasks if t in lm_eval.CODE_TASKS]
+    if code and not spec.allow_code_execution:
+        tasks = [t for t in tasks if t not in code]
+        notes.append(
+            f"{', '.join(code)} skipped: it runs model-generated code; set evals.allow_code_execution: true to "
+            "run it in the sandbox"
+        )
+    elif code and (problem := sandbox.boundary_problem()) is not None:  # fail closed: no score without the boundary
+        tasks = [t for t in tasks if t not in code]
+        notes.append(f"{', '.join(code)} not run: no sandbox: {problem}")
     return tasks, "; ".join(notes) or None
 
 
