@@ -9,7 +9,8 @@
 
 # ---- llama.cpp -------------------------------------------------------------------------------
 # PyPI's llama-cpp-python is an sdist only: its wheel is compiled here, with CUDA, on the same
-# base as the final image; only the wheel and llama.cpp's HF -> GGUF converter leave this stage.
+# base as the final image; only the wheel, llama.cpp's HF -> GGUF converter and its programs leave
+# this stage.
 FROM vllm/vllm-openai:v0.32.0 AS llama-cpp
 ARG LLAMA_CPP_PYTHON=0.3.36
 # A100, L40S/L4, H100/H200; add 100 for B200
@@ -35,6 +36,21 @@ RUN python3 -m pip download --no-cache-dir --no-deps --no-binary :all: "llama-cp
  && vendor="llama_cpp_python-${LLAMA_CPP_PYTHON}/vendor/llama.cpp" \
  && tar -xzf "/build/sdist/llama_cpp_python-${LLAMA_CPP_PYTHON}.tar.gz" -C /build/llama.cpp --strip-components=3 \
       "$vendor/convert_hf_to_gguf.py" "$vendor/conversion" "$vendor/gguf-py" "$vendor/LICENSE"
+# llama.cpp's programs from the same sources, as scripts/setup builds them (with CUDA here, for
+# any x86-64 CPU): llama-imatrix + llama-quantize (GGUF calibration), llama-server (GGUF under
+# load), llama-perplexity and llama-bench (references). No web UI (it would be fetched).
+RUN mkdir -p /build/src /build/llama.cpp/bin \
+ && tar -xzf "/build/sdist/llama_cpp_python-${LLAMA_CPP_PYTHON}.tar.gz" -C /build/src --strip-components=3 \
+      "llama_cpp_python-${LLAMA_CPP_PYTHON}/vendor/llama.cpp" \
+ && cmake -S /build/src -B /build/src/build -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=OFF \
+      -DGGML_CUDA=on -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHITECTURES}" \
+      -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON \
+      -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
+ && cmake --build /build/src/build -j "$(nproc)" \
+      --target llama-imatrix llama-quantize llama-server llama-perplexity llama-bench \
+ && cp /build/src/build/bin/llama-imatrix /build/src/build/bin/llama-quantize /build/src/build/bin/llama-server \
+      /build/src/build/bin/llama-perplexity /build/src/build/bin/llama-bench /build/llama.cpp/bin/ \
+ && rm -rf /build/src
 
 # ---- the image -------------------------------------------------------------------------------
 FROM vllm/vllm-openai:v0.32.0
@@ -69,8 +85,12 @@ RUN python3 -m pip install --no-cache-dir . \
 COPY --from=llama-cpp /build/wheels/ /tmp/wheels/
 COPY --from=llama-cpp /build/llama.cpp/ /opt/harness/llama.cpp/
 RUN python3 -m pip install --no-cache-dir --no-deps /tmp/wheels/llama_cpp_python-*.whl \
- && python3 -m pip install --no-cache-dir "diskcache>=5.6.1" "jinja2>=2.11.3" "sse-starlette>=1.6.1" "starlette-context==0.4.0" "pydantic-settings>=2.0.1" \
+ && python3 -m pip install --no-cache-dir "diskcache>=5.6.1" "jinja2>=2.11.3" \
  && rm -rf /tmp/wheels
+# bubblewrap: the sandbox HumanEval's model-written code runs in (it fails closed without it;
+# the container must allow user namespaces: docs/production.md, "Threat model")
+# hadolint ignore=DL3008
+RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap && rm -rf /var/lib/apt/lists/*
 
 COPY configs/ configs/
 COPY calib/ calib/
