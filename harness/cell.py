@@ -151,6 +151,7 @@ def run_cell(
             cell.workload.repeats,
         )
         row.add(offline)
+        row.add(bench.kernel_columns(fmt.expected_kernels(cell.format, engine.name, ctx.hw), offline.kernels))
         peak = ctx.peak.times(parallel.devices) if not isinstance(ctx.peak, str) else ctx.peak
         row.add(
             cell_plan.roofline_columns(

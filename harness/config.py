@@ -214,6 +214,11 @@ class GateSpec(StrictModel):
         "report",
         description="a cell whose paired interval straddles the floor: report it (not gated) or fail the gate",
     )
+    unexpected_kernel: Literal["report", "fail"] = Field(
+        "report",
+        description="a cell that ran on none of the kernels its format is made for (kernel_expected false): report "
+        "it or fail the gate",
+    )
 
     @field_validator("recovery_floor_pct", mode="before")
     @classmethod

@@ -12,6 +12,9 @@ A cell fails the gate when
   the floor, as llm-compressor's own accuracy CI fails a model;
 - its output tok/s dropped by more than the allowed % against the same cell in a previous run's
   table (`--baseline`), on the same model, hardware and workload.
+- it ran on none of the kernels its format is made for (`kernel_expected` false: Marlin or
+  Machete for W4A16 on a GPU, CUTLASS for FP8, the type's own ggml tensors for GGUF...) and its
+  config says `gate.unexpected_kernel: fail`; otherwise that is a note.
 A config given to the gate with no row in the results fails too, and so does a floor that no
 ok cell has a figure for (the evals did not run): a gate that judged nothing must not pass.
 `unsupported` cells are not failures (the engine refuses the format on this hardware, and says
@@ -64,7 +67,7 @@ class Failure:
 
     config_name: str
     cell_name: str
-    check: str  # "status", "verdict" (paired), "recovery" (point, no per-document outcomes), "throughput" or "rows"
+    check: str  # status, verdict (paired), recovery (point: no per-document outcomes), throughput, kernel, rows
     detail: str
     figure: float | None = None
     limit: float | None = None  # the floor (recovery %) or the largest drop allowed (throughput %)
@@ -213,6 +216,17 @@ def evaluate(
             not_gated.append(f"{config_name} {cell_name}: {status}{f' ({reason})' if reason else ''}")
             continue
 
+        if row.get("kernel_expected") is False:
+            ran = ", ".join(k.split(" for ")[0] for k in str(row.get("kernels") or "none").split("; "))
+            said = f"ran on {ran}, not on a kernel its format is made for ({row.get('kernels_expected')})"
+            if (
+                cell_config is not None
+                and cell_config.gate is not None
+                and cell_config.gate.unexpected_kernel == "fail"
+            ):
+                failures.append(Failure(config_name, cell_name, "kernel", said))
+            else:
+                notes.append(f"{config_name} {cell_name}: {said}")
         floors = cell_config.gate.floors() if cell_config is not None and cell_config.gate is not None else {}
         fail_inconclusive = (
             cell_config is not None and cell_config.gate is not None and (cell_config.gate.inconclusive == "fail")

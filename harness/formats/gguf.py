@@ -13,6 +13,7 @@ from harness import llamacpp_tools
 from harness.errors import HarnessError
 from harness.formats.base import Format, QuantizeRequest
 from harness.formats.layout import GgufLayout
+from harness.hardware import Hardware
 from harness.params import FormatParams
 
 # The llama.cpp quantization types offered as formats (llama_cpp.LLAMA_FTYPE_MOSTLY_<TYPE>).
@@ -77,6 +78,12 @@ class Gguf(Format[GgufParams]):
     def layout(self, params: FormatParams) -> GgufLayout:
         return GgufLayout(self.type)
 
+    def expected_kernels(self, params: FormatParams, engine: str, hw: Hardware) -> tuple[str, ...]:
+        """llama.cpp: the type's own ggml tensor type (Q4_K_M -> q4_K, Q8_0 -> q8_0) must be the
+        most common quantized one it loaded, not a fallback such as q5_0 for rows that are not
+        a multiple of 256."""
+        return (f"ggml {ggml_type(self.type)}",) if engine == "llamacpp" else ()
+
     def needs_calibration(self, params: FormatParams) -> bool:
         return uses_imatrix(self.own(params))
 
@@ -100,6 +107,14 @@ class Gguf(Format[GgufParams]):
         else:
             llamacpp_tools.quantize(intermediate, request.out_dir / GGUF_FILE, llamacpp_tools.ftype(target), threads)
         intermediate.unlink()
+
+
+def ggml_type(quant_type: str) -> str:
+    """The ggml tensor type a llama.cpp file type is mainly made of: Q4_K_M -> q4_K, Q8_0 -> q8_0."""
+    parts = quant_type.split("_")
+    if len(parts) > 1 and parts[1] == "K":
+        return f"{parts[0].lower()}_K"
+    return quant_type.lower()
 
 
 def uses_imatrix(params: GgufParams) -> bool:

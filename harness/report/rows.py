@@ -170,6 +170,15 @@ def kernels_text(value: Any) -> str:
     return "" if is_missing(value) else ", ".join(k.split(" for ")[0] for k in str(value).split("; "))
 
 
+def kernel_cell(row: dict[str, Any]) -> str:
+    """The kernels the cell ran on, flagged where none is one its format is made for."""
+    text = kernels_text(row.get("kernels"))
+    if row.get("kernel_expected") is False:
+        expected = " or ".join(str(row.get("kernels_expected") or "").split("; "))
+        return f"{text} [UNEXPECTED: made for {expected}]"
+    return text
+
+
 def verdict_text(row: dict[str, Any]) -> str:
     """The cell's paired verdict as the report's answer decides it (harness.results.decide.judge:
     the worst over its metrics, at DEFAULT_FLOOR_PCT; `harness gate` judges with each config's own

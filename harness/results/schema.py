@@ -77,6 +77,8 @@ SCHEMA = pa.schema(
         ("engine_settings", pa.string()),  # JSON: the arguments the engine ran with
         ("engine_env", pa.string()),  # JSON: environment variables set for the engine
         ("kernels", pa.string()),  # "; "-joined "Kernel for Layer" lines from the engine log
+        ("kernel_expected", pa.bool_()),  # ran on a kernel its format is made for (None: no expectation)
+        ("kernels_expected", pa.string()),  # "; "-joined: the kernels the format expects on this engine/device
         ("workload_prompts", pa.int32()),
         ("workload_input_len", pa.int32()),
         ("workload_output_len", pa.int32()),

@@ -62,6 +62,30 @@ class OfflineResult:
         }
 
 
+#: ggml types that are not a quantization (norms, embeddings kept wide)
+_WIDE_GGML = {"f32", "f16", "bf16"}
+
+
+def kernel_columns(expected: tuple[str, ...], kernels: list[str]) -> dict[str, Any]:
+    """Whether the cell ran on the kernels its format is made for (formats/base.py,
+    expected_kernels): every linear-kernel class vLLM logged is an expected one; for llama.cpp,
+    the most common quantized tensor type is the format's own. None: no expectation."""
+    if not expected:
+        return {"kernel_expected": None, "kernels_expected": None}
+    counts: dict[str, int] = {}
+    for line in kernels:
+        if line.startswith("ggml "):  # "ggml q4_K x16"
+            kind, _, count = line[5:].rpartition(" x")
+            if kind not in _WIDE_GGML and count.isdigit():
+                counts[f"ggml {kind}"] = int(count)
+    if counts:
+        ran = [max(counts, key=lambda kind: counts[kind])]
+    else:
+        ran = [name for name in (line.split(" for ")[0] for line in kernels) if name.endswith("Kernel")]
+    ok = bool(ran) and all(name in expected for name in ran)
+    return {"kernel_expected": ok, "kernels_expected": "; ".join(expected)}
+
+
 def measure(
     engine: Engine[Any],
     request: EngineRequest,
