@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from harness import engines, executors, formats
@@ -68,6 +68,32 @@ class SloSpec(StrictModel):
     e2el_ms: float | None = Field(None, gt=0, description="end-to-end latency")
 
 
+class CapacitySpec(StrictModel):
+    """Capacity at the SLO (harness.stages.serving.capacity): the highest Poisson rate whose p99s
+    meet these thresholds, bracketed from start_rate by doubling or halving, then bisected."""
+
+    ttft_ms_p99: float | None = Field(None, gt=0, description="p99 time to first token, ms")
+    tpot_ms_p99: float | None = Field(None, gt=0, description="p99 time per output token, ms")
+    start_rate: float = Field(1.0, gt=0, description="requests/s of the first probe")
+    max_probes: int = Field(8, ge=2, le=30, description="load points the search may run")
+    tolerance: float = Field(
+        0.1, gt=0, lt=1, description="stop when the highest miss is within this fraction of the best met rate"
+    )
+    usd_per_hour: float | None = Field(
+        None,
+        gt=0,
+        description="what the machine costs per hour (your price: cloud list prices move): gives "
+        "usd_per_million_output_tokens at capacity. Not part of any key",
+    )
+    price_source: str | None = Field(None, description="where usd_per_hour comes from, and its date")
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> CapacitySpec:
+        if self.ttft_ms_p99 is None and self.tpot_ms_p99 is None:
+            raise ValueError("set ttft_ms_p99 or tpot_ms_p99: capacity is the highest rate meeting them")
+        return self
+
+
 class ServingSpec(StrictModel):
     """The online benchmark: the cell's model behind an OpenAI-compatible server on 127.0.0.1,
     driven by a streaming client. Prompts and lengths come from `workload` unless
@@ -92,6 +118,11 @@ class ServingSpec(StrictModel):
     port: int | None = Field(None, ge=1, le=65535, description="the server's port on 127.0.0.1 (None: a free one)")
     formats: list[str] | None = Field(
         None, description="format ids (names or labels) to serve under load (None: every cell)"
+    )
+    capacity: CapacitySpec | None = Field(
+        None,
+        description="after the sweep, search the highest request rate meeting a p99 SLO (None: no search)",
+        exclude_if=lambda value: value is None,  # unset: the keys of cells from before this setting
     )
 
 

@@ -86,7 +86,15 @@ class Cell:
                 evals["passkey"] = passkey.model_dump()
             payload["evals"] = evals
         if self.serving is not None:
-            serving = self.serving.model_dump(exclude={"startup_timeout_s", "request_timeout_s", "port", "formats"})
+            serving = self.serving.model_dump(
+                exclude={
+                    "startup_timeout_s": True,
+                    "request_timeout_s": True,
+                    "port": True,
+                    "formats": True,
+                    "capacity": {"usd_per_hour", "price_source"},  # a price changes the cost, not what ran
+                }
+            )
             if self.serving.prompts_file is not None:
                 serving["prompts_file"] = content_identity(self.serving.prompts_file) or self.serving.prompts_file
             payload["serving"] = serving

@@ -157,6 +157,16 @@ def serving_notes(rows: list[dict[str, Any]]) -> list[str]:
         {str(r["serving_prompts"]) for r in rows if sweep_points(r) and not is_missing(r.get("serving_prompts"))}
     )
     notes.extend(prompt_notes)
+    for r in rows:
+        if is_missing(r.get("capacity_note")):
+            continue
+        line = f"{r['cell_name']}: capacity {r['capacity_note']}"
+        tok_s, cost = as_float(r.get("capacity_output_tok_s")), as_float(r.get("usd_per_million_output_tokens"))
+        if tok_s is not None:
+            line += f"; {tok_s:.1f} output tok/s there"
+        if cost is not None:
+            line += f"; ${cost:.3g} per million output tokens at the configured price"
+        notes.append(line)
     return notes
 
 

@@ -138,6 +138,12 @@ SCHEMA = pa.schema(
         ("serving_peak_rss_bytes", pa.int64()),  # the server's process tree during the sweep
         ("serving_peak_gpu_bytes", pa.int64()),
         ("serving_note", pa.string()),  # why a cell has no serving figures (e.g. a reference engine has no server)
+        # capacity at the SLO (serving.capacity): the highest Poisson rate whose p99s met it
+        ("capacity_rps", pa.float64()),
+        ("capacity_output_tok_s", pa.float64()),
+        ("capacity_probes", pa.string()),  # JSON: every probe's point, with meets_slo
+        ("capacity_note", pa.string()),
+        ("usd_per_million_output_tokens", pa.float64()),  # serving.capacity.usd_per_hour at capacity
         ("serving_slo", pa.string()),  # JSON {ttft_ms, tpot_ms, e2el_ms}
         ("serving_prompts", pa.string()),  # whether each sweep point had prompts of its own (prefix caching)
         # quality: what the cell measured about itself (lm-eval metrics, harness.results.metrics)

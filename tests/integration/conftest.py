@@ -26,7 +26,8 @@ calibration:
 workload: {prompts: 4, input_len: 32, output_len: 16}
 engine: {name: vllm, max_model_len: 128, timeout_s: 600}
 serving: {formats: [bf16, w8a8-int8], concurrency: [1, 4], request_rates: [4.0], requests: 8,
-          slo: {ttft_ms: 2000, tpot_ms: 200}}
+          slo: {ttft_ms: 2000, tpot_ms: 200},
+          capacity: {ttft_ms_p99: 2000, tpot_ms_p99: 200, start_rate: 2.0, max_probes: 4, usd_per_hour: 0.1}}
 """
 
 

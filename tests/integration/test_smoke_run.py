@@ -87,6 +87,28 @@ def test_serving_sweep_measured_over_loopback_http(smoke: dict) -> None:
         assert rows.loc[fmt, "serving"] is None
 
 
+def test_capacity_at_the_slo_and_its_cost(smoke: dict) -> None:
+    """The highest Poisson rate whose p99s meet the SLO, on vLLM: at most 4 probes, each with
+    prompts of its own; the cost per million output tokens at the configured price there."""
+    rows = _rows(smoke["out"])
+    sent: list[str] = []
+    for fmt in ("bf16", "w8a8-int8"):
+        row = rows.loc[fmt]
+        probes = json.loads(row["capacity_probes"])
+        assert 1 <= len(probes) <= 4 and probes[0]["request_rate"] == 2.0
+        met = [p["request_rate"] for p in probes if p["meets_slo"]]
+        assert row["capacity_note"], row["capacity_note"]
+        if row["capacity_rps"] is None:
+            assert not met and "no probed rate met" in row["capacity_note"]
+            continue
+        assert row["capacity_rps"] == max(met)
+        assert row["usd_per_million_output_tokens"] == pytest.approx(0.1 / (row["capacity_output_tok_s"] * 3600) * 1e6)
+        for p in probes:
+            assert p["completed"] == 8 or not p["meets_slo"]
+        sent.append(fmt)
+    assert sent, "neither cell met a 2 s TTFT p99 at any probed rate"
+
+
 def test_rows_carry_planned_memory_and_a_roofline(smoke: dict) -> None:
     rows = _rows(smoke["out"])
     for fmt, row in rows.iterrows():

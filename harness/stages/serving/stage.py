@@ -20,7 +20,8 @@ from harness.config import ServingSpec, WorkloadSpec
 from harness.engines.base import Engine, EngineRequest
 from harness.isolation import memory_limit_bytes
 from harness.stages.base import StageStop
-from harness.stages.serving import loadgen
+from harness.stages.serving import capacity, loadgen
+from harness.stages.serving.capacity import Capacity
 from harness.stages.serving.server import ServerError, free_port, serve
 from harness.stages.workload import make_prompts, read_prompts_file
 
@@ -38,9 +39,12 @@ class ServingResult:
     points: list[dict[str, Any]]
     peak_rss_bytes: int | None
     peak_gpu_bytes: int | None
+    capacity: Capacity | None = None
+    usd_per_hour: float | None = None
 
     def columns(self) -> dict[str, Any]:
         return {
+            **(self.capacity.columns(self.usd_per_hour) if self.capacity is not None else {}),
             "serving": self.points or None,
             "serving_server": self.server,
             "serving_slo": self.slo,
@@ -124,7 +128,8 @@ def measure(
     port = spec.port or free_port()
     launch = engine.server(request, port, slots=max(spec.concurrency, default=1))
     sweep = [{"concurrency": level} for level in spec.concurrency] + [{"rate": rate} for rate in spec.request_rates]
-    prompts = sweep_prompts(spec, workload, tokenizer_dir, launch.text_prompts, len(sweep))
+    probes = spec.capacity.max_probes if spec.capacity is not None else 0
+    prompts = sweep_prompts(spec, workload, tokenizer_dir, launch.text_prompts, len(sweep) + probes)
     result = ServingResult(
         shlex.join(launch.argv), json.dumps(spec.slo.model_dump(), sort_keys=True), prompts.note, None, [], None, None
     )
@@ -143,6 +148,13 @@ def measure(
                 points.append(loadgen.run_point(target, requests, spec.slo, seed=spec.seed, **point_args))
                 if not points[-1]["completed"]:  # a dead or hung server: the next points would only wait longer
                     break
+            if spec.capacity is not None and all(p["completed"] for p in points):
+                unused = iter(prompts.points[len(sweep) :])  # each probe its own prompts too
+                found = capacity.search(
+                    lambda rate: loadgen.run_point(target, next(unused), spec.slo, rate=rate, seed=spec.seed),
+                    spec.capacity,
+                )
+                result = replace(result, capacity=found, usd_per_hour=spec.capacity.usd_per_hour)
             result = replace(result, peak_rss_bytes=server.peak_rss_bytes, peak_gpu_bytes=server.peak_gpu_bytes)
             if server.memory_error is not None:  # killed during the sweep: its points are not the server's
                 raise ServerError(f"{server.memory_error} (the server was killed under load)")

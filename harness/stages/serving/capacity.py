@@ -1,0 +1,94 @@
+"""Capacity at the SLO: the highest Poisson request rate whose p99 latencies meet the SLO, found
+as the sweep tools of the field find it (vLLM's sweep, GuideLLM, AIPerf): bracket by doubling or
+halving from a start rate, then bisect, within a bounded number of probes. A probe meets the
+SLO when every request completed and each p99 set (TTFT, TPOT) is at or under its threshold.
+Its cost: the hourly price of the machine over the output tokens per hour it serves there."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from harness.config import CapacitySpec
+
+#: the slowest rate a search halves down to, as a fraction of the start rate
+_MIN_RATE_FRACTION = 1 / 64
+
+
+@dataclass(frozen=True)
+class Capacity:
+    rps: float | None  # the highest rate that met the SLO (None: none did)
+    output_tok_s: float | None  # output tokens/s at that rate
+    probes: list[dict[str, Any]]  # every probe's point, in the order run, with "meets_slo"
+    note: str
+
+    def columns(self, usd_per_hour: float | None) -> dict[str, Any]:
+        cost = None
+        if usd_per_hour is not None and self.output_tok_s:
+            cost = usd_per_hour / (self.output_tok_s * 3600) * 1e6
+        return {
+            "capacity_rps": self.rps,
+            "capacity_output_tok_s": self.output_tok_s,
+            "capacity_probes": json.dumps(self.probes, default=str) if self.probes else None,
+            "capacity_note": self.note,
+            "usd_per_million_output_tokens": cost,
+        }
+
+
+def meets(point: dict[str, Any], spec: CapacitySpec) -> bool:
+    if not point.get("requests") or point.get("failed") or point.get("completed") != point.get("requests"):
+        return False
+    for metric, limit in (("ttft", spec.ttft_ms_p99), ("tpot", spec.tpot_ms_p99)):
+        if limit is None:
+            continue
+        value = point.get(f"{metric}_p99_ms")
+        if value is None or value > limit:
+            return False
+    return True
+
+
+def search(probe: Callable[[float], dict[str, Any]], spec: CapacitySpec) -> Capacity:
+    """probe(rate) runs one load point at that Poisson rate and returns its summary."""
+    probes: list[dict[str, Any]] = []
+    good: tuple[float, dict[str, Any]] | None = None
+    bad: float | None = None
+
+    def run(rate: float) -> bool:
+        point = dict(probe(rate))
+        ok = meets(point, spec)
+        point["meets_slo"] = ok
+        probes.append(point)
+        return ok
+
+    rate = spec.start_rate
+    while len(probes) < spec.max_probes and (good is None or bad is None):
+        if run(rate):
+            good = (rate, probes[-1])
+            rate *= 2
+        else:
+            bad = rate
+            if rate / 2 < spec.start_rate * _MIN_RATE_FRACTION:
+                break
+            rate /= 2
+    while good is not None and bad is not None and len(probes) < spec.max_probes:
+        if (bad - good[0]) / bad <= spec.tolerance:
+            break
+        middle = (good[0] + bad) / 2
+        if run(middle):
+            good = (middle, probes[-1])
+        else:
+            bad = middle
+    thresholds = ", ".join(
+        f"{name} p99 <= {limit:g} ms"
+        for name, limit in (("TTFT", spec.ttft_ms_p99), ("TPOT", spec.tpot_ms_p99))
+        if limit is not None
+    )
+    if good is None:
+        slowest = min(p["request_rate"] for p in probes)
+        note = f"no probed rate met {thresholds} ({len(probes)} probes, down to {slowest:g}/s)"
+        return Capacity(None, None, probes, note)
+    bound = f"{bad:g}/s missed it" if bad is not None else "no probed rate missed it: a lower bound"
+    note = f"{good[0]:g} req/s met {thresholds}; {bound} ({len(probes)} probes)"
+    return Capacity(good[0], good[1].get("output_tok_s"), probes, note)

@@ -1,0 +1,103 @@
+"""Capacity at the SLO (issue 12): bracket, then bisect, within a bounded number of probes; the
+cost per million output tokens at that rate. The probes here are SYNTHETIC load points (a
+function of the rate) that test the search; tests/integration/test_smoke_run.py runs it on vLLM."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import matrix
+from harness.config import CapacitySpec, load_config
+from harness.errors import HarnessError
+from harness.stages.serving.capacity import meets, search
+
+
+def server_with_capacity(limit_rps: float, calls: list[float]) -> Any:
+    """A SYNTHETIC server: p99 TTFT 100 ms up to limit_rps, 2 s above it."""
+
+    def probe(rate: float) -> dict[str, Any]:
+        calls.append(rate)
+        ttft = 100.0 if rate <= limit_rps else 2000.0
+        return {
+            "request_rate": rate,
+            "requests": 16,
+            "completed": 16,
+            "failed": 0,
+            "ttft_p99_ms": ttft,
+            "tpot_p99_ms": 20.0,
+            "output_tok_s": 40.0 * rate,
+        }
+
+    return probe
+
+
+def test_bracket_then_bisect_to_the_tolerance() -> None:
+    calls: list[float] = []
+    found = search(server_with_capacity(3.3, calls), CapacitySpec(ttft_ms_p99=500, tolerance=0.1))
+    assert calls == [1.0, 2.0, 4.0, 3.0, 3.5, 3.25]  # doubled to a miss, then halved the gap
+    assert found.rps == 3.25 and found.output_tok_s == pytest.approx(130.0)
+    assert [p["meets_slo"] for p in found.probes] == [True, True, False, True, False, True]
+    assert "3.25 req/s met TTFT p99 <= 500 ms; 3.5/s missed it (6 probes)" == found.note
+
+
+def test_the_probe_budget_bounds_the_search() -> None:
+    calls: list[float] = []
+    found = search(server_with_capacity(3.3, calls), CapacitySpec(ttft_ms_p99=500, max_probes=4, tolerance=0.01))
+    assert len(calls) == 4 and found.rps == 3.0
+
+
+def test_a_server_that_never_meets_the_slo_has_no_capacity() -> None:
+    calls: list[float] = []
+    found = search(server_with_capacity(0.001, calls), CapacitySpec(ttft_ms_p99=500, max_probes=5))
+    assert calls == [1.0, 0.5, 0.25, 0.125, 0.0625] and found.rps is None
+    assert found.columns(2.0)["usd_per_million_output_tokens"] is None
+    assert "no probed rate met TTFT p99 <= 500 ms" in found.note
+
+
+def test_met_everywhere_is_a_lower_bound() -> None:
+    found = search(server_with_capacity(1e9, []), CapacitySpec(tpot_ms_p99=50, max_probes=3))
+    assert found.rps == 4.0 and "a lower bound" in found.note
+
+
+def test_a_failed_request_misses_the_slo() -> None:
+    point = {"requests": 16, "completed": 15, "failed": 1, "ttft_p99_ms": 1.0, "tpot_p99_ms": 1.0}
+    assert not meets(point, CapacitySpec(ttft_ms_p99=500))
+
+
+def test_cost_per_million_output_tokens_at_capacity() -> None:
+    found = search(server_with_capacity(3.3, []), CapacitySpec(ttft_ms_p99=500))
+    columns = found.columns(usd_per_hour=2.0)
+    # $2/h over 130 output tok/s x 3600 s = 468,000 tokens/h
+    assert columns["usd_per_million_output_tokens"] == pytest.approx(2.0 / 468_000 * 1e6)
+    assert len(json.loads(columns["capacity_probes"])) == 6
+
+
+CONFIG = """
+name: c
+model: {source: builtin:smollm2-135m}
+formats: [bf16]
+serving: {concurrency: [1], capacity: CAPACITY}
+"""
+
+
+def _key(tmp_path: Path, capacity: str) -> str:
+    path = tmp_path / "c.yaml"
+    path.write_text(CONFIG.replace("CAPACITY", capacity) if capacity else CONFIG.replace(", capacity: CAPACITY", ""))
+    (cell,) = matrix.expand(load_config(path))
+    return cell.key("m", {}, "v")
+
+
+def test_the_price_is_not_part_of_the_key_the_slo_is(tmp_path: Path) -> None:
+    base = _key(tmp_path, "{ttft_ms_p99: 500}")
+    assert _key(tmp_path, "{ttft_ms_p99: 500, usd_per_hour: 3.5, price_source: 'quote, 2026-12'}") == base
+    assert _key(tmp_path, "{ttft_ms_p99: 400}") != base
+    assert _key(tmp_path, "") != base
+
+
+def test_a_capacity_without_a_threshold_is_a_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(HarnessError, match=r"serving\.capacity.*set ttft_ms_p99 or tpot_ms_p99"):
+        _key(tmp_path, "{start_rate: 2}")
