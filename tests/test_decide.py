@@ -32,7 +32,7 @@ def test_the_cpu_run_names_a_format_and_why_the_others_lost() -> None:
     assert any(name.endswith("transformers cells") for name in lost)  # a reference engine: one line
 
 
-def paired_row(key: str, fmt: str, tok_s: float, right: list[int], minutes: int) -> dict[str, Any]:
+def paired_row(key: str, fmt: str, tok_s: float, right: list[int], minutes: int, **extra: Any) -> dict[str, Any]:
     outcomes = {str(i): v for i, v in enumerate(right)}
     return row(
         key,
@@ -42,6 +42,7 @@ def paired_row(key: str, fmt: str, tok_s: float, right: list[int], minutes: int)
         engine_speed_class="serving",
         eval_items=json.dumps({"pass_at_1": outcomes}),
         minutes=minutes,
+        **extra,
     )
 
 
@@ -72,3 +73,39 @@ def test_the_markdown_leads_with_the_answer_short_enough_for_a_pr_comment(tmp_pa
     lead = page[: page.index("## Regressions (threshold 5 %)")]
     assert "## The answer" in lead and len(lead) <= 40
     assert any(line.startswith("**builtin:smollm2-135m") and "ship w8a8-int8" in line for line in lead)
+
+
+def test_the_cheapest_at_the_slo_ships_and_a_fallback_kernel_does_not(tmp_path: Path) -> None:
+    """SYNTHETIC rows, every one equivalent: the fastest offline (W4A16) ran on a fallback
+    kernel; of the others, INT8 is cheaper per million tokens at capacity than bf16 though
+    FP8 is faster offline: cost at the SLO decides, as a team paying for the GPU would."""
+    same = [1] * 30 + [0] * 30
+    rows = [
+        paired_row("base", "bf16", 100.0, same, 0, usd_per_million_output_tokens=0.90, capacity_rps=2.0),
+        paired_row(
+            "w4",
+            "w4a16-gptq",
+            400.0,
+            same,
+            1,
+            kernel_expected=False,
+            kernels="ExllamaLinearKernel for CompressedTensorsWNA16",
+            kernels_expected="MacheteLinearKernel; MarlinLinearKernel",
+            usd_per_million_output_tokens=0.10,
+        ),
+        paired_row("fp8", "fp8-dynamic", 300.0, same, 2, usd_per_million_output_tokens=0.60, kernel_expected=True),
+        paired_row("int8", "w8a8-int8", 200.0, same, 3, usd_per_million_output_tokens=0.40, capacity_rps=4.5),
+    ]
+    table = write(tmp_path, rows, {}).reset_index()
+    decision = decide(table.to_dict("records"))
+    assert decision.choice is not None and decision.choice.row["cell_key"] == "int8"
+    assert decision.runner_up is not None and decision.runner_up.row["cell_key"] == "fp8"
+    assert "$0.4 per million output tokens at capacity, 4.5 req/s at its SLO" in decision.headline()
+    lost = dict(decision.lost)
+    assert lost["w4a16-gptq/vllm/kv-auto"] == (
+        "ran on a fallback kernel (ExllamaLinearKernel), not one it is made for "
+        "(MacheteLinearKernel or MarlinLinearKernel)"
+    )
+    assert lost["bf16/vllm/kv-auto"] == (
+        "dearer: $0.9 per million output tokens at capacity vs $0.4 per million output tokens at capacity"
+    )

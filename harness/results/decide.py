@@ -4,10 +4,13 @@ Among one model's cells on one machine (a report section), the candidates are th
 serving engines (a reference engine's tok/s is not a serving speed). Each gets a quality verdict
 against the floor: by its paired statistics where the compare pass has them (harness.results.paired:
 the worst verdict over its metrics), else by its point recovery (labelled so). A candidate ships
-when it is `equivalent` (or is the reference itself); of those the fastest (offline output tok/s)
-is the answer and the next the runner-up. Every other cell gets one line on why it lost:
-worse, inconclusive (with the documents that would decide it), no quality figure, unsupported or
-failed (with the engine's words), or slower.
+when it is `equivalent` (or is the reference itself) and ran on a kernel its format is made for
+(`kernel_expected` not false). Of those the best is the answer and the next the runner-up, ranked
+by what every one of them has, first found of: the cost per million output tokens at capacity
+(the SLO's; cheapest first), the output tok/s at capacity, the offline output tok/s. Every other
+cell gets one line on why it lost: worse, inconclusive (with the documents that would decide
+it), a fallback kernel, no quality figure, unsupported or failed (with the engine's words), or
+ranked lower (with both figures).
 """
 
 from __future__ import annotations
@@ -70,7 +73,14 @@ class Decision:
 
 def _evidence(judged: Judged) -> str:
     speed = judged.tok_s
-    parts = [f"{speed:.1f} output tok/s" if speed is not None else "no tok/s"]
+    parts = []
+    cost = _number(judged.row.get("usd_per_million_output_tokens"))
+    if cost is not None:
+        parts.append(f"${cost:.3g} per million output tokens at capacity")
+    capacity = _number(judged.row.get("capacity_rps"))
+    if capacity is not None:
+        parts.append(f"{capacity:.3g} req/s at its SLO")
+    parts.append(f"{speed:.1f} output tok/s" if speed is not None else "no tok/s")
     speedup = _number(judged.row.get("speedup"))
     if speedup is not None:
         parts.append(f"{speedup:.2f}x its baseline")
@@ -103,6 +113,41 @@ def judge(row: dict[str, Any], floor_pct: float) -> Judged:
     return Judged(row, "equivalent" if value >= floor_pct else "worse", shown)
 
 
+@dataclass(frozen=True)
+class Ranking:
+    """How the passing candidates are ordered: by one column every one of them has."""
+
+    column: str
+    lowest_first: bool
+    unit: str  # how a figure is shown: "{:.1f} output tok/s"
+    worse: str  # the word for a candidate ranked below the answer
+
+    def key(self, row: dict[str, Any]) -> float:
+        value = _number(row.get(self.column))
+        if value is None:
+            return math.inf
+        return value if self.lowest_first else -value
+
+    def shown(self, row: dict[str, Any]) -> str:
+        value = _number(row.get(self.column))
+        return "no figure" if value is None else self.unit.format(value)
+
+
+RANKINGS = (
+    Ranking("usd_per_million_output_tokens", True, "${:.3g} per million output tokens at capacity", "dearer:"),
+    Ranking("capacity_output_tok_s", False, "{:.1f} output tok/s at capacity", "less capacity:"),
+    Ranking("output_tok_s", False, "{:.1f} output tok/s", "slower:"),
+)
+
+
+def ranking(candidates: list[Judged]) -> Ranking:
+    """The first ranking every candidate has a figure for (offline tok/s, always measured, last)."""
+    for option in RANKINGS:
+        if candidates and all(_number(j.row.get(option.column)) is not None for j in candidates):
+            return option
+    return RANKINGS[-1]
+
+
 def decide(rows: list[dict[str, Any]], floor_pct: float = DEFAULT_FLOOR_PCT) -> Decision:
     """The answer for one model on one machine (`rows`: the latest row of each cell)."""
     judged: list[Judged] = []
@@ -121,7 +166,10 @@ def decide(rows: list[dict[str, Any]], floor_pct: float = DEFAULT_FLOOR_PCT) -> 
             refused.append((name, "no output tok/s measured"))
         else:
             judged.append(judge(row, floor_pct))
-    eligible = sorted((j for j in judged if j.label in ("equivalent", "reference")), key=lambda j: -(j.tok_s or 0.0))
+    fallback = [j for j in judged if j.label in ("equivalent", "reference") and j.row.get("kernel_expected") is False]
+    passing = [j for j in judged if j.label in ("equivalent", "reference") and j not in fallback]
+    rank = ranking(passing)
+    eligible = sorted(passing, key=lambda j: rank.key(j.row))
     choice = eligible[0] if eligible else None
     runner_up = eligible[1] if len(eligible) > 1 else None
     lost: list[tuple[str, str]] = []  # quality losers first (what a reader weighs), then refusals
@@ -135,9 +183,13 @@ def decide(rows: list[dict[str, Any]], floor_pct: float = DEFAULT_FLOOR_PCT) -> 
     for j in sorted(judged, key=lambda j: -(j.tok_s or 0.0)):
         if j is choice or j is runner_up or j.label == "no quality":
             continue
-        if j.label in ("equivalent", "reference"):
-            assert choice is not None and choice.tok_s is not None and j.tok_s is not None
-            lost.append((j.name, f"slower: {j.tok_s:.1f} vs {choice.tok_s:.1f} output tok/s"))
+        if j in fallback:
+            ran = ", ".join(k.split(" for ")[0] for k in str(j.row.get("kernels") or "").split("; "))
+            made = " or ".join(str(j.row.get("kernels_expected") or "").split("; "))
+            lost.append((j.name, f"ran on a fallback kernel ({ran}), not one it is made for ({made})"))
+        elif j.label in ("equivalent", "reference"):
+            assert choice is not None
+            lost.append((j.name, f"{rank.worse} {rank.shown(j.row)} vs {rank.shown(choice.row)}"))
         else:
             lost.append((j.name, f"{j.tok_s or 0.0:.1f} tok/s but {j.detail}"))
     by_reason: dict[str, list[str]] = {}
