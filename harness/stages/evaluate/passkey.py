@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from harness.atomic import write_text_atomically
 from harness.config import PasskeySpec
-from harness.stages.evaluate.data import write_atomically
 
 TASK = "harness_passkey"
 HEADER = (
@@ -67,7 +67,7 @@ def data_file(data_dir: Path, tokenizer_dir: Path, spec: PasskeySpec) -> Path:
     if target.is_file():
         return target
     docs = documents(AutoTokenizer.from_pretrained(tokenizer_dir), spec)
-    write_atomically(target, "".join(json.dumps(doc) + "\n" for doc in docs))
+    write_text_atomically(target, "".join(json.dumps(doc) + "\n" for doc in docs))
     return target
 
 
