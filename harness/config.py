@@ -6,6 +6,7 @@ Every mistake becomes one `HarnessError` line: `FILE: KEY: what is wrong (allowe
 from __future__ import annotations
 
 import glob
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -467,6 +468,29 @@ def _check_semantics(config: Config) -> None:
         if fid in ids[:i]:
             raise config_error(
                 path, f"formats[{i}]", f"format {fid!r} is listed twice; give one of them a distinct 'label'"
+            )
+
+    # A label or a set's name does not change what runs: two entries that differ only there are
+    # one cell key, and the second would silently be "already ok".
+    work = [json.dumps(f.model_dump(exclude={"label"}), sort_keys=True, default=str) for f in config.formats]
+    for i, same in enumerate(work):
+        if same in work[:i]:
+            j = work.index(same)
+            raise config_error(
+                path,
+                f"formats[{i}]",
+                f"the same format and parameters as formats[{j}] ({ids[j]}): one cell, whatever the label; remove one "
+                "or change a parameter",
+            )
+    sets = [json.dumps(c.model_dump(exclude={"name", "domain"}), sort_keys=True) for c in config.calibration]
+    for i, same in enumerate(sets):
+        if same in sets[:i]:
+            j = sets.index(same)
+            raise config_error(
+                path,
+                f"calibration[{i}]",
+                f"the same data as calibration[{j}] ({config.calibration[j].name}): one artifact, whatever the name; "
+                "remove one or change its source, samples, seq_len or seed",
             )
 
     names = [c.name for c in config.calibration]

@@ -66,11 +66,9 @@ def test_keys_are_stable_and_sensitive(tmp_path: Path) -> None:
 
 
 def test_label_does_not_change_the_artifact(tmp_path: Path) -> None:
-    text = CONFIG.replace(
-        "{name: w4a16-gptq, group_size: 32, label: gptq-g32}", "{name: w4a16-gptq, group_size: 64, label: again}"
-    )
-    cells = matrix.expand(load(tmp_path, text))
-    assert cells[2].artifact_key("m", {}) == cells[4].artifact_key("m", {})
+    labelled = CONFIG.replace("{name: w4a16-gptq, group_size: 64}", "{name: w4a16-gptq, group_size: 64, label: again}")
+    plain, named = matrix.expand(load(tmp_path)), matrix.expand(load(tmp_path, labelled))
+    assert named[2].name.startswith("again/") and plain[2].artifact_key("m", {}) == named[2].artifact_key("m", {})
 
 
 def test_registry_lists_the_slice_formats() -> None:
@@ -235,3 +233,19 @@ def test_a_prompts_file_is_keyed_by_its_content(tmp_path: Path) -> None:
     before = cell.key("m", {}, "v")
     prompts.write_text("one\nthree\n")
     assert cell.key("m", {}, "v") != before
+
+
+def test_entries_that_differ_only_by_label_or_set_name_are_refused(tmp_path: Path) -> None:
+    """issue 14: 8 cells collapsed to 2 keys, 6 silently "already ok"."""
+    twice = CONFIG.replace(
+        "  - {name: w4a16-gptq, group_size: 32, label: gptq-g32}\n",
+        "  - {name: w4a16-gptq, group_size: 64, label: again}\n",
+    )
+    with pytest.raises(
+        HarnessError, match=r"formats\[3\]: the same format and parameters as formats\[2\] \(w4a16-gptq\)"
+    ):
+        load(tmp_path, twice)
+    renamed = CONFIG.replace("{name: prose, source: builtin:prose}", "{name: more-code, source: builtin:code}")
+    with pytest.raises(HarnessError, match=r"calibration\[1\]: the same data as calibration\[0\] \(code\)"):
+        load(tmp_path, renamed)
+    assert len(matrix.expand(load(tmp_path))) == 6  # different parameters, different sets: six cells
