@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -319,7 +320,20 @@ def pick(
         out.print(f"config written: {escape(str(write_config))} (python -m harness run {escape(str(write_config))})")
 
 
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (a scheduler's stop, `kill`, a CI timeout) is handled as Ctrl-C: the finally blocks
+    run, so every server, engine and quantizer child is stopped and the run's finished cells are
+    kept. Python's default for SIGTERM ends the process at once: children that left its session
+    (vLLM's EngineCore) lived on."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main() -> None:
+    _interrupt_on_sigterm()
     try:
         app(standalone_mode=False)
     except HarnessError as exc:
@@ -327,7 +341,7 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted; finished cells are saved, run again to resume")
-        sys.exit(130)
+        sys.exit(130)  # SIGTERM too: the caller asked for a stop, and got one
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:  # click usage errors

@@ -519,3 +519,31 @@ def test_two_runs_at_once_compute_each_cell_once(tmp_path: Path, smollm2_dir: Pa
         waits=[stderr.count("wait ") for _, stderr in outputs],
         rows=len(rows),
     )
+
+
+def test_sigterm_mid_sweep_stops_every_server_and_engine_process(tmp_path: Path, smollm2_dir: Path) -> None:
+    """SIGTERM to the harness while vLLM's server is under load: the handler turns it into an
+    interrupt, the server's tree (its EngineCore left the session) is stopped, the exit is 130.
+    Without it Python ended at once and the EngineCore lived on."""
+    harness = Harness(
+        tmp_path,
+        "sigterm",
+        "formats: [bf16]\nengine: {name: vllm, max_model_len: 128, timeout_s: 600}\n"
+        "serving: {concurrency: [1], requests: 400, startup_timeout_s: 600}",
+    )
+    proc = harness.start()
+    deadline = time.monotonic() + 600
+    server: list[psutil.Process] = []
+    while time.monotonic() < deadline and proc.poll() is None and not server:
+        server = [p for p in harness.processes() if "vllm.entrypoints.openai.api_server" in " ".join(p.cmdline())]
+        time.sleep(0.5)
+    assert server, "the server never started"
+    time.sleep(20)  # loaded, answering the sweep's requests
+    tree = [p.pid for p in server[0].children(recursive=True)]
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "interrupted" in stderr
+    assert tree, "vLLM's server started no engine process"
+    assert not harness.leftovers(grace_s=15)
+    figures("sigterm mid-sweep", server_children=len(tree))
