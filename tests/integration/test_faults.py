@@ -523,8 +523,9 @@ def test_two_runs_at_once_compute_each_cell_once(tmp_path: Path, smollm2_dir: Pa
 
 def test_sigterm_mid_sweep_stops_every_server_and_engine_process(tmp_path: Path, smollm2_dir: Path) -> None:
     """SIGTERM to the harness while vLLM's server is under load: the handler turns it into an
-    interrupt, the server's tree (its EngineCore left the session) is stopped, the exit is 130.
-    Without it Python ended at once and the EngineCore lived on."""
+    interrupt, the finally blocks stop the server's whole tree, and the run says so and exits
+    130. Before, Python's default ended the harness at once (exit -15, no message); on a GPU,
+    where vLLM's EngineCore is a process of its own, that outlived it."""
     harness = Harness(
         tmp_path,
         "sigterm",
@@ -539,11 +540,9 @@ def test_sigterm_mid_sweep_stops_every_server_and_engine_process(tmp_path: Path,
         time.sleep(0.5)
     assert server, "the server never started"
     time.sleep(20)  # loaded, answering the sweep's requests
-    tree = [p.pid for p in server[0].children(recursive=True)]
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-2000:]
-    assert "interrupted" in stderr
-    assert tree, "vLLM's server started no engine process"
+    assert "interrupted; finished cells are saved" in stderr
     assert not harness.leftovers(grace_s=15)
-    figures("sigterm mid-sweep", server_children=len(tree))
+    figures("sigterm mid-sweep", exit=proc.returncode)
