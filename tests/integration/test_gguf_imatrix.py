@@ -5,7 +5,6 @@ llama-quantize, against the same type without one, KL divergence against llama.c
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -58,8 +57,12 @@ def test_one_artifact_per_calibration_set(rows: pd.DataFrame) -> None:
     assert len({_sha(path) for path in models.values()}) == 4  # the matrix changed the rounding
 
 
-def test_the_matrix_is_llama_imatrix_over_the_cells_calibration_set(rows: pd.DataFrame) -> None:
-    sys.path.insert(0, str(llamacpp_tools.tools_dir() / "gguf-py"))
+def test_the_matrix_is_llama_imatrix_over_the_cells_calibration_set(
+    rows: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # for this test only: gguf-py also holds a `tests` package, which shadowed ours in every
+    # process spawned later in the session (multiprocessing copies sys.path)
+    monkeypatch.syspath_prepend(str(llamacpp_tools.tools_dir() / "gguf-py"))
     from gguf import GGUFReader
 
     for domain in ("code", "prose"):
