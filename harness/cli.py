@@ -332,16 +332,18 @@ def _interrupt_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
+INTERRUPTED = 130  # what typer returns for a KeyboardInterrupt (Ctrl-C, and SIGTERM here)
+
+
 def main() -> None:
     _interrupt_on_sigterm()
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except HarnessError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        err.print("interrupted; finished cells are saved, run again to resume")
-        sys.exit(130)  # SIGTERM too: the caller asked for a stop, and got one
+        code = INTERRUPTED
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:  # click usage errors
@@ -351,6 +353,13 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    # Without standalone mode typer returns an exit code instead of exiting: a KeyboardInterrupt
+    # comes back as 130 (the run then exited 0, its stop unreported), an explicit Exit as its code.
+    if code == INTERRUPTED:
+        err.print("interrupted; finished cells are saved, run again to resume")
+        sys.exit(INTERRUPTED)  # SIGTERM too: the caller asked for a stop, and got one
+    if isinstance(code, int) and not isinstance(code, bool) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

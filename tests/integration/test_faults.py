@@ -529,8 +529,9 @@ def test_two_runs_at_once_compute_each_cell_once(tmp_path: Path, smollm2_dir: Pa
 def test_sigterm_mid_sweep_stops_every_server_and_engine_process(tmp_path: Path, smollm2_dir: Path) -> None:
     """SIGTERM to the harness while vLLM's server is under load: the handler turns it into an
     interrupt, the finally blocks stop the server's whole tree, and the run says so and exits
-    130. Before, Python's default ended the harness at once (exit -15, no message); on a GPU,
-    where vLLM's EngineCore is a process of its own, that outlived it."""
+    130. Before, Python's default ended the harness at once (on a GPU, where vLLM's EngineCore
+    is a process of its own, that outlived it); and a Ctrl-C exited 0 without a word (typer
+    returns 130 without standalone mode, and main() dropped it)."""
     harness = Harness(
         tmp_path,
         "sigterm",
