@@ -454,6 +454,14 @@ def _parse_format(path: Path, index: int, entry: Any) -> FormatParams:
         raise _first_error(path, exc, params_model, prefix=key) from None
 
 
+def _first_repeat(items: list[str]) -> tuple[int, int] | None:
+    """(i, j): the first entry equal to an earlier one, and that earlier one; None: all differ."""
+    for i, item in enumerate(items):
+        if item in items[:i]:
+            return i, items.index(item)
+    return None
+
+
 def _check_semantics(config: Config) -> None:
     REGISTRY = formats.REGISTRY
     path = config.path
@@ -464,35 +472,31 @@ def _check_semantics(config: Config) -> None:
         )
 
     ids = [f.id for f in config.formats]
-    for i, fid in enumerate(ids):
-        if fid in ids[:i]:
-            raise config_error(
-                path, f"formats[{i}]", f"format {fid!r} is listed twice; give one of them a distinct 'label'"
-            )
-
+    if (twice := _first_repeat(ids)) is not None:
+        i, _ = twice
+        raise config_error(
+            path, f"formats[{i}]", f"format {ids[i]!r} is listed twice; give one of them a distinct 'label'"
+        )
     # A label or a set's name does not change what runs: two entries that differ only there are
     # one cell key, and the second would silently be "already ok".
     work = [json.dumps(f.model_dump(exclude={"label"}), sort_keys=True, default=str) for f in config.formats]
-    for i, same in enumerate(work):
-        if same in work[:i]:
-            j = work.index(same)
-            raise config_error(
-                path,
-                f"formats[{i}]",
-                f"the same format and parameters as formats[{j}] ({ids[j]}): one cell, whatever the label; remove one "
-                "or change a parameter",
-            )
+    if (twice := _first_repeat(work)) is not None:
+        i, j = twice
+        raise config_error(
+            path,
+            f"formats[{i}]",
+            f"the same format and parameters as formats[{j}] ({ids[j]}): one cell, whatever the label; remove one "
+            "or change a parameter",
+        )
     sets = [json.dumps(c.model_dump(exclude={"name", "domain"}), sort_keys=True) for c in config.calibration]
-    for i, same in enumerate(sets):
-        if same in sets[:i]:
-            j = sets.index(same)
-            raise config_error(
-                path,
-                f"calibration[{i}]",
-                f"the same data as calibration[{j}] ({config.calibration[j].name}): one artifact, whatever the name; "
-                "remove one or change its source, samples, seq_len or seed",
-            )
-
+    if (twice := _first_repeat(sets)) is not None:
+        i, j = twice
+        raise config_error(
+            path,
+            f"calibration[{i}]",
+            f"the same data as calibration[{j}] ({config.calibration[j].name}): one artifact, whatever the name; "
+            "remove one or change its source, samples, seq_len or seed",
+        )
     names = [c.name for c in config.calibration]
     for i, calib in enumerate(config.calibration):
         if calib.name in names[:i]:
