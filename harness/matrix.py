@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import formats
-from harness.config import CalibrationSpec, Config, EvalSpec, ServingSpec, WorkloadSpec
+from harness import formats, provenance
+from harness.config import CalibrationSpec, Config, EvalSpec, ServingSpec, SloSpec, WorkloadSpec
 from harness.params import EngineParams, FormatParams
 
 # Bump when a change to the harness changes what a cell measures.
@@ -67,11 +67,21 @@ class Cell:
                 "model": model_identity,
                 "format": self.format.model_dump(exclude={"label"}),
                 "calibration": calib,
-                "packages": package_versions,
+                "packages": {k: v for k, v in package_versions.items() if k in self._artifact_packages()},
             }
         )
 
-    def key(self, model_identity: str, quantize_versions: dict[str, str], engine_version: str) -> str:
+    def _artifact_packages(self) -> set[str]:
+        return {*provenance.QUANTIZE_PACKAGES, *formats.get(self.format.name).artifact_packages}
+
+    def key(
+        self,
+        model_identity: str,
+        quantize_versions: dict[str, str],
+        engine_version: str,
+        eval_inputs: str | None = None,
+    ) -> str:
+        """eval_inputs: harness.stages.evaluate.inputs.identity(), for cells with evals."""
         payload = {
             "artifact": self.artifact_key(model_identity, quantize_versions),
             "engine": engine_key_fields(self.engine),
@@ -84,6 +94,8 @@ class Cell:
             passkey = self.evals.passkey_spec()
             if passkey is not None:
                 evals["passkey"] = passkey.model_dump()
+            if eval_inputs is not None:
+                evals["inputs"] = eval_inputs
             payload["evals"] = evals
         if self.serving is not None:
             serving = self.serving.model_dump(
@@ -95,6 +107,7 @@ class Cell:
                     "capacity": {"usd_per_hour", "price_source"},  # a price changes the cost, not what ran
                 }
             )
+            serving["slo"] = SloSpec().model_dump()  # judged after the fact (stages/serving/slo.py)
             if self.serving.prompts_file is not None:
                 serving["prompts_file"] = content_identity(self.serving.prompts_file) or self.serving.prompts_file
             payload["serving"] = serving

@@ -26,6 +26,8 @@ from harness.plan import cell_plan
 from harness.progress import LOG_NAME, RunProgress, status
 from harness.results import store
 from harness.stages import models
+from harness.stages.evaluate import inputs as eval_inputs
+from harness.stages.serving.slo import rederive, slo_json
 
 
 @dataclass
@@ -66,7 +68,7 @@ def context(config: Config, console: Console) -> RunContext:
         hw=hw,
         run_id=now().strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6],
         config_hash=hashlib.sha256(config.path.read_bytes()).hexdigest()[:16],
-        quantize_versions={k: v for k, v in provenance.versions().items() if k in provenance.QUANTIZE_PACKAGES},
+        quantize_versions=provenance.versions(),  # each cell's artifact key takes the packages of its format
         ignore_extra=preflight(config, layers),
         parameters=models.parameter_count(model.path),
         shape=cell_plan.load_model_shape(model.path),
@@ -81,11 +83,20 @@ def run(config: Config, console: Console | None = None) -> RunSummary:
     summary = RunSummary(out_dir)
     ctx = context(config, console)
     keyed = [
-        (cell, cell.key(ctx.model.identity, ctx.quantize_versions, engines.get(cell.engine.name).version()))
+        (
+            cell,
+            cell.key(
+                ctx.model.identity,
+                ctx.quantize_versions,
+                engines.get(cell.engine.name).version(),
+                eval_inputs.current(),
+            ),
+        )
         for cell in matrix.expand(config)
     ]
     since = now()  # a row another run writes from now on is not recomputed by this one
-    done = store.finished(out_dir)
+    host = ctx.hw.as_row()
+    done = store.finished(out_dir, host)
     store.merge_if_stale(out_dir)  # a run stopped between a row and its merge (full disk) left results.parquet behind
     with RunProgress(console, out_dir / LOG_NAME) as progress:
         matrix_task = progress.add_task(f"[bold]{config.name}[/]: cells", total=len(keyed))
@@ -105,14 +116,14 @@ def run(config: Config, console: Console | None = None) -> RunSummary:
             progress.advance(matrix_task)
 
         def still_needed(cell: Cell, key: str) -> bool:  # asked under the cell's lock, just before it starts
-            status = store.row_status(out_dir, key, since)
+            status = store.row_status(out_dir, key, since, host)
             if status:
                 skip(cell, key, status)
             return not status
 
         pending = []
         for cell, key in keyed:
-            if key in done:
+            if key in done and _holds_current_slo(out_dir, cell, key):
                 skip(cell, key, done[key])
             else:
                 pending.append((cell, key))
@@ -121,3 +132,19 @@ def run(config: Config, console: Console | None = None) -> RunSummary:
     if summary.rows or summary.skipped:
         store.merge(out_dir)  # the compare pass over every row, whoever wrote it and in whatever order
     return summary
+
+
+def _holds_current_slo(out_dir: Path, cell: Cell, key: str) -> bool:
+    """Whether the cell's finished row is under the config's serving SLO, re-deriving its goodput
+    from the stored per-request records where the SLO changed (the SLO is not in the key).
+    False: the row kept no records to re-derive from, and the cell is measured again."""
+    if cell.serving is None:
+        return True
+    row = store.read_row(out_dir, key)
+    if row is None or row.get("serving_slo") in (None, slo_json(cell.serving.slo)):
+        return True
+    derived = rederive(row, cell.serving.slo)
+    if derived is None:
+        return False
+    store.write_row(out_dir, derived)
+    return True

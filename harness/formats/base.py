@@ -51,6 +51,9 @@ class Format(ABC, Generic[P]):
     is_baseline: ClassVar[bool] = False
     #: the kind of checkpoint it writes: engines declare which kinds they load
     artifact_kind: ClassVar[str] = "hf"
+    #: packages beyond provenance.QUANTIZE_PACKAGES whose versions change what its artifact
+    #: contains (their versions enter its artifact key)
+    artifact_packages: ClassVar[tuple[str, ...]] = ()
     #: the precision its matmuls run in on tensor cores (the roofline's compute peak): bf16 for
     #: weight-only formats (weights are dequantized), fp8/int8/fp4 where activations are too
     compute_precision: ClassVar[str] = "bf16"

@@ -71,6 +71,8 @@ class Gguf(Format[GgufParams]):
         self.summary = f"llama.cpp {self.type}: convert_hf_to_gguf.py, then llama_model_quantize"
 
     artifact_kind = "gguf"
+    # the HF -> GGUF converter (gguf) and llama.cpp's quantizer (built from llama-cpp-python's sdist)
+    artifact_packages = ("gguf", "llama-cpp-python")
 
     def quant_type(self, params: FormatParams) -> str:
         return self.type

@@ -34,6 +34,21 @@ SERVING_POINT = pa.struct(
         ("goodput_rps", pa.float64()),  # requests/s that met every SLO set
         ("slo_attained_pct", pa.float64()),
         ("error", pa.string()),  # the first request error, if any failed
+        # each request's SLO inputs (loadgen.request_record): goodput is re-derived from them
+        # when the config's SLO changes, which is not part of the key
+        (
+            "per_request",
+            pa.list_(
+                pa.struct(
+                    [
+                        ("ok", pa.bool_()),
+                        ("ttft_ms", pa.float64()),
+                        ("tpot_ms", pa.float64()),
+                        ("e2el_ms", pa.float64()),
+                    ]
+                )
+            ),
+        ),
     ]
 )
 

@@ -157,18 +157,36 @@ def merge(out_dir: Path) -> Path:
     return path
 
 
-def row_status(out_dir: Path, key: str, since: datetime | None = None) -> str | None:
-    """The status of a cell's row when it needs no computing now: a final status, or any
-    status written at or after `since` (by a concurrent run: its failure is not retried by
-    this run; the next run retries it). None: compute the cell."""
+#: the hardware columns that decide whether a format runs at all: an `unsupported` row is final
+#: only on a host that agrees on all of them (a format refused on a CPU host is tried on a GPU)
+SUPPORT_COLUMNS = ("hw_device", "hw_name", "hw_compute_capability", "hw_cpu_flags")
+
+
+def _final(row: dict[str, Any], host: dict[str, Any] | None) -> bool:
+    if row["status"] == "unsupported" and host is not None:
+        return all(_value(row.get(column)) == _value(host.get(column)) for column in SUPPORT_COLUMNS)
+    return row["status"] in FINAL_STATUSES
+
+
+def _value(cell: Any) -> Any:
+    return None if cell is None or (isinstance(cell, float) and cell != cell) else cell  # pandas reads null as NaN
+
+
+def row_status(
+    out_dir: Path, key: str, since: datetime | None = None, host: dict[str, Any] | None = None
+) -> str | None:
+    """The status of a cell's row when it needs no computing now: a final status (`unsupported`
+    only when measured on this `host`, Hardware.as_row()), or any status written at or after
+    `since` (by a concurrent run: its failure is not retried by this run; the next run retries
+    it). None: compute the cell."""
     path = out_dir / "rows" / f"{key}.parquet"
     if not path.is_file():
         return None
     table = _read_row_file(path)
     if table is None:
         return None
-    row = table.select(["status", "finished_at"]).to_pylist()[0]
-    if row["status"] in FINAL_STATUSES:
+    row = table.select(["status", "finished_at", *SUPPORT_COLUMNS]).to_pylist()[0]
+    if _final(row, host):
         return str(row["status"])
     if (
         since is not None
@@ -179,8 +197,15 @@ def row_status(out_dir: Path, key: str, since: datetime | None = None) -> str | 
     return None
 
 
-def finished(out_dir: Path) -> dict[str, str]:
-    """cell_key → status, for rows that need no recomputation."""
+def read_row(out_dir: Path, key: str) -> dict[str, Any] | None:
+    """A cell's row as written, or None when it has none (or an unreadable one)."""
+    table = _read_row_file(out_dir / "rows" / f"{key}.parquet")
+    return table.to_pylist()[0] if table is not None else None
+
+
+def finished(out_dir: Path, host: dict[str, Any] | None = None) -> dict[str, str]:
+    """cell_key → status, for rows that need no recomputation (`unsupported` ones only when
+    measured on this `host`, Hardware.as_row())."""
     frame = read_rows(out_dir)
-    done = frame[frame["status"].isin(FINAL_STATUSES)]
-    return dict(zip(done["cell_key"], done["status"]))
+    rows = frame[["cell_key", "status", *SUPPORT_COLUMNS]].to_dict("records")
+    return {row["cell_key"]: row["status"] for row in rows if _final(row, host)}

@@ -56,7 +56,9 @@ def search(probe: Callable[[float], dict[str, Any]], spec: CapacitySpec) -> Capa
     bad: float | None = None
 
     def run(rate: float) -> bool:
-        point = dict(probe(rate))
+        # a probe is judged by the capacity's own p99 thresholds: serving.slo's per-request
+        # goodput is not kept for it
+        point = {k: v for k, v in probe(rate).items() if k not in ("per_request", "goodput_rps", "slo_attained_pct")}
         ok = meets(point, spec)
         point["meets_slo"] = ok
         probes.append(point)

@@ -170,15 +170,33 @@ def _stats(name: str, values_s: list[float]) -> dict[str, float | None]:
     }
 
 
-def meets_slo(result: RequestResult, slo: SloSpec) -> bool:
-    if not result.ok:
+def request_record(result: RequestResult) -> dict[str, Any]:
+    """What the SLO is judged on, kept per request in each point (`per_request`): the SLO is
+    not part of a cell's key, so a changed SLO re-derives goodput from these (harness.stages.
+    serving.slo) instead of measuring again. TPOT of a one-token answer counts as 0."""
+
+    def ms(seconds: float | None) -> float | None:
+        return None if seconds is None else seconds * 1000.0
+
+    tpot = result.tpot_s if result.output_tokens > 1 else 0.0
+    return {"ok": result.ok, "ttft_ms": ms(result.ttft_s), "tpot_ms": ms(tpot), "e2el_ms": ms(result.e2el_s)}
+
+
+def meets_slo(record: dict[str, Any], slo: SloSpec) -> bool:
+    """Whether one request_record met every threshold the SLO sets."""
+    if not record["ok"]:
         return False
-    checks = (
-        (slo.ttft_ms, result.ttft_s),
-        (slo.tpot_ms, result.tpot_s if result.output_tokens > 1 else 0.0),
-        (slo.e2el_ms, result.e2el_s),
-    )
-    return all(limit is None or (value is not None and value * 1000.0 <= limit) for limit, value in checks)
+    checks = ((slo.ttft_ms, record["ttft_ms"]), (slo.tpot_ms, record["tpot_ms"]), (slo.e2el_ms, record["e2el_ms"]))
+    return all(limit is None or (value is not None and value <= limit) for limit, value in checks)
+
+
+def slo_columns(records: list[dict[str, Any]], duration_s: float, slo: SloSpec) -> dict[str, float | None]:
+    """A point's goodput and SLO attainment, from its per-request records."""
+    good = sum(meets_slo(record, slo) for record in records)
+    return {
+        "goodput_rps": good / duration_s if duration_s > 0 else None,
+        "slo_attained_pct": 100.0 * good / len(records) if records else None,
+    }
 
 
 def summarize(
@@ -189,7 +207,7 @@ def summarize(
     failed = [r for r in results if not r.ok]
     output_tokens = sum(r.output_tokens for r in done)
     input_tokens = sum(r.input_tokens for r in done)
-    good = sum(meets_slo(r, slo) for r in results)
+    records = [request_record(r) for r in results]
     point: dict[str, Any] = {
         "mode": "rate" if rate is not None else "concurrency",
         "concurrency": concurrency,
@@ -203,9 +221,9 @@ def summarize(
         "request_throughput": len(done) / duration_s if duration_s > 0 else None,
         "output_tok_s": output_tokens / duration_s if duration_s > 0 else None,
         "total_tok_s": (input_tokens + output_tokens) / duration_s if duration_s > 0 else None,
-        "goodput_rps": good / duration_s if duration_s > 0 else None,
-        "slo_attained_pct": 100.0 * good / len(results) if results else None,
+        **slo_columns(records, duration_s, slo),
         "error": failed[0].error if failed else None,
+        "per_request": records,
     }
     point.update(_stats("ttft", [r.ttft_s for r in done if r.ttft_s is not None]))
     point.update(_stats("tpot", [t for r in done if (t := r.tpot_s) is not None]))

@@ -8,7 +8,6 @@ than the sweep needs repeats, and the row says so (`serving_prompts`)."""
 
 from __future__ import annotations
 
-import json
 import shlex
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,6 +22,7 @@ from harness.stages.base import StageStop
 from harness.stages.serving import capacity, loadgen
 from harness.stages.serving.capacity import Capacity
 from harness.stages.serving.server import ServerError, free_port, serve
+from harness.stages.serving.slo import slo_json
 from harness.stages.workload import make_prompts, read_prompts_file
 
 STAGE = "serve under load"
@@ -130,9 +130,7 @@ def measure(
     sweep = [{"concurrency": level} for level in spec.concurrency] + [{"rate": rate} for rate in spec.request_rates]
     probes = spec.capacity.max_probes if spec.capacity is not None else 0
     prompts = sweep_prompts(spec, workload, tokenizer_dir, launch.text_prompts, len(sweep) + probes)
-    result = ServingResult(
-        shlex.join(launch.argv), json.dumps(spec.slo.model_dump(), sort_keys=True), prompts.note, None, [], None, None
-    )
+    result = ServingResult(shlex.join(launch.argv), slo_json(spec.slo), prompts.note, None, [], None, None)
     points: list[dict[str, Any]] = []
     try:
         with serve(
