@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from harness import formats, provenance
 from harness.config import CalibrationSpec, Config, EvalSpec, ServingSpec, SloSpec, WorkloadSpec
+from harness.fingerprint import content_identity
 from harness.params import EngineParams, FormatParams
 
 # Bump when a change to the harness changes what a cell measures.
@@ -20,22 +19,6 @@ SCHEMA_VERSION = 2
 def _hash(payload: Any) -> str:
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def content_identity(source: str) -> str | None:
-    """For a local file or glob: "content:<sha256>" over its matches' contents in order (their
-    paths resolved, so ./calib.txt and its absolute path are the same source, and an edited file
-    is a new one). None for builtin:, hf: and other non-file sources."""
-    if source.startswith(("builtin:", "hf:")):
-        return None
-    matches = sorted({str(Path(m).resolve()) for m in glob.glob(str(Path(source).expanduser()), recursive=True)})
-    files = [Path(m) for m in matches if Path(m).is_file()]
-    if not files:
-        return None
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return f"content:{digest.hexdigest()[:32]}"
 
 
 @dataclass(frozen=True)
@@ -66,10 +49,16 @@ class Cell:
                 "schema": SCHEMA_VERSION,
                 "model": model_identity,
                 "format": self.format.model_dump(exclude={"label"}),
+                **self._checkpoint(),
                 "calibration": calib,
                 "packages": {k: v for k, v in package_versions.items() if k in self._artifact_packages()},
             }
         )
+
+    def _checkpoint(self) -> dict[str, str]:
+        """A checkpoint the format serves as it is (prequantized) is keyed by what is in it."""
+        identity = formats.get(self.format.name).checkpoint_identity(self.format)
+        return {"checkpoint": identity} if identity is not None else {}
 
     def _artifact_packages(self) -> set[str]:
         return {*provenance.QUANTIZE_PACKAGES, *formats.get(self.format.name).artifact_packages}

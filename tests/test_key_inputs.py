@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import matrix, pipeline
+from harness import fingerprint, formats, matrix, pipeline
 from harness.config import SloSpec, load_config
 from harness.results import store
 from harness.stages.evaluate import inputs
@@ -38,7 +38,11 @@ def _cells(tmp_path: Path, slo: str = "") -> dict[str, matrix.Cell]:
 def test_gguf_artifacts_are_keyed_by_the_tools_that_make_them(tmp_path: Path) -> None:
     """A llama-cpp-python or gguf upgrade reused GGUF artifacts built by the old converter."""
     cells = _cells(tmp_path)
-    gguf, gptq, bf16 = cells["gguf-q8_0/llamacpp/kv-auto"], cells["w4a16-gptq/code/vllm/kv-auto"], cells["bf16/vllm/kv-auto"]
+    gguf, gptq, bf16 = (
+        cells["gguf-q8_0/llamacpp/kv-auto"],
+        cells["w4a16-gptq/code/vllm/kv-auto"],
+        cells["bf16/vllm/kv-auto"],
+    )
     for package in ("gguf", "llama-cpp-python"):
         upgraded = {**VERSIONS, package: "9.9.9"}
         assert gguf.artifact_key("m", upgraded) != gguf.artifact_key("m", VERSIONS)
@@ -143,3 +147,42 @@ def test_a_finished_row_under_another_slo_is_rederived_not_rerun(tmp_path: Path)
     # no records to judge a new SLO by: the cell is measured again
     store.write_row(tmp_path, {**row, "serving": [{**point, "per_request": None}], "serving_slo": "{}"})
     assert not pipeline._holds_current_slo(tmp_path, cell, "k")
+
+
+def _model_dir(path: Path, quantized: bool = False) -> Path:
+    path.mkdir()
+    config = '{"model_type": "llama"' + (', "quantization_config": {"quant_method": "awq"}}' if quantized else "}")
+    (path / "config.json").write_text(config)
+    (path / "tokenizer.json").write_text('{"model": {"vocab": {"a": 0}}}')
+    (path / "model.safetensors").write_bytes(b"\0" * 64)
+    return path
+
+
+def test_a_local_model_is_identified_by_its_tokenizer_and_its_weights_files(tmp_path: Path) -> None:
+    """Weights of the same size (retrained in place) and the tokenizer files were not in the key."""
+    model = _model_dir(tmp_path / "model")
+    before = fingerprint.model_directory(model)
+    assert fingerprint.model_directory(model) == before
+    (model / "tokenizer.json").write_text('{"model": {"vocab": {"b": 0}}}')
+    tokenizer = fingerprint.model_directory(model)
+    assert tokenizer != before
+    weights = model / "model.safetensors"
+    replaced = tmp_path / "new.safetensors"
+    replaced.write_bytes(b"\1" * 64)  # same size, another file
+    replaced.replace(weights)
+    assert fingerprint.model_directory(model) != tokenizer
+    assert fingerprint.model_directory(model) == fingerprint.model_directory(model)  # reading changes nothing
+
+
+def test_a_prequantized_checkpoint_is_keyed_by_what_is_in_it(tmp_path: Path) -> None:
+    checkpoint = _model_dir(tmp_path / "awq", quantized=True)
+    path = tmp_path / "pre.yaml"
+    path.write_text(
+        f"name: p\nmodel: {{source: builtin:smollm2-135m}}\nformats: [{{name: prequantized, path: {checkpoint}}}]\n"
+    )
+    (cell,) = matrix.expand(load_config(path))
+    before = cell.artifact_key("m", VERSIONS)
+    (checkpoint / "tokenizer.json").write_text('{"model": {"vocab": {"c": 0}}}')
+    assert cell.artifact_key("m", VERSIONS) != before
+    # formats that build their artifact carry no checkpoint identity: their keys are as before
+    assert formats.get("bf16").checkpoint_identity(cell.format) is None

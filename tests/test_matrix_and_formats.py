@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import formats, matrix, pipeline
+from harness import fingerprint, formats, matrix, pipeline
 from harness.config import load_config
 from harness.errors import HarnessError
 
@@ -221,7 +221,7 @@ def test_a_local_calibration_file_is_keyed_by_its_content(tmp_path: Path, monkey
     assert relative == absolute
     data.write_text("def sub(a, b):\n    return a - b\n" * 50)
     assert artifact("./calib.txt") != relative
-    assert matrix.content_identity("builtin:code") is None  # builtins are versioned with the harness
+    assert fingerprint.content_identity("builtin:code") is None  # builtins are versioned with the harness
 
 
 def test_a_prompts_file_is_keyed_by_its_content(tmp_path: Path) -> None:

@@ -94,6 +94,11 @@ class Format(ABC, Generic[P]):
         """A checkpoint served as it is (baselines, pre-quantized models): nothing is built."""
         return None
 
+    def checkpoint_identity(self, params: FormatParams) -> str | None:
+        """The identity of a checkpoint this format takes from the user as it is (its artifact
+        key holds it); None for formats that build their artifact."""
+        return None
+
     def group_size(self, params: FormatParams) -> int | None:
         """The weight group size, when quantization is group-wise (dims must divide by it)."""
         return None

@@ -9,6 +9,7 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
+from harness import fingerprint
 from harness.formats.base import Format, QuantizeRequest
 from harness.params import FormatParams
 
@@ -40,6 +41,10 @@ class Prequantized(Format[PrequantizedParams]):
 
     def existing_checkpoint(self, params: FormatParams, model_dir: Path) -> Path | None:
         return Path(self.own(params).path).expanduser().resolve()
+
+    def checkpoint_identity(self, params: FormatParams) -> str | None:
+        path = self.existing_checkpoint(params, Path())
+        return fingerprint.model_directory(path) if path is not None and path.is_dir() else None
 
     def layout(self, params: FormatParams) -> None:
         return None  # its quantization_config decides, and the planner does not read checkpoints

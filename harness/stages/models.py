@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from harness import workarounds
+from harness import fingerprint, workarounds
 from harness.atomic import fsync_dir
 from harness.cell_lock import FileLock
 from harness.errors import HarnessError
@@ -78,16 +78,8 @@ def resolve(
         return _resolve_builtin(BUILTINS[source.split(":", 1)[1]], cache_dir)
     local = Path(source).expanduser()
     if local.is_dir():
-        return ResolvedModel(source, local.resolve(), f"local:{local.resolve()}@{_directory_fingerprint(local)}")
+        return ResolvedModel(source, local.resolve(), f"local:{local.resolve()}@{fingerprint.model_directory(local)}")
     return _resolve_hub(source, revision)
-
-
-def _directory_fingerprint(directory: Path) -> str:
-    """Hash of config.json and the names and sizes of weight files: cheap, changes with the weights."""
-    digest = hashlib.sha256((directory / "config.json").read_bytes())
-    for weight in sorted(directory.glob("*.safetensors")) + sorted(directory.glob("*.bin")):
-        digest.update(f"{weight.name}:{weight.stat().st_size}".encode())
-    return digest.hexdigest()[:16]
 
 
 def _resolve_hub(repo_id: str, revision: str | None) -> ResolvedModel:
