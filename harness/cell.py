@@ -200,7 +200,7 @@ def _calibrate(
     if cell.calibration is None:
         return None
     on_stage("calibrate")
-    return calibration.samples_for(cell.calibration, ctx.model.path, cache).token_ids
+    return calibration.samples_for(cell.calibration, ctx.model.path, cache, ctx.cache_dir).token_ids
 
 
 def _quantize_request(ctx: RunContext, cell: Cell) -> QuantizeRequest:

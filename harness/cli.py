@@ -1,4 +1,4 @@
-"""Command line: python -m harness {run, validate, formats}."""
+"""Command line: python -m harness {run, fetch, validate, formats, memory, report, gate, pick}."""
 
 from __future__ import annotations
 
@@ -33,6 +33,16 @@ def validate(config: Path = typer.Argument(..., help="the YAML config")) -> None
     cfg = load_config(config)
     cells = matrix.expand(cfg)
     out.print(f"{config}: valid; {len(cells)} cells: " + ", ".join(c.name for c in cells))
+
+
+@app.command()
+def fetch(config: Path = typer.Argument(..., help="the YAML config")) -> None:
+    """Download what a run of the config reads from the hub (model, hub calibration sets, eval
+    datasets), so the run needs no network or token."""
+    from harness.config import load_config
+    from harness.fetch import fetch as fetch_inputs
+
+    fetch_inputs(load_config(config), lambda line: err.print(line, markup=False, highlight=False, soft_wrap=True))
 
 
 @app.command()

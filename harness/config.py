@@ -41,6 +41,9 @@ class CalibrationSpec(StrictModel):
     column: str = "text"
     split: str = "train"
     subset: str | None = None
+    revision: str | None = Field(
+        None, description="hf: sources: a branch, tag or commit (default main), resolved to its commit at run start"
+    )
 
     @property
     def resolved_domain(self) -> str:

@@ -42,7 +42,10 @@ class Cell:
     def artifact_key(self, model_identity: str, package_versions: dict[str, str]) -> str:
         calib = None
         if self.calibration is not None:
-            calib = self.calibration.model_dump(exclude={"name", "domain"})
+            # revision: absent unless set (hub sources: pinned to a commit by the pipeline)
+            calib = self.calibration.model_dump(exclude={"name", "domain", "revision"})
+            if self.calibration.revision is not None:
+                calib["revision"] = self.calibration.revision
             calib["source"] = content_identity(self.calibration.source) or self.calibration.source
         return _hash(
             {

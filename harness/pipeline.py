@@ -25,7 +25,7 @@ from harness.matrix import Cell
 from harness.plan import cell_plan
 from harness.progress import LOG_NAME, RunProgress, status
 from harness.results import store
-from harness.stages import models
+from harness.stages import hub_data, models
 from harness.stages.evaluate import inputs as eval_inputs
 from harness.stages.serving.slo import rederive, slo_json
 
@@ -82,6 +82,8 @@ def run(config: Config, console: Console | None = None) -> RunSummary:
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = RunSummary(out_dir)
     ctx = context(config, console)
+    # hub calibration sets pinned to the commit they are at now: a dataset updated on the hub is new data
+    config = config.model_copy(update={"calibration": [hub_data.pin(c, ctx.cache_dir) for c in config.calibration]})
     keyed = [
         (
             cell,

@@ -11,6 +11,7 @@ applied where a test says so), because a real run needs the serving stack and mi
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import shlex
@@ -276,13 +277,36 @@ def test_the_workflow_is_a_thin_wrapper_on_a_gpu_runner() -> None:
     assert "--gpus all" in job["container"]["options"] and job["container"]["image"] == "${{ needs.image.outputs.ref }}"
     assert any("scripts/nightly" in step.get("run", "") for step in job["steps"])
     upload = next(step for step in job["steps"] if step.get("uses", "").startswith("actions/upload-artifact@"))
-    assert re.fullmatch(r"actions/upload-artifact@v\d+", upload["uses"]) and upload["if"] == "always()"
+    assert re.fullmatch(r"actions/upload-artifact@[0-9a-f]{40}", upload["uses"]) and upload["if"] == "always()"
     assert (
         "nightly-out/*/results.parquet" in upload["with"]["path"] and "nightly-out/*/report/" in upload["with"]["path"]
     )
     for other in flow["jobs"].values():
         for step in other["steps"]:
-            assert "uses" not in step or re.search(r"@v\d+$", step["uses"]), step["uses"]
+            # pinned by commit: a moved tag cannot change what runs beside the tokens
+            assert "uses" not in step or re.search(r"@[0-9a-f]{40}$", step["uses"]), step["uses"]
+
+
+def test_the_hub_token_reaches_only_the_step_that_downloads() -> None:
+    """HF_TOKEN was in the nightly job's environment for the whole run, model-written code included."""
+    flow = yaml.safe_load(WORKFLOW.read_text())
+    text = WORKFLOW.read_text()
+    with_token = [
+        step["name"]
+        for job in flow["jobs"].values()
+        for step in job["steps"]
+        if "HF_TOKEN" in json.dumps(step.get("env", {}))
+    ]
+    assert with_token == ["fetch models and datasets (the only step with the network's token)"]
+    assert text.count("secrets.HF_TOKEN") == 1 and all(
+        "HF_TOKEN" not in json.dumps(j.get("env", {})) for j in flow["jobs"].values()
+    )
+    fetch, run = (
+        next(s for s in flow["jobs"]["nightly"]["steps"] if s.get("name", "").startswith(p))
+        for p in ("fetch", "scripts/nightly")
+    )
+    assert "scripts/nightly --fetch" in fetch["run"]
+    assert run["env"]["HF_HUB_OFFLINE"] == "1" and "--fetch" not in run["run"]
 
 
 def test_the_workflow_grants_least_privilege() -> None:
@@ -513,3 +537,24 @@ def test_nightly_usage_errors_exit_2(tmp_path: Path) -> None:
         and "unknown option --frobnicate" in done.stderr
         and "usage: scripts/nightly" in done.stderr
     )
+
+
+def test_nightly_fetch_downloads_and_runs_nothing(tmp_path: Path, smollm2_dir: Path) -> None:
+    """The workflow's fetch step: `harness fetch` for each config, no run, no store."""
+    config = tmp_path / "f.yaml"
+    config.write_text(
+        f"name: f\nmodel: {{source: builtin:smollm2-135m}}\ncache_dir: {smollm2_dir.parent.parent}\nformats: [bf16]\n"
+    )
+    env = {**os.environ, "HARNESS_PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
+    store = tmp_path / "store"
+    done = subprocess.run(
+        [str(NIGHTLY), "--fetch", "--store", str(store), str(config)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"fetch {config}" in done.stdout and "model builtin:smollm2-135m: " in done.stderr
+    assert not store.exists()

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from harness.config import CalibrationSpec
 from harness.errors import HarnessError
+from harness.stages import hub_data
 
 Part = Literal["calibration", "evaluation"]
 _SKIP_DIRS = {"test", "tests", "idlelib", "site-packages", "dist-packages", "__pycache__", "turtledemo", "lib2to3"}
@@ -98,12 +99,14 @@ def _text_of(record: Any, column: str, path: Path, where: int) -> str:
     raise HarnessError(f"{path}: record {where} has no text column {column!r}; set the calibration set's 'column'")
 
 
-def hub_documents(spec: CalibrationSpec) -> Iterator[Document]:
-    try:
-        from datasets import load_dataset
+def hub_chars(spec: CalibrationSpec) -> int:
+    """Characters of a hub dataset's text a calibration reads (then shuffles and tokenizes)."""
+    return spec.samples * spec.seq_len * 8
 
-        dataset = load_dataset(spec.source[3:], spec.subset, split=spec.split, streaming=True)
-        for i, record in enumerate(dataset):
+
+def hub_documents(spec: CalibrationSpec, cache_dir: Path | None) -> Iterator[Document]:
+    try:
+        for i, record in enumerate(hub_data.records(spec, cache_dir)):
             yield Document(f"{spec.source}#{i}", _text_of(record, spec.column, Path(spec.source), i))
     except HarnessError:
         raise
@@ -114,23 +117,24 @@ def hub_documents(spec: CalibrationSpec) -> Iterator[Document]:
         ) from None
 
 
-def documents(spec: CalibrationSpec) -> Iterator[Document]:
+def documents(spec: CalibrationSpec, cache_dir: Path | None = None) -> Iterator[Document]:
+    """cache_dir: where `harness fetch` keeps hub datasets (read before the hub is asked)."""
     if spec.source.startswith("builtin:"):
         return builtin_documents(spec.source.split(":", 1)[1], "calibration")
     if spec.source.startswith("hf:"):
-        return hub_documents(spec)
+        return hub_documents(spec, cache_dir)
     return file_documents(spec.source, spec.column)
 
 
-def build_samples(spec: CalibrationSpec, tokenizer: Any) -> CalibrationSamples:
+def build_samples(spec: CalibrationSpec, tokenizer: Any, cache_dir: Path | None = None) -> CalibrationSamples:
     """Shuffle documents with the seed, pack their tokens (EOS between documents) and cut
     them into `samples` windows of exactly `seq_len` tokens."""
-    docs = documents(spec)
+    docs = documents(spec, cache_dir)
     if spec.source.startswith("hf:"):
         ordered: list[Document] = []
         for doc in docs:  # a stream: take enough, in order, then shuffle those
             ordered.append(doc)
-            if sum(len(d.text) for d in ordered) > spec.samples * spec.seq_len * 8:
+            if sum(len(d.text) for d in ordered) > hub_chars(spec):
                 break
     else:
         ordered = list(docs)
@@ -153,10 +157,12 @@ def build_samples(spec: CalibrationSpec, tokenizer: Any) -> CalibrationSamples:
     return CalibrationSamples(spec.name, spec.resolved_domain, spec.source, spec.seq_len, samples)
 
 
-def samples_for(spec: CalibrationSpec, model_dir: Path, cache: dict[str, CalibrationSamples]) -> CalibrationSamples:
+def samples_for(
+    spec: CalibrationSpec, model_dir: Path, cache: dict[str, CalibrationSamples], cache_dir: Path | None = None
+) -> CalibrationSamples:
     """The set's samples, tokenized by the model's tokenizer, built once per run (`cache`)."""
     if spec.name not in cache:
         from transformers import AutoTokenizer
 
-        cache[spec.name] = build_samples(spec, AutoTokenizer.from_pretrained(model_dir))
+        cache[spec.name] = build_samples(spec, AutoTokenizer.from_pretrained(model_dir), cache_dir)
     return cache[spec.name]

