@@ -28,9 +28,9 @@ The limits are applied by a bootstrap that runs first in the fresh interpreter, 
 has them (memory samplers, and evaluators that fan out over a thread pool). Before the
 bootstrap only the interpreter's own startup runs (`-I -S`: stdlib only, no site).
 
-Limitation: the result is the program's exit status and what it prints, both of which the
-program itself controls: a completion can end the process with status 0 before the tests run
-(the caller's sentinel stops sys.exit(0), not code that prints the sentinel itself).
+The result is the program's exit status and what it prints, both of which the program itself
+controls: a caller must not read a verdict from them (HumanEval's Pass@1 replays the answers the
+program printed through the tests outside: harness.stages.evaluate.humaneval).
 """
 
 from __future__ import annotations
@@ -147,9 +147,12 @@ def _join_cgroup(cgroup: "_PidsCgroup | None") -> list[str]:
     return ["/bin/sh", "-c", join, "sh", str(cgroup.path / "cgroup.procs")]
 
 
-def run_untrusted(program: str, timeout_s: float = 10.0, memory_mb: int = 512) -> SandboxResult:
+def run_untrusted(
+    program: str, timeout_s: float = 10.0, memory_mb: int = 512, stdout_chars: int = _TAIL_CHARS
+) -> SandboxResult:
     """Run `program` as a Python script in the sandbox and say how it ended; where the sandbox
-    cannot be built, the program does not run (status "error", the reason in detail)."""
+    cannot be built, the program does not run (status "error", the reason in detail). The
+    result keeps the last `stdout_chars` of its output."""
     if timeout_s <= 0 or memory_mb <= 0:
         raise ValueError(f"timeout_s and memory_mb must be positive, got {timeout_s} and {memory_mb}")
     problem = boundary_problem()
@@ -199,7 +202,8 @@ def run_untrusted(program: str, timeout_s: float = 10.0, memory_mb: int = 512) -
                 wall = time.monotonic() - start
                 _kill_leftovers(proc.pid, root.name, cgroup)
             isolation = BWRAP_ISOLATION + (("pids-cgroup",) if cgroup else ()) + _read_report(report)
-            return _classify(proc.returncode, timed_out, timeout_s, wall, _tail(out), _tail(err), isolation)
+            stdout = _tail(out, stdout_chars)
+            return _classify(proc.returncode, timed_out, timeout_s, wall, stdout, _tail(err), isolation)
     finally:
         if cgroup is not None:
             cgroup.remove()
@@ -275,10 +279,10 @@ def _last_line(text: str) -> str:
     return line if len(line) <= _DETAIL_CHARS else line[: _DETAIL_CHARS - 3] + "..."
 
 
-def _tail(file: IO[bytes]) -> str:
+def _tail(file: IO[bytes], chars: int = _TAIL_CHARS) -> str:
     size = file.seek(0, os.SEEK_END)
-    file.seek(max(0, size - 4 * _TAIL_CHARS))
-    return file.read().decode("utf-8", "replace")[-_TAIL_CHARS:]
+    file.seek(max(0, size - 4 * chars))
+    return file.read().decode("utf-8", "replace")[-chars:]
 
 
 def _read_report(report: IO[bytes]) -> tuple[str, ...]:

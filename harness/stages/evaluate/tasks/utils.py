@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 from lm_eval.tasks.minerva_math import utils as minerva
 
-from harness.stages.evaluate import passkey
-from harness.stages.evaluate.sandbox import run_untrusted
+from harness.stages.evaluate import humaneval, passkey
 
-# Printed after the tests: a completion that exits early (sys.exit(0)) must not pass.
-PASSED = "__harness_humaneval_tests_passed__"
 TIMEOUT_S = 10.0
 MEMORY_MB = 1024
 
@@ -17,11 +16,19 @@ def build_predictions(resps: list[list[str]], docs: list[dict]) -> list[list[str
     return [[doc["prompt"] + r for r in resp] for resp, doc in zip(resps, docs)]
 
 
+def humaneval_target(doc: dict) -> str:
+    """What Pass@1 needs of the problem: its prompt (the trusted helpers), tests and entry point."""
+    return json.dumps({"prompt": doc["prompt"], "test": doc["test"], "entry_point": doc["entry_point"]})
+
+
 def pass_at_1(references: list[str], predictions: list[list[str]], **kwargs: object) -> float:
-    """Greedy Pass@1: the one completion runs with the problem's tests in the sandbox."""
-    program = f"{predictions[0][0]}\n\n{references[0]}\nprint({PASSED!r})\n"
-    result = run_untrusted(program, timeout_s=TIMEOUT_S, memory_mb=MEMORY_MB)
-    return 1.0 if result.passed and PASSED in result.stdout else 0.0
+    """Greedy Pass@1: the one completion answers the problem's tests in the sandbox; the verdict
+    is the tests' own, replayed outside it (harness.stages.evaluate.humaneval)."""
+    problem = json.loads(references[0])
+    passed = humaneval.passes(
+        problem["prompt"], predictions[0][0], problem["test"], problem["entry_point"], TIMEOUT_S, MEMORY_MB
+    )
+    return 1.0 if passed else 0.0
 
 
 def passkey_process_results(doc: dict, results: list[str]) -> dict[str, int]:
