@@ -94,7 +94,8 @@ def test_a_transcript_of_the_tests_own_calls_passes_only_with_the_right_answers(
     listed = [[key, kind, answer] for key, (kind, answer) in calls.items()]
 
     def replaying(answers: list[list[str]]) -> str:
-        return f"    import os, json\n    print({humaneval.MARKER!r} + json.dumps({answers!r}), flush=True)\n    os._exit(0)\n"
+        line = f"print({humaneval.MARKER!r} + json.dumps({answers!r}), flush=True)"
+        return f"    import os, json\n    {line}\n    os._exit(0)\n"
 
     assert humaneval.replay(problem["prompt"], problem["test"], problem["entry_point"], calls)
     assert _passes(problem, replaying(listed))  # the right answers to the tests' inputs: indistinguishable from solving
