@@ -41,3 +41,17 @@ def model_directory(directory: Path) -> str:
         else:
             digest.update(f"{name}:{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
     return digest.hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def files_sha256(directory: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """Every file under `directory` (relative name → SHA-256), but those named in `skip`."""
+    return {
+        path.relative_to(directory).as_posix(): file_sha256(path)
+        for path in sorted(directory.rglob("*"))
+        if path.is_file() and path.name not in skip
+    }

@@ -51,3 +51,32 @@ def test_two_runs_on_a_fresh_cache_build_a_model_once(tmp_path: Path) -> None:
     assert [run.exitcode for run in runs] == [0, 0]
     assert log.read_text() == "built\n"  # the second waited for the first's build and used it
     assert (target / "config.json").is_file()
+
+
+def test_a_cached_artifact_changed_after_its_build_is_built_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """issue 14: cached artifacts could be changed (by code with the harness's rights) and were
+    reused as they were; each file's SHA-256 is recorded at the build and checked on use."""
+    from harness import formats
+    from harness.formats.base import QuantizeRequest
+    from harness.params import FormatParams
+    from harness.stages import quantize
+    from tests.test_plugins import Int3
+
+    monkeypatch.setitem(formats.REGISTRY, Int3.name, Int3())
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    request = QuantizeRequest(model, FormatParams(name=Int3.name), None, 0, tmp_path / "unused", "cpu")
+    cache, key = tmp_path / "cache", "0123456789abcdef"
+    built, outcome = quantize.build(cache, key, request, tmp_path / "q.log", 120)
+    assert built is not None, outcome.error
+    assert quantize.cached(cache, key) is not None  # untouched: reused
+    (built.path / "weights.bin").write_bytes(b"\1" * 4096)  # same size, other content
+    assert quantize.cached(cache, key, verify=False) is not None  # the Ray planner's cheap look
+    assert quantize.cached(cache, key) is None
+    assert "the cached artifact 0123456789abcdef changed after it was built (weights.bin)" in capsys.readouterr().err
+    assert not built.path.exists() and len(list((cache / "artifacts" / "quarantine").iterdir())) == 1
+    again, _ = quantize.build(cache, key, request, tmp_path / "q.log", 120)
+    assert again is not None and (again.path / "weights.bin").read_bytes() == b"\0" * 4096

@@ -224,7 +224,7 @@ def run_cells(
             artifact_key = cell.artifact_key(ctx.model.identity, ctx.quantize_versions)
             builds = (
                 fmt.existing_checkpoint(cell.format, ctx.model.path) is None
-                and artifacts.cached(ctx.cache_dir, artifact_key) is None
+                and artifacts.cached(ctx.cache_dir, artifact_key, verify=False) is None
             )
             cpus, gpus = resources(spec, cell.engine, nodes)
             job = _Job(cell, key, artifact_key, builds, cpus, gpus)
@@ -248,7 +248,7 @@ def run_cells(
                 )
                 continue
             jobs.append(job)
-        order = Order(jobs, lambda artifact_key: artifacts.cached(ctx.cache_dir, artifact_key) is None)
+        order = Order(jobs, lambda artifact_key: artifacts.cached(ctx.cache_dir, artifact_key, verify=False) is None)
         queue = progress.add_task("  ray", total=None)
 
         def claim(job: _Job) -> bool:

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness import formats
+from harness import fingerprint, formats
 from harness.cell_lock import FileLock
 from harness.config import QuantizeSpec
 from harness.errors import HarnessError
@@ -77,12 +78,28 @@ def existing(model_dir: Path, key: str) -> Artifact:
     return Artifact(key, model_dir, checkpoint_bytes(model_dir), None, None, None, reused=True)
 
 
-def cached(cache_dir: Path, key: str) -> Artifact | None:
+def cached(cache_dir: Path, key: str, verify: bool = True) -> Artifact | None:
+    """The cached build of `key`, or None. verify: its files are checked against the SHA-256s
+    recorded when it was built; an entry that differs (changed after the build) is moved to
+    artifacts/quarantine/ with a warning and counts as absent, so the cell builds it again."""
     path = cache_dir / "artifacts" / key
     meta = path / META_FILE
     if not meta.is_file():
         return None
     data = json.loads(meta.read_text())
+    if verify and "files" in data:  # entries built before hashes were recorded are trusted as they are
+        found = fingerprint.files_sha256(path, skip=(META_FILE,))
+        if found != data["files"]:
+            changed = sorted(set(found.items()) ^ set(data["files"].items()))
+            quarantine = cache_dir / "artifacts" / "quarantine" / f"{key}.{int(time.time())}"
+            quarantine.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, quarantine)
+            print(
+                f"warning: the cached artifact {key} changed after it was built ({changed[0][0]}); "
+                f"moved to {quarantine} and built again",
+                file=sys.stderr,
+            )
+            return None
     return Artifact(
         key, path, data["bytes"], data["quantize_s"], data["peak_rss_bytes"], data["peak_gpu_bytes"], reused=True
     )
@@ -185,6 +202,7 @@ def _build_locked(
             reused=False,
         )
         meta = {k: v for k, v in asdict(artifact).items() if k not in ("path", "reused")}
+        meta["files"] = fingerprint.files_sha256(staging)  # checked on every use (cached)
         (staging / META_FILE).write_text(json.dumps(meta, indent=2))  # last: the entry counts only with it
         os.chmod(staging, 0o755)
         if target.exists():  # an entry without metadata: a build that a run without locks left
