@@ -284,3 +284,24 @@ def test_runs_from_threads_at_once() -> None:
     with ThreadPoolExecutor(max_workers=2) as pool:
         statuses = list(pool.map(lambda p: run_untrusted(p).status, programs))
     assert statuses == ["passed", "failed", "passed", "failed"]
+
+
+def test_the_cgroup_cannot_be_left() -> None:
+    """A program moving itself to another cgroup (the root one) escapes its pids limit and the
+    cleanup that finds it there: the cgroup file system is not even visible, let alone writable."""
+    program = """
+import os, sys
+moved = []
+for root in ('/sys/fs/cgroup', '/sys/fs/cgroup/unified'):
+    try:
+        with open(root + '/cgroup.procs', 'w') as procs:
+            procs.write(str(os.getpid()))
+        moved.append(root)
+    except OSError as exc:
+        print(root, type(exc).__name__)
+print('own cgroup:', open('/proc/self/cgroup').read().strip())
+sys.exit(1 if moved else 0)
+"""
+    result = run_untrusted(program)
+    assert result.passed, result.detail
+    assert "/sys/fs/cgroup FileNotFoundError" in result.stdout or "/sys/fs/cgroup PermissionError" in result.stdout
