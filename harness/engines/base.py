@@ -80,7 +80,9 @@ class EvalModelRequest:
 class EngineSession(ABC):
     @abstractmethod
     def generate(self, prompts: list[list[int]], max_tokens: int) -> Generation:
-        """Greedy generation of exactly max_tokens per prompt (end-of-sequence ignored)."""
+        """Exactly max_tokens per prompt (end-of-sequence ignored), sampled as the engine's
+        reference benchmark samples (vLLM: temperature 1 and top-p 1, as `vllm bench throughput`;
+        llama.cpp, transformers: greedy)."""
 
     def weights_bytes(self) -> int | None:
         """Bytes of the model's weights as loaded by the engine (None: the engine can't say)."""

@@ -103,7 +103,9 @@ class VllmSession(EngineSession):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        params = SamplingParams(temperature=0.0, max_tokens=max_tokens, min_tokens=max_tokens, ignore_eos=True)
+        # the work `vllm bench throughput` does (its run_vllm): temperature 1, top-p 1, end of
+        # sequence ignored; no min_tokens, whose logits processor it doesn't run either
+        params = SamplingParams(n=1, temperature=1.0, top_p=1.0, max_tokens=max_tokens, ignore_eos=True)
         inputs = [TokensPrompt(prompt_token_ids=p) for p in prompts]
         start = time.perf_counter()
         outputs = self.llm.generate(inputs, params, use_tqdm=False)

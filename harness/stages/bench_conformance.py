@@ -1,0 +1,98 @@
+"""Is the harness's offline tok/s vLLM's own? The same work measured both ways on one loaded
+engine, in alternating pairs: the harness's measurement (VllmSession.generate, what every cell's
+offline figure comes from) and `vllm bench throughput`'s own request loop
+(vllm.benchmarks.throughput._run_vllm_requests, what its `run_vllm` calls once it has built the
+LLM): the same prompt token ids, the same sampling (the benchmark's: temperature 1, top-p 1, end
+of sequence ignored), the same output lengths, one shared warm-up. One engine for both takes its
+load out of the comparison; its settings are the cell's (VllmEngine.settings).
+
+On a small CPU host one run's tok/s moves by several percent from run to run, more than the band
+is wide, so the figure is the geometric mean of the pairs' ratios with its 95 % interval, and the
+verdict says whether that interval is inside the band (conforms), outside it (deviates), or
+across an edge (inconclusive: more pairs would tell). Run in an isolated process."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from harness.engines.base import EngineRequest
+from harness.engines.vllm import VllmEngine, VllmSession
+
+#: the band a conforming measurement stays in: harness tok/s over vLLM's benchmark's, both ways
+BAND = (0.98, 1.02)
+Verdict = Literal["conforms", "deviates", "inconclusive"]
+
+
+@dataclass(frozen=True)
+class Conformance:
+    harness_tok_s: list[float]  # total (input + output) tok/s of each pair's harness run
+    vllm_tok_s: list[float]  # and of its vLLM benchmark run
+
+    def _log_ratios(self) -> list[float]:
+        return [math.log(ours / theirs) for ours, theirs in zip(self.harness_tok_s, self.vllm_tok_s)]
+
+    @property
+    def ratio(self) -> float:
+        """Harness / vLLM's benchmark: the geometric mean of the pairs' ratios."""
+        return math.exp(statistics.fmean(self._log_ratios()))
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """95 % interval of the ratio (Student's t over the pairs' log-ratios)."""
+        from scipy import stats
+
+        logs = self._log_ratios()
+        half = stats.t.ppf(0.975, len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
+        centre = statistics.fmean(logs)
+        return math.exp(centre - half), math.exp(centre + half)
+
+    @property
+    def verdict(self) -> Verdict:
+        low, high = self.interval
+        if BAND[0] <= low and high <= BAND[1]:
+            return "conforms"
+        if high < BAND[0] or low > BAND[1]:
+            return "deviates"
+        return "inconclusive"
+
+    def line(self) -> str:
+        low, high = self.interval
+        return (
+            f"harness / vllm bench throughput = {self.ratio:.3f} (95 % interval {low:.3f}-{high:.3f}, "
+            f"{len(self.harness_tok_s)} pairs; band {BAND[0]}-{BAND[1]}): {self.verdict}"
+        )
+
+
+def _vllm_bench_tok_s(llm: Any, prompts: list[list[int]], output_len: int) -> float:
+    from vllm.benchmarks.datasets import SampleRequest
+    from vllm.benchmarks.throughput import _run_vllm_requests
+
+    requests = [
+        SampleRequest(prompt={"prompt_token_ids": p}, prompt_len=len(p), expected_output_len=output_len)
+        for p in prompts
+    ]
+    elapsed, outputs = _run_vllm_requests(
+        llm, requests, n=1, disable_detokenize=False, do_profile=False, prequeue_requests=False, enable_lora=False
+    )
+    tokens = sum(len(p) for p in prompts) + sum(len(o.outputs[0].token_ids) for o in outputs or [])
+    return tokens / elapsed
+
+
+def measure(request: EngineRequest, prompts: list[list[int]], output_len: int, pairs: int) -> Conformance:
+    ours: list[float] = []
+    theirs: list[float] = []
+    with VllmEngine().start(request) as session:
+        assert isinstance(session, VllmSession)
+        session.generate(prompts[:1], 4)  # the warm-up every cell's measurement does, shared
+        session.generate(prompts, output_len)  # and one of the measured size: the first of a process runs slow
+        for pair in range(pairs):
+            for side in ("ours", "theirs") if pair % 2 == 0 else ("theirs", "ours"):  # neither always goes first
+                if side == "ours":
+                    done = session.generate(prompts, output_len)
+                    ours.append((done.input_tokens + done.output_tokens) / done.seconds)
+                else:
+                    theirs.append(_vllm_bench_tok_s(session.llm, prompts, output_len))
+    return Conformance(ours, theirs)
