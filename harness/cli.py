@@ -40,7 +40,7 @@ def fetch(config: Path = typer.Argument(..., help="the YAML config")) -> None:
     """Download what a run of the config reads from the hub (model, hub calibration sets, eval
     datasets), so the run needs no network or token."""
     from harness.config import load_config
-    from harness.fetch import fetch as fetch_inputs
+    from harness.stages.fetch import fetch as fetch_inputs
 
     fetch_inputs(load_config(config), lambda line: err.print(line, markup=False, highlight=False, soft_wrap=True))
 
