@@ -25,7 +25,7 @@ def content_identity(source: str) -> str | None:
         return None
     digest = hashlib.sha256()
     for path in files:
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+        digest.update(bytes.fromhex(file_sha256(path)))
     return f"content:{digest.hexdigest()[:32]}"
 
 
@@ -39,7 +39,7 @@ def model_directory(directory: Path) -> str:
             stat = path.stat()
             digest.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}\n".encode())
         else:
-            digest.update(f"{name}:{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
+            digest.update(f"{name}:{file_sha256(path)}\n".encode())
     return digest.hexdigest()[:16]
 
 

@@ -10,7 +10,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from harness import provenance
+from harness import fingerprint, provenance
 from harness.stages.evaluate import data, sandbox
 from harness.stages.evaluate.lm_eval import TASKS_DIR
 
@@ -31,7 +31,7 @@ def sandbox_limits() -> dict[str, object]:
 def task_files(tasks_dir: Path = TASKS_DIR) -> dict[str, str]:
     """file name → SHA-256 of its content, for every task file the harness ships."""
     return {
-        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        path.name: fingerprint.file_sha256(path)
         for path in sorted(tasks_dir.iterdir())
         if path.suffix in (".yaml", ".py")
     }
