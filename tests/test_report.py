@@ -453,3 +453,25 @@ def test_the_kv_cache_trap_is_a_table_of_its_own(tmp_path: Path) -> None:
     assert kv_only < 99 and both < weights_only < 99
     page = report.build_report([DATA / "formats-cpu-serving.parquet"], tmp_path).markdown.read_text()
     assert "### KV cache and weights, each against bf16 + KV auto" in page
+
+
+def test_point_labels_never_overlap_and_the_first_given_are_kept() -> None:
+    from harness.report.svg import Chart
+
+    chart = Chart("t", "x", "y", (0.0, 10.0), xlim=(0.0, 10.0))
+    # eight cells within a hair of each other: not every label fits, none may overlap
+    items = [(5.0 + 0.01 * i, 5.0 + 0.01 * i, f"cell-{i}/vllm/kv-auto") for i in range(8)]
+    left_out = chart.point_labels(items)
+    placed = [part for part in chart.parts if part.startswith("<text") and "cell-" in part]
+    assert len(placed) + len(left_out) == 8 and left_out and "cell-0/vllm/kv-auto" not in left_out
+    boxes = []
+    for part in placed:
+        x, y = (float(re.search(rf'{k}="([\d.]+)"', part).group(1)) for k in ("x", "y"))
+        words = re.search(r">([^<]+)</text>", part).group(1)
+        anchor = re.search(r'text-anchor="(\w+)"', part).group(1)
+        w = len(words) * 0.6 * 9
+        left = {"start": x, "end": x - w, "middle": x - w / 2}[anchor]
+        boxes.append((left, y - 9, left + w, y + 2))
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)

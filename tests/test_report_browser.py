@@ -32,7 +32,7 @@ import pytest
 from harness import report
 from harness.report.sections import build_sections
 from harness.results.read import load_results
-from tests.test_report import FORMATS_CPU, SERVING, synthetic_serving_table
+from tests.test_report import FORMATS_CPU, QUALITY, SERVING, synthetic_serving_table
 
 ROOT = Path(__file__).resolve().parent.parent
 FLAGS = (
@@ -181,7 +181,18 @@ MEASURE = """JSON.stringify({
     const box = s.getBoundingClientRect();
     return {label: s.getAttribute('aria-label'), width: box.width, height: box.height,
             marks: s.querySelectorAll('rect,circle,polyline,line').length,
-            figure: s.closest('figure') ? s.closest('figure').id : null};
+            figure: s.closest('figure') ? s.closest('figure').id : null,
+            // point labels (9 px text) whose rendered boxes overlap another's
+            overlaps: (() => {
+              const boxes = [...s.querySelectorAll('text[font-size="9"]')].map(t => t.getBoundingClientRect());
+              let n = 0;
+              for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+                const a = boxes[i], b = boxes[j];
+                if (a.left < b.right - 1 && b.left < a.right - 1 && a.top < b.bottom - 1 && b.top < a.bottom - 1) n++;
+              }
+              return n;
+            })(),
+            rings: s.querySelectorAll('circle[fill="none"]').length};
   }),
   placeholders: [...document.querySelectorAll('.placeholder')].map(p => p.getBoundingClientRect().height),
   figures: document.querySelectorAll('figure.plot').length,
@@ -256,6 +267,8 @@ def _check_page(files: report.ReportFiles, tmp_path: Path, name: str) -> dict[st
         )
         assert svg["marks"] > 3, f"{name}: plot {svg['label']!r} has nothing drawn in it"
         assert svg["width"] <= found["page"][0], f"{name}: plot {svg['label']!r} is wider than the page"
+        if (svg["figure"] or "").endswith("-quality"):  # the Pareto plot: labels readable, the answer marked
+            assert svg["overlaps"] == 0, f"{name}: {svg['overlaps']} point labels overlap in {svg['label']!r}"
     assert all(h > 0 for h in found["placeholders"]), f"{name}: a placeholder is not shown"
     # the layout a person meets: no sideways scrolling of the page (wide tables scroll in their
     # own box), and the answer on the first screen
@@ -270,9 +283,11 @@ def _check_page(files: report.ReportFiles, tmp_path: Path, name: str) -> dict[st
 
 
 def test_the_report_of_real_runs_renders_in_chromium(tmp_path: Path) -> None:
-    tables = [FORMATS_CPU, *([SERVING] if SERVING.is_file() else [])]
+    tables = [FORMATS_CPU, QUALITY, *([SERVING] if SERVING.is_file() else [])]
     files = report.build_report(tables, tmp_path / "report")
     found = _check_page(files, tmp_path, "report")
+    quality = [svg for svg in found["svgs"] if (svg["figure"] or "").endswith("-quality")]
+    assert quality and all(svg["rings"] == 1 for svg in quality)  # the recommended cell is marked
     per_section = len(build_sections(load_results(tables), 5.0)[0].figures)
     assert found["figures"] == found["sections"] * per_section
 

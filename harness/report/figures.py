@@ -42,7 +42,11 @@ class SectionView:
     regressions: list[Regression]
     threshold: float  # % change flagged as a regression
     shape: ModelShape | None  # the model's shape, when known
+    recommended: str | None = None  # the cell the section's decision ships (harness.results.decide)
 
+
+#: the ring around the recommended cell in the quality plot
+RECOMMENDED_COLOR = "#2e7d32"
 
 LATENCY_PLACEHOLDER = (
     "no serving-load figures in these results: latency (TTFT and ITL, p50/p99) against concurrency needs the "
@@ -87,7 +91,8 @@ def quality_figure(view: SectionView) -> Figure:
         "output tok/s. "
         "Filled points joined by the line are the Pareto front (no other cell is both faster and better). "
         "Reference-engine cells (transformers) are left out: their tok/s is not a serving speed. "
-        "Vertical bars: 95 % intervals (paired bootstrap over documents; for KLD, over held-out windows)."
+        "Vertical bars: 95 % intervals (paired bootstrap over documents; for KLD, over held-out windows). "
+        "The green ring marks the recommended cell. Labels that would overlap are left to the points' tooltips."
     )
     points = []
     for r in rows:
@@ -126,6 +131,7 @@ def quality_figure(view: SectionView) -> Figure:
                 width=1.2,
                 tip=f"{name}: 95 % interval {interval[0]:.2f}–{interval[1]:.2f}",
             )
+        chosen = name == view.recommended
         svg.dot(
             x,
             y,
@@ -134,10 +140,19 @@ def quality_figure(view: SectionView) -> Figure:
             filled=on,
             square=source == "kld",
             tip=f"{name}: {x:.1f} tok/s, quality {y:.2f} "
-            f"({'perplexity recovery' if source == 'ppl' else '100 - 100 x KLD'}){' (Pareto front)' if on else ''}",
+            f"({'perplexity recovery' if source == 'ppl' else '100 - 100 x KLD'}){' (Pareto front)' if on else ''}"
+            f"{' (recommended)' if chosen else ''}",
         )
-        svg.text(svg.sx(x) + 7, svg.sy(y) - 5, name, size=9, color="#444")
-    svg.legend([("Pareto front", "#c44e52"), ("other cells", "#4c72b0")])
+        if chosen:
+            svg.ring(x, y, RECOMMENDED_COLOR, tip=f"{name}: the format the report recommends")
+    # the recommended cell's label first, then the front's, then the rest: where space runs out, the
+    # least important labels are the ones left to their tooltips
+    order = sorted(range(len(points)), key=lambda i: (points[i][3] != view.recommended, i not in front, i))
+    svg.point_labels([(points[i][0], points[i][1], points[i][3]) for i in order])
+    legend = [("Pareto front", "#c44e52"), ("other cells", "#4c72b0")]
+    if view.recommended is not None and any(p[3] == view.recommended for p in points):
+        legend.append(("recommended", RECOMMENDED_COLOR))
+    svg.legend(legend)
     return Figure("quality", title, caption, svgs=(svg.render(),))
 
 

@@ -67,7 +67,9 @@ def build_sections(frame: pd.DataFrame, threshold: float) -> list[Section]:
         shape = shape_of_source(model)
         runs = trend.runs(rows)
         regressions = trend.regressions(title, rows, runs, threshold)
-        view = SectionView(rows, latest, runs, regressions, threshold, shape)
+        decision = decide(latest)
+        chosen = decision.choice.name if decision.choice is not None else None
+        view = SectionView(rows, latest, runs, regressions, threshold, shape, chosen)
         figures = [figure(view) for figure in FIGURES]
         serving = serving_rows(latest)
         kv_headers, kv_trap = kv_trap_table(latest)
@@ -81,7 +83,7 @@ def build_sections(frame: pd.DataFrame, threshold: float) -> list[Section]:
                 regressions,
                 serving,
                 serving_notes(latest) if serving else [],
-                decide(latest),
+                decision,
                 kv_headers,
                 kv_trap,
             )

@@ -36,6 +36,10 @@ COLORS = (
 )
 
 
+def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
 def ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     """Round linear ticks covering [lo, hi]."""
     if not math.isfinite(lo) or not math.isfinite(hi):
@@ -203,6 +207,44 @@ class Chart:
                 f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{r:.1f}" fill="{fill}" stroke="{color}" '
                 f'stroke-width="1.5">{title}</circle>'
             )
+
+    def ring(self, x: float, y: float, color: str, r: float = 9.0, tip: str = "") -> None:
+        """An open circle around a point (marks one point among others)."""
+        title = f"<title>{html.escape(tip)}</title>" if tip else ""
+        self.parts.append(
+            f'<circle cx="{self.sx(x):.1f}" cy="{self.sy(y):.1f}" r="{r:.1f}" fill="none" stroke="{color}" '
+            f'stroke-width="2.5">{title}</circle>'
+        )
+
+    def point_labels(self, items: Sequence[tuple[float, float, str]], size: int = 9) -> list[str]:
+        """Label points without overlap, in the order given (most important first): each label
+        goes right, left, above or below its point, wherever it overlaps no label placed before it,
+        no point and no edge of the plot; a label with no free place is left out (its point keeps its
+        tooltip). Returns the labels left out."""
+        char_w, height = 0.6 * size, size + 2.0
+        points = [(self.sx(x), self.sy(y)) for x, y, _ in items]
+        taken: list[tuple[float, float, float, float]] = [(px - 5, py - 5, px + 5, py + 5) for px, py in points]
+        x_lo, x_hi, y_lo, y_hi = self.left, self.width - self.right, self.top, self.height - self.bottom
+        left_out = []
+        for (px, py), (_, _, words) in zip(points, items):
+            w = len(words) * char_w
+            gap = 11  # clear of a ring around the point (Chart.ring)
+            options = (  # (box left, box top, text x, text anchor)
+                (px + gap, py - height / 2, px + gap, "start"),
+                (px - gap - w, py - height / 2, px - gap, "end"),
+                (px - w / 2, py - gap - height, px, "middle"),
+                (px - w / 2, py + gap, px, "middle"),
+            )
+            for bx, by, tx, anchor in options:
+                box = (bx, by, bx + w, by + height)
+                inside = box[0] >= x_lo and box[2] <= x_hi and box[1] >= y_lo and box[3] <= y_hi
+                if inside and not any(_overlap(box, other) for other in taken):
+                    taken.append(box)
+                    self.text(tx, by + height - 2, words, size=size, anchor=anchor, color="#444")
+                    break
+            else:
+                left_out.append(words)
+        return left_out
 
     def bar(
         self,
