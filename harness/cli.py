@@ -296,13 +296,25 @@ def pick(
     write_config: Optional[Path] = typer.Option(
         None, "--write-config", help="write the validation config for harness run here"
     ),
+    floor: Optional[float] = typer.Option(
+        None, "--floor", help="a recovery floor in % of bf16 of your own, instead of the tolerance's"
+    ),
+    validate: bool = typer.Option(
+        False,
+        "--validate",
+        help="run the validation config and walk the fallback chain (next candidate, 8-bit, more memory) until a "
+        "format passes its gate",
+    ),
+    validate_dir: Optional[Path] = typer.Option(
+        None, "--validate-dir", help="where --validate runs its steps (default: results/pick-MODEL-validate)"
+    ),
 ) -> None:
     """Pick a format, engine and KV-cache dtype, with the reasons and a validation plan (docs/picker.md)."""
     from rich.markup import escape
 
     from harness import picker
 
-    rec = picker.pick(hardware, model, workload, tolerance, multi_lora, concurrency, context, results)
+    rec = picker.pick(hardware, model, workload, tolerance, multi_lora, concurrency, context, results, floor)
     table = Table(
         title=f"{rec.model} on {rec.hardware}: {rec.workload}, {rec.tolerance} (floor {rec.floor_pct:g} %), "
         f"{concurrency} x {context}"
@@ -328,6 +340,14 @@ def pick(
     if write_config is not None:
         write_config.write_text(rec.config_yaml(), encoding="utf-8")
         out.print(f"config written: {escape(str(write_config))} (python -m harness run {escape(str(write_config))})")
+    if validate:
+        from harness.plan import fallback
+
+        where = validate_dir or Path("results") / f"pick-{rec.model}-validate"
+        outcome = fallback.validate(rec, where, err)
+        out.print(f"[bold]validation[/] ({escape(str(where))}, validation.json)")
+        for line in outcome.lines():
+            out.print(f"  {escape(line)}")
 
 
 def _interrupt_on_sigterm() -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -120,10 +120,11 @@ class Recommendation:
     decided_by_rows: list[str] = field(default_factory=list)
     memory: memory.MemoryPlan | None = None
     format_entry: dict[str, Any] = field(default_factory=dict)  # the config's formats[] entry
+    floor: float | None = None  # a recovery floor of the team's own, instead of the tolerance's
 
     @property
     def floor_pct(self) -> float:
-        return FLOORS[self.tolerance]
+        return self.floor if self.floor is not None else FLOORS[self.tolerance]
 
     def config_yaml(self) -> str:
         """A `harness run` config that validates this answer: the bf16 baseline beside the format
@@ -435,8 +436,10 @@ def _calibration(workload: str, model: str, context: int) -> CalibrationPlan:
     )
 
 
-def _validation(fmt: str, workload: str, tolerance: str, model: str, context: int) -> ValidationPlan:
-    floor = FLOORS[tolerance]
+def _validation(
+    fmt: str, workload: str, tolerance: str, model: str, context: int, floor: float | None = None
+) -> ValidationPlan:
+    floor = FLOORS[tolerance] if floor is None else floor
     spec = format_registry.REGISTRY[fmt]
     needs = spec.needs_calibration(format_registry.params_from_entry({"name": fmt}))
     if needs:
@@ -463,6 +466,8 @@ def _validation(fmt: str, workload: str, tolerance: str, model: str, context: in
         ]
     gates.append(EvalGate("kld", "kld_mean", None))
     notes = [f"ship only if every gated eval recovers at least {floor:g} % of the bf16 baseline ({tolerance})"]
+    if floor != FLOORS[tolerance]:
+        notes[0] = f"ship only if every gated eval recovers at least {floor:g} % of the bf16 baseline (the asked floor)"
     if fmt in ("nvfp4", "mxfp4", "nvfp4a16", "mxfp4a16"):
         notes.append(
             "per-block validation: FP4 scales each 16 (NVFP4) or 32 (MXFP4) values; read kld_p99 and top1_agreement, "
@@ -578,6 +583,7 @@ def pick(
     concurrency: int = 128,
     context: int = 2048,
     results: Path | None = None,
+    floor: float | None = None,
 ) -> Recommendation:
     """A format, engine and KV-cache dtype for serving `model` on `hardware`, with the reasons and
     the validation plan; measured rows in `results` override the rules (docs/picker.md)."""
@@ -585,9 +591,11 @@ def pick(
     _check_choice("tolerance", tolerance, tuple(FLOORS))
     if concurrency < 1 or context < 16:
         raise HarnessError(f"concurrency must be at least 1 and context at least 16 (got {concurrency}, {context})")
+    if floor is not None and not 0 < floor <= 100:
+        raise HarnessError(f"floor must be a recovery percentage in (0, 100] (got {floor})")
     gpu = resolve_hardware(hardware)
     name, source, shape, reasons = resolve_model(model, workload)
-    floor = FLOORS[tolerance]
+    asked_floor, floor = floor, FLOORS[tolerance] if floor is None else floor
     if gpu is None:
         choice = _cpu_rule(shape, tolerance, multi_lora, concurrency, context, reasons)
         engine = "llamacpp"
@@ -615,9 +623,10 @@ def pick(
         fits=choice.fits,
         max_batch=choice.plan.max_batch if choice.plan else None,
         reasons=reasons,
-        plan=_validation(choice.entry["name"], workload, tolerance, name, context),
+        plan=_validation(choice.entry["name"], workload, tolerance, name, context, asked_floor),
         memory=choice.plan,
         format_entry=choice.entry,
+        floor=asked_floor,
     )
     if results is not None:
         measured = _measured(load_results(results), name, source, gpu, shape, rec, floor)
@@ -639,7 +648,7 @@ def pick(
             rec.fits, rec.memory = won.fits, won.plan
             rec.max_batch = won.plan.max_batch if won.plan else None
             rec.decided_by_rows = rows
-            rec.plan = _validation(rec.format, workload, tolerance, name, context)
+            rec.plan = _validation(rec.format, workload, tolerance, name, context, asked_floor)
     return rec
 
 
@@ -647,10 +656,19 @@ def pick(
 # The validation config
 
 
+def baseline_format(engine: str) -> str:
+    """The unquantized format a validation config measures beside the candidate: the reference
+    its recovery and KLD are computed against (harness.results.compare). llama.cpp's own BF16
+    GGUF for a GGUF answer: a GGUF cell is judged against a baseline of its engine, never against
+    another engine's numerics."""
+    return "gguf-bf16" if engine == "llamacpp" else "bf16"
+
+
 def _config_yaml(rec: Recommendation) -> str:
     fmt = format_registry.REGISTRY[rec.format]
-    baseline = fmt.is_baseline
-    formats: list[Any] = ["bf16"] if baseline else ["bf16", rec.format_entry or {"name": rec.format}]
+    reference = baseline_format(rec.engine)
+    baseline = fmt.is_baseline or rec.format == reference
+    formats: list[Any] = [reference] if baseline else [reference, rec.format_entry or {"name": rec.format}]
     output_len = max(1, min(256, rec.context // 4))
     if rec.engine == "vllm":
         engines: list[dict[str, Any]] = [
@@ -662,8 +680,8 @@ def _config_yaml(rec: Recommendation) -> str:
                 "gpu_memory_utilization": 0.9,
             }
         ]
-    else:  # llama.cpp serves GGUF only: the transformers engine serves the bf16 baseline
-        engines = [{"name": rec.engine, "max_model_len": rec.context}, {"name": "transformers"}]
+    else:  # llama.cpp: its own unquantized GGUF is the reference its cells are judged against
+        engines = [{"name": rec.engine, "max_model_len": rec.context}]
     tasks = [g.task for g in rec.plan.evals if g.task != "kld"]
     data: dict[str, Any] = {
         "name": re.sub(r"[^A-Za-z0-9_.-]", "-", f"pick-{rec.model}-{rec.format}")[:64],
@@ -684,7 +702,7 @@ def _config_yaml(rec: Recommendation) -> str:
     header = [
         f"# harness pick: {rec.format} on {rec.engine} (KV {rec.kv_cache_dtype}) for {rec.model} on {rec.hardware}, "
         f"{rec.workload}, {rec.tolerance} ({rec.concurrency} x {rec.context})",
-        "# Gates (compare each cell's recovery columns with the bf16 row before shipping):",
+        f"# Gates (compare each cell's recovery columns with the {reference} row before shipping):",
         *[f"#   {line}" for line in rec.plan.lines()],
     ]
     if rec.fits is False:
@@ -707,3 +725,59 @@ def _config_yaml(rec: Recommendation) -> str:
                 "run it with tensor_parallel_size > 1 or on a larger GPU"
             )
     return "\n".join(header) + "\n" + yaml.safe_dump(data, sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# The fallback chain's steps (harness.plan.fallback walks them)
+
+
+def rule_candidates(rec: Recommendation) -> list[str]:
+    """The formats the rules would try for this question, in order (a CPU: the GGUF rule's one)."""
+    gpu = resolve_hardware(rec.hardware)
+    if gpu is None:
+        return [rec.format]
+    return _gpu_rules(gpu, rec.workload, rec.tolerance, rec.multi_lora)[0]
+
+
+def fits_on(rec: Recommendation, fmt: str, tensor_parallel: int) -> bool:
+    """Whether `fmt` with the answer's KV-cache dtype serves the asked load on `tensor_parallel`
+    of the asked GPU (a CPU: always; host memory is not planned)."""
+    gpu = resolve_hardware(rec.hardware)
+    if gpu is None:
+        return True
+    shape = resolve_model(rec.model_source, rec.workload)[2]
+    plan = _plan(
+        shape, _default_entry(fmt, shape), rec.kv_cache_dtype, rec.concurrency, rec.context, gpu, tensor_parallel
+    )
+    return plan is not None and plan.fits and not plan.note
+
+
+def variant(rec: Recommendation, fmt: str, tensor_parallel: int = 1) -> Recommendation:
+    """The same question answered with `fmt` (a step of the fallback chain): its validation plan
+    and config, on `tensor_parallel` devices."""
+    if fmt == rec.format and tensor_parallel == rec.tensor_parallel:
+        return rec
+    gpu = resolve_hardware(rec.hardware)
+    shape = resolve_model(rec.model_source, rec.workload)[2]
+    entry = _default_entry(fmt, shape)
+    plan = (
+        None
+        if gpu is None
+        else _plan(shape, entry, rec.kv_cache_dtype, rec.concurrency, rec.context, gpu, tensor_parallel)
+    )
+    return replace(
+        rec,
+        format=fmt,
+        format_entry=entry,
+        engine="llamacpp" if fmt.startswith("gguf-") else "vllm",
+        tensor_parallel=tensor_parallel,
+        fits=None if plan is None else plan.fits,
+        max_batch=None if plan is None else plan.max_batch,
+        memory=plan,
+        reasons=[
+            *rec.reasons,
+            f"fallback: {fmt}" + (f" on tensor parallel {tensor_parallel}" if tensor_parallel > 1 else ""),
+        ],
+        plan=_validation(fmt, rec.workload, rec.tolerance, rec.model, rec.context, rec.floor),
+        decided_by_rows=[],
+    )
