@@ -141,6 +141,12 @@ def run_cell(
         refusal = fmt.unsupported_reason(cell.format, ctx.hw)
         if refusal is not None:
             raise StageStop("unsupported", refusal, "serve")
+        served = cell.serving is not None and engine.has_server
+        checked = (
+            serving.output_check_requests(cell.serving, cell.workload, ctx.model.path)
+            if cell.serving is not None and served
+            else []
+        )
         offline = bench.measure(
             engine,
             request,
@@ -149,6 +155,7 @@ def run_cell(
             logs / "engine.log",
             ctx.hw.device,
             cell.workload.repeats,
+            greedy=checked,
         )
         row.add(offline)
         row.add(bench.kernel_columns(fmt.expected_kernels(cell.format, engine.name, ctx.hw), offline.kernels))
@@ -168,8 +175,16 @@ def run_cell(
         if cell.serving is not None:
             on_stage("serve under load")
             row.add(
-                serving.measure(engine, request, cell.serving, cell.workload, ctx.model.path, logs / "server.log")
-                if engine.has_server
+                serving.measure(
+                    engine,
+                    request,
+                    cell.serving,
+                    cell.workload,
+                    ctx.model.path,
+                    logs / "server.log",
+                    references=offline.measurement.greedy,
+                )
+                if served
                 else serving.no_server_note(engine)
             )
         if cell.evals is not None:

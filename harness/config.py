@@ -119,6 +119,13 @@ class ServingSpec(StrictModel):
     startup_timeout_s: int = Field(900, ge=10, description="from the server's start to its /health answering")
     request_timeout_s: int = Field(600, ge=1)
     warmup_requests: int = Field(1, ge=0, le=64, description="requests sent before the sweep, not measured")
+    output_checks: int = Field(
+        4,
+        ge=0,
+        le=64,
+        description="the first N requests of each load point are checked against the offline engine's greedy answers "
+        "(0: none)",
+    )
     port: int | None = Field(None, ge=1, le=65535, description="the server's port on 127.0.0.1 (None: a free one)")
     formats: list[str] | None = Field(
         None, description="format ids (names or labels) to serve under load (None: every cell)"

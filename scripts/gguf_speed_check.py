@@ -46,7 +46,7 @@ def harness_once(gguf: Path, prompts: list[list[int]], output_len: int, threads:
 def llama_bench_once(gguf: Path, input_len: int, output_len: int, prompts: int, threads: int) -> float:
     argv = [
         str(llamacpp_tools.program("llama-bench")),
-        *("-m", str(gguf), "-t", str(threads), "-b", "512", "-ngl", "0"),
+        *("-m", str(gguf), "-t", str(threads), "-b", "512", "-ngl", "0", "-fa", "off"),  # as the harness loads it
         *("-p", "0", "-n", "0", "-pg", f"{input_len},{output_len}", "-r", str(prompts), "-o", "json"),
     ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=1800)

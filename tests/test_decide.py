@@ -109,3 +109,26 @@ def test_the_cheapest_at_the_slo_ships_and_a_fallback_kernel_does_not(tmp_path: 
     assert lost["bf16/vllm/kv-auto"] == (
         "dearer: $0.9 per million output tokens at capacity vs $0.4 per million output tokens at capacity"
     )
+
+
+def test_a_cell_whose_answers_under_load_are_not_the_engines_is_never_shipped(tmp_path: Path) -> None:
+    """SYNTHETIC rows, both equivalent: INT8 is cheaper at the SLO, but its greedy answers under load
+    degenerated (serving.output_check): bf16 ships, and the line says why INT8 lost."""
+    same = [1] * 30 + [0] * 30
+    note = "degenerate output under load: 1/8 greedy answers under load equal the offline engine's, 7 left it"
+    rows = [
+        paired_row("base", "bf16", 100.0, same, 0, usd_per_million_output_tokens=0.90, output_check_ok=True),
+        paired_row(
+            "int8",
+            "w8a8-int8",
+            200.0,
+            same,
+            1,
+            usd_per_million_output_tokens=0.40,
+            output_check_ok=False,
+            output_check_note=note,
+        ),
+    ]
+    decision = decide(write(tmp_path, rows, {}).reset_index().to_dict("records"))
+    assert decision.choice is not None and decision.choice.row["cell_key"] == "base"
+    assert dict(decision.lost)["w8a8-int8/vllm/kv-auto"] == f"failed its output check under load: {note}"

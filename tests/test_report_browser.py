@@ -201,6 +201,7 @@ MEASURE = """JSON.stringify({
   page: [document.documentElement.scrollWidth, document.documentElement.scrollHeight],
   viewport: [window.innerWidth, window.innerHeight],
   answers: [...document.querySelectorAll('.answer .ship, .answer .no-answer')].map(a => a.getBoundingClientRect().top),
+  regressions: [...document.querySelectorAll('li.regression')].map(li => li.textContent),
 })"""
 
 
@@ -299,3 +300,31 @@ def test_the_serving_plots_render_in_chromium(tmp_path: Path) -> None:
     figures = {svg["figure"].rsplit("-", 1)[-1] for svg in found["svgs"]}
     assert {"latency", "memory", "roofline"} <= figures
     assert found["tables"] == 3  # the cell table, the KV-cache table (two KV dtypes), the serving table
+
+
+def test_a_two_run_page_flags_the_real_regression_and_not_the_noise(tmp_path: Path) -> None:
+    """SYNTHETIC second run (regression input only): the real quality rows as run one, each with three
+    offline repeats; run two copies them with bf16 on vLLM 25 % slower and tight repeats (a real
+    regression) and fp8-dynamic 10 % slower with repeats spread ±30 % (noise). In the browser: the
+    answer on the first screen, one regression line, for bf16, saying it is outside the noise."""
+    import pandas as pd
+
+    first = pd.read_parquet(QUALITY)
+    first["output_tok_s_repeats"] = [json.dumps([v * 0.99, v, v * 1.01]) for v in first["output_tok_s"]]
+    second = first.copy()
+    second["run_id"] = first["run_id"] + "-next"
+    for column in ("started_at", "finished_at"):
+        second[column] = first[column] + pd.Timedelta(days=1)
+    for i, cell in enumerate(second["cell_name"]):
+        base = float(first["output_tok_s"].iloc[i])
+        spread = {"bf16/vllm/kv-auto": (0.75, 0.01), "fp8-dynamic/vllm/kv-auto": (0.90, 0.30)}.get(cell, (1.0, 0.01))
+        repeats = [base * spread[0] * (1 + d * spread[1]) for d in (-1, 0, 1)]
+        second.loc[second.index[i], "output_tok_s"] = sum(repeats) / 3
+        second.loc[second.index[i], "output_tok_s_repeats"] = json.dumps(repeats)
+    table = tmp_path / "two-runs.parquet"
+    pd.concat([first, second], ignore_index=True).to_parquet(table)
+    files = report.build_report(table, tmp_path / "report")
+    assert [(r.cell_name, r.metric) for r in files.regressions] == [("bf16/vllm/kv-auto", "output_tok_s")]
+    assert "outside the noise" in files.regressions[0].line()
+    found = _check_page(files, tmp_path, "report-two-runs")
+    assert found["regressions"] == [files.regressions[0].line()]

@@ -88,6 +88,12 @@ class EngineSession(ABC):
         """Bytes of the model's weights as loaded by the engine (None: the engine can't say)."""
         return None
 
+    def greedy(self, prompts: list[list[int]], max_tokens: list[int]) -> list[list[int]] | None:
+        """Each prompt's greedy answer of exactly max_tokens[i] token ids, sampled as the engine's
+        server samples a load request (temperature 0, end of sequence as the server's ignore_eos
+        treats it): the reference of the output checks under load. None: the engine can't."""
+        return None
+
 
 class Engine(ABC, Generic[EP]):
     name: ClassVar[str]

@@ -23,6 +23,7 @@ class LlamaCppLM(LM):
         n_batch: int = 512,
         n_gpu_layers: int = 0,
         seed: int = 0,
+        flash_attn: bool = False,
         add_bos_token: bool | None = None,
     ) -> None:
         super().__init__()
@@ -37,6 +38,7 @@ class LlamaCppLM(LM):
             n_batch=n_batch,
             n_gpu_layers=n_gpu_layers,
             seed=seed,
+            flash_attn=flash_attn,
             logits_all=True,
             verbose=True,
         )

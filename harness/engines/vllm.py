@@ -113,6 +113,15 @@ class VllmSession(EngineSession):
         out_tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
         return Generation(len(prompts), sum(len(p) for p in prompts), out_tokens, seconds)
 
+    def greedy(self, prompts: list[list[int]], max_tokens: list[int]) -> list[list[int]] | None:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        # what the load client sends (loadgen): temperature 0, min_tokens = max_tokens, ignore_eos
+        params = [SamplingParams(n=1, temperature=0.0, max_tokens=n, min_tokens=n, ignore_eos=True) for n in max_tokens]
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
+        return [list(o.outputs[0].token_ids) for o in outputs]
+
 
 class VllmEngine(Engine[VllmParams]):
     name = "vllm"

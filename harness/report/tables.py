@@ -167,6 +167,13 @@ def serving_notes(rows: list[dict[str, Any]]) -> list[str]:
         if cost is not None:
             line += f"; ${cost:.3g} per million output tokens at the configured price"
         notes.append(line)
+    for r in rows:
+        if is_missing(r.get("output_check_note")):
+            continue
+        verdict = "passed" if r.get("output_check_ok") else "FAILED"
+        notes.append(f"{r['cell_name']}: output check under load {verdict}: {r['output_check_note']}")
+    energy = sorted({str(r["serving_energy_note"]) for r in rows if not is_missing(r.get("serving_energy_note"))})
+    notes.extend(energy)
     return notes
 
 

@@ -167,7 +167,9 @@ def decide(rows: list[dict[str, Any]], floor_pct: float = DEFAULT_FLOOR_PCT) -> 
         else:
             judged.append(judge(row, floor_pct))
     fallback = [j for j in judged if j.label in ("equivalent", "reference") and j.row.get("kernel_expected") is False]
-    passing = [j for j in judged if j.label in ("equivalent", "reference") and j not in fallback]
+    # answers under load that are not the engine's (harness.stages.serving.output_check): never shipped
+    garbled = [j for j in judged if j.row.get("output_check_ok") is False and j not in fallback]
+    passing = [j for j in judged if j.label in ("equivalent", "reference") and j not in fallback + garbled]
     rank = ranking(passing)
     eligible = sorted(passing, key=lambda j: rank.key(j.row))
     choice = eligible[0] if eligible else None
@@ -183,7 +185,9 @@ def decide(rows: list[dict[str, Any]], floor_pct: float = DEFAULT_FLOOR_PCT) -> 
     for j in sorted(judged, key=lambda j: -(j.tok_s or 0.0)):
         if j is choice or j is runner_up or j.label == "no quality":
             continue
-        if j in fallback:
+        if j in garbled:
+            lost.append((j.name, f"failed its output check under load: {j.row.get('output_check_note')}"))
+        elif j in fallback:
             ran = ", ".join(k.split(" for ")[0] for k in str(j.row.get("kernels") or "").split("; "))
             made = " or ".join(str(j.row.get("kernels_expected") or "").split("; "))
             lost.append((j.name, f"ran on a fallback kernel ({ran}), not one it is made for ({made})"))

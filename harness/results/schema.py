@@ -31,9 +31,25 @@ SERVING_POINT = pa.struct(
         ("output_tok_s", pa.float64()),
         ("total_tok_s", pa.float64()),
         *[(name, pa.float64()) for name in _LATENCY],
+        ("energy_j", pa.float64()),  # GPU boards' energy over the point (NVML; null on CPU)
+        ("j_per_output_token", pa.float64()),
         ("goodput_rps", pa.float64()),  # requests/s that met every SLO set
         ("slo_attained_pct", pa.float64()),
         ("error", pa.string()),  # the first request error, if any failed
+        # the point's first requests against the offline engine's greedy answers (serving.output_check)
+        (
+            "output_check",
+            pa.struct(
+                [
+                    ("checked", pa.int32()),
+                    ("exact", pa.int32()),
+                    ("agree", pa.int32()),
+                    ("first_divergence", pa.list_(pa.int32())),
+                    ("degenerate", pa.int32()),
+                    ("reference_degenerate", pa.int32()),
+                ]
+            ),
+        ),
         # each request's SLO inputs (loadgen.request_record): goodput is re-derived from them
         # when the config's SLO changes, which is not part of the key
         (
@@ -161,6 +177,10 @@ SCHEMA = pa.schema(
         ("usd_per_million_output_tokens", pa.float64()),  # serving.capacity.usd_per_hour at capacity
         ("serving_slo", pa.string()),  # JSON {ttft_ms, tpot_ms, e2el_ms}
         ("serving_prompts", pa.string()),  # whether each sweep point had prompts of its own (prefix caching)
+        # greedy answers under load against the offline engine's (serving.output_check): ok, and why
+        ("serving_energy_note", pa.string()),  # where no energy was measured, why
+        ("output_check_ok", pa.bool_()),
+        ("output_check_note", pa.string()),
         # quality: what the cell measured about itself (lm-eval metrics, harness.results.metrics)
         *[(m.column, pa.float64()) for m in METRICS],
         ("eval_items", pa.string()),  # JSON {task: {doc_id: score}}: per-item outcomes, for paired statistics

@@ -25,6 +25,9 @@ class OfflineMeasurement:
     requests_per_s: float
     weights_bytes: int | None  # as the engine loaded them (None: it can't say)
     repeat_tok_s: tuple[float, ...] = ()  # each repeat's output tok/s (workload.repeats > 1)
+    # greedy answers to the output checks' prompts (harness.stages.serving.output_check); None: none asked,
+    # or the engine can't
+    greedy: tuple[tuple[int, ...], ...] | None = None
 
     def columns(self) -> dict[str, Any]:
         return {
@@ -94,12 +97,14 @@ def measure(
     log_path: Path,
     device: str,
     repeats: int = 1,
+    greedy: list[tuple[list[int], int]] | None = None,
 ) -> OfflineResult:
     """Offline throughput of the cell's artifact, in an isolated child. Raises StageStop: the
-    engine refused the format on this hardware (unsupported, in its own words) or broke (failed)."""
+    engine refused the format on this hardware (unsupported, in its own words) or broke (failed).
+    `greedy`: (prompt, tokens) whose greedy answers the output checks under load compare with."""
     outcome = run_isolated(
         offline_throughput,
-        (engine, request, prompts, output_len, repeats),
+        (engine, request, prompts, output_len, repeats, greedy or []),
         log_path,
         request.spec.timeout_s,
         memory_limit_bytes(request.spec.memory_limit_gib),
@@ -127,7 +132,12 @@ def measure(
 
 
 def offline_throughput(
-    engine: Engine[Any], request: EngineRequest, prompts: list[list[int]], output_len: int, repeats: int = 1
+    engine: Engine[Any],
+    request: EngineRequest,
+    prompts: list[list[int]],
+    output_len: int,
+    repeats: int = 1,
+    greedy: list[tuple[list[int], int]] | None = None,
 ) -> OfflineMeasurement:
     """Runs inside an isolated process (harness.isolation). The prompts come from the source
     model's tokenizer (a GGUF artifact has none of its own), the same for every cell. With
@@ -137,6 +147,7 @@ def offline_throughput(
         load_s = time.perf_counter() - start
         session.generate(prompts[:1], 4)  # warm-up: first-call allocations are not throughput
         results = [session.generate(prompts, output_len) for _ in range(repeats)]
+        answers = session.greedy([p for p, _ in greedy], [n for _, n in greedy]) if greedy else None
         weights_bytes = session.weights_bytes()
     result = results[0]
     seconds = sum(r.seconds for r in results) / len(results)
@@ -151,4 +162,5 @@ def offline_throughput(
         requests_per_s=result.prompts / seconds,
         weights_bytes=weights_bytes,
         repeat_tok_s=tuple(r.output_tokens / r.seconds for r in results),
+        greedy=None if answers is None else tuple(tuple(a) for a in answers),
     )

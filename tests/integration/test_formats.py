@@ -91,6 +91,9 @@ def test_gguf_served_by_llama_cpp_server_on_the_same_client(rows: pd.DataFrame) 
         assert p["completed"] == 4 and p["failed"] == 0, p["error"]
         assert p["output_tokens"] == 4 * 8  # ignore_eos: every stream runs to its length
         assert 0 < p["ttft_p50_ms"] <= p["ttft_p99_ms"] and 0 < p["itl_p50_ms"]
+    # its greedy answers under load are llama.cpp's offline ones (both with flash attention off)
+    assert row["output_check_ok"], row["output_check_note"]
+    assert "--flash-attn off" in row["serving_server"]
     # continuous batching: two requests decode together (llama-cpp-python's server queued them)
     assert points[1]["output_tok_s"] > points[0]["output_tok_s"]
     assert row["engine_weights_bytes"] and row["engine_weights_bytes"] < row["artifact_bytes"]

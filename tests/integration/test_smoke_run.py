@@ -87,6 +87,21 @@ def test_serving_sweep_measured_over_loopback_http(smoke: dict) -> None:
         assert rows.loc[fmt, "serving"] is None
 
 
+def test_greedy_answers_under_load_are_the_offline_engines(smoke: dict) -> None:
+    """The output checks on healthy cells: the first 4 requests of every point, answered by the
+    server under load, against vLLM's offline greedy answers to the same token ids."""
+    rows = _rows(smoke["out"])
+    for fmt in ("bf16", "w8a8-int8"):
+        row = rows.loc[fmt]
+        assert row["output_check_ok"], row["output_check_note"]
+        for p in row["serving"]:
+            check = p["output_check"]
+            assert check["checked"] == 4 and check["degenerate"] == 0, check
+            assert len(check["first_divergence"]) == 4
+        assert row["serving_energy_note"] == "no GPU energy counter on this host: no energy figure"
+        assert all(p["energy_j"] is None for p in row["serving"])
+
+
 def test_capacity_at_the_slo_and_its_cost(smoke: dict) -> None:
     """The highest Poisson rate whose p99s meet the SLO, on vLLM: at most 4 probes, each with
     prompts of its own; the cost per million output tokens at the configured price there."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,7 @@ class RequestResult:
     e2el_s: float | None = None
     input_tokens: int = 0
     output_tokens: int = 0
+    text: str = ""  # the answer as streamed (the output checks compare it)
 
     @property
     def tpot_s(self) -> float | None:
@@ -93,6 +95,8 @@ async def _one(session: Any, target: Target, request: LoadRequest) -> RequestRes
                 choice = (payload.get("choices") or [None])[0]
                 # A token chunk: text, or no finish yet (a token may decode to ""); llama.cpp ends
                 # with an empty chunk that only carries the finish reason.
+                if choice is not None:
+                    result.text += choice.get("text") or ""
                 if choice is not None and (choice.get("text") or choice.get("finish_reason") is None):
                     if result.ttft_s is None:
                         result.ttft_s = now - start
@@ -239,11 +243,16 @@ def run_point(
     concurrency: int | None = None,
     rate: float | None = None,
     seed: int = 0,
+    inspect: Callable[[list[RequestResult]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Send every request (at most `concurrency` in flight, or arriving as a Poisson process of
-    `rate` per second) and summarize."""
+    `rate` per second) and summarize; `inspect` adds its entries from the requests' results (the
+    output checks)."""
     results, duration = asyncio.run(_drive(target, requests, concurrency, rate, seed))
-    return summarize(results, duration, slo, concurrency, rate)
+    point = summarize(results, duration, slo, concurrency, rate)
+    if inspect is not None:
+        point.update(inspect(results))
+    return point
 
 
 def warm_up(target: Target, requests: list[LoadRequest]) -> None:

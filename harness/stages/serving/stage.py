@@ -9,6 +9,7 @@ than the sweep needs repeats, and the row says so (`serving_prompts`)."""
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from harness.config import ServingSpec, WorkloadSpec
 from harness.engines.base import Engine, EngineRequest
 from harness.isolation import memory_limit_bytes
 from harness.stages.base import StageStop
-from harness.stages.serving import capacity, loadgen
+from harness.stages.serving import capacity, energy, loadgen, output_check
 from harness.stages.serving.capacity import Capacity
 from harness.stages.serving.server import ServerError, free_port, serve
 from harness.stages.serving.slo import slo_json
@@ -41,9 +42,12 @@ class ServingResult:
     peak_gpu_bytes: int | None
     capacity: Capacity | None = None
     usd_per_hour: float | None = None
+    energy_note: str | None = None  # why no point has an energy figure
 
     def columns(self) -> dict[str, Any]:
+        probes = self.capacity.probes if self.capacity is not None else []
         return {
+            **output_check.verdict([*self.points, *probes]),
             **(self.capacity.columns(self.usd_per_hour) if self.capacity is not None else {}),
             "serving": self.points or None,
             "serving_server": self.server,
@@ -52,6 +56,7 @@ class ServingResult:
             "serving_startup_s": self.startup_s,
             "serving_peak_rss_bytes": self.peak_rss_bytes,
             "serving_peak_gpu_bytes": self.peak_gpu_bytes,
+            "serving_energy_note": self.energy_note,
         }
 
 
@@ -115,6 +120,66 @@ def sweep_prompts(
     return SweepPrompts(warmup, per_point, note)
 
 
+def _sweep(spec: ServingSpec) -> list[dict[str, Any]]:
+    return [{"concurrency": level} for level in spec.concurrency] + [{"rate": rate} for rate in spec.request_rates]
+
+
+def all_prompts(spec: ServingSpec, workload: WorkloadSpec, tokenizer_dir: Path, text_prompts: bool) -> SweepPrompts:
+    """The warm-up's and every point's prompts: the sweep's, then each capacity probe's."""
+    probes = spec.capacity.max_probes if spec.capacity is not None else 0
+    return sweep_prompts(spec, workload, tokenizer_dir, text_prompts, len(_sweep(spec)) + probes)
+
+
+def output_check_requests(
+    spec: ServingSpec, workload: WorkloadSpec, tokenizer_dir: Path
+) -> list[tuple[list[int], int]]:
+    """(prompt, tokens) of every request an output check will compare, in point order: the
+    first `output_checks` of each point. None where the prompts are text (a prompts file): the
+    server tokenizes those itself, so the offline engine would not answer the same ids."""
+    if not spec.output_checks or spec.prompts_file is not None:
+        return []
+    prompts = all_prompts(spec, workload, tokenizer_dir, text_prompts=False)
+    return [
+        (list(r.prompt), r.max_tokens)
+        for point in prompts.points
+        for r in point[: spec.output_checks]
+        if not isinstance(r.prompt, str)
+    ]
+
+
+Inspect = Callable[[list[loadgen.RequestResult]], dict[str, Any]]
+
+
+def _checks(
+    references: tuple[tuple[int, ...], ...] | None, per_point: int, tokenizer_dir: Path
+) -> Callable[[int], Inspect | None]:
+    """For load point `index` (sweep points, then capacity probes): what compares its first
+    requests with their offline greedy answers (None: no output checks)."""
+    if not references or not per_point:
+        return lambda index: None
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+
+    def decode(ids: Sequence[int]) -> str:
+        return str(tokenizer.decode(list(ids), skip_special_tokens=False))
+
+    def encode(text: str) -> list[int]:
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def for_point(index: int) -> Inspect:
+        mine = references[index * per_point : (index + 1) * per_point]
+
+        def inspect(results: list[loadgen.RequestResult]) -> dict[str, Any]:
+            done = [(r, ref) for r, ref in zip(results, mine) if r.ok]  # a failed request is the point's error
+            checks = [output_check.check(ref, r.text, decode, encode) for r, ref in done]
+            return {"output_check": output_check.point_summary(checks, [len(ref) for _, ref in done])}
+
+        return inspect
+
+    return for_point
+
+
 def measure(
     engine: Engine[Any],
     request: EngineRequest,
@@ -122,14 +187,15 @@ def measure(
     workload: WorkloadSpec,
     tokenizer_dir: Path,
     log_path: Path,
+    references: tuple[tuple[int, ...], ...] | None = None,
 ) -> ServingResult:
     """The online benchmark of the cell's artifact. Raises StageStop (failed) with what was
-    measured before the server broke or a point got no answer."""
+    measured before the server broke or a point got no answer. `references`: the offline
+    engine's greedy answers to output_check_requests (None: no output checks)."""
     port = spec.port or free_port()
     launch = engine.server(request, port, slots=max(spec.concurrency, default=1))
-    sweep = [{"concurrency": level} for level in spec.concurrency] + [{"rate": rate} for rate in spec.request_rates]
-    probes = spec.capacity.max_probes if spec.capacity is not None else 0
-    prompts = sweep_prompts(spec, workload, tokenizer_dir, launch.text_prompts, len(sweep) + probes)
+    sweep = _sweep(spec)
+    prompts = all_prompts(spec, workload, tokenizer_dir, launch.text_prompts)
     result = ServingResult(shlex.join(launch.argv), slo_json(spec.slo), prompts.note, None, [], None, None)
     points: list[dict[str, Any]] = []
     try:
@@ -142,16 +208,31 @@ def measure(
                 warm = loadgen.run_point(target, prompts.warmup, spec.slo, concurrency=1)
                 if not warm["completed"]:
                     raise ServerError(f"warm-up: {_no_answer(warm, spec, server.memory_error)}")
-            for point_args, requests in zip(sweep, prompts.points):
-                points.append(loadgen.run_point(target, requests, spec.slo, seed=spec.seed, **point_args))
+            checks = _checks(references, min(spec.output_checks, spec.requests), tokenizer_dir)
+            meter = energy.EnergyMeter.open()
+            if meter is None:
+                result = replace(result, energy_note=energy.NONE_MEASURED)
+
+            def metered(index: int, requests: list[loadgen.LoadRequest], **point_args: Any) -> dict[str, Any]:
+                before = meter.joules() if meter else None
+                point = loadgen.run_point(
+                    target, requests, spec.slo, seed=spec.seed, inspect=checks(index), **point_args
+                )
+                after = meter.joules() if meter else None
+                return {**point, **energy.point_columns(before, after, point["output_tokens"])}
+
+            for index, (point_args, requests) in enumerate(zip(sweep, prompts.points)):
+                points.append(metered(index, requests, **point_args))
                 if not points[-1]["completed"]:  # a dead or hung server: the next points would only wait longer
                     break
             if spec.capacity is not None and all(p["completed"] for p in points):
-                unused = iter(prompts.points[len(sweep) :])  # each probe its own prompts too
-                found = capacity.search(
-                    lambda rate: loadgen.run_point(target, next(unused), spec.slo, rate=rate, seed=spec.seed),
-                    spec.capacity,
-                )
+                unused = iter(enumerate(prompts.points[len(sweep) :], start=len(sweep)))  # each probe its own prompts
+
+                def probe(rate: float) -> dict[str, Any]:
+                    index, requests = next(unused)
+                    return metered(index, requests, rate=rate)
+
+                found = capacity.search(probe, spec.capacity)
                 result = replace(result, capacity=found, usd_per_hour=spec.capacity.usd_per_hour)
             result = replace(result, peak_rss_bytes=server.peak_rss_bytes, peak_gpu_bytes=server.peak_gpu_bytes)
             if server.memory_error is not None:  # killed during the sweep: its points are not the server's
