@@ -28,8 +28,12 @@ Verdict = Literal["conforms", "deviates", "inconclusive"]
 
 @dataclass(frozen=True)
 class Conformance:
-    harness_tok_s: list[float]  # total (input + output) tok/s of each pair's harness run
-    vllm_tok_s: list[float]  # and of its vLLM benchmark run
+    """Paired measurements of one figure, the harness's against the reference tool's."""
+
+    harness_tok_s: list[float]  # each pair's harness figure (here: total tok/s)
+    vllm_tok_s: list[float]  # and the reference's
+    band: tuple[float, float] = BAND
+    reference: str = "vllm bench throughput"
 
     def _log_ratios(self) -> list[float]:
         return [math.log(ours / theirs) for ours, theirs in zip(self.harness_tok_s, self.vllm_tok_s)]
@@ -52,17 +56,17 @@ class Conformance:
     @property
     def verdict(self) -> Verdict:
         low, high = self.interval
-        if BAND[0] <= low and high <= BAND[1]:
+        if self.band[0] <= low and high <= self.band[1]:
             return "conforms"
-        if high < BAND[0] or low > BAND[1]:
+        if high < self.band[0] or low > self.band[1]:
             return "deviates"
         return "inconclusive"
 
     def line(self) -> str:
         low, high = self.interval
         return (
-            f"harness / vllm bench throughput = {self.ratio:.3f} (95 % interval {low:.3f}-{high:.3f}, "
-            f"{len(self.harness_tok_s)} pairs; band {BAND[0]}-{BAND[1]}): {self.verdict}"
+            f"harness / {self.reference} = {self.ratio:.3f} (95 % interval {low:.3f}-{high:.3f}, "
+            f"{len(self.harness_tok_s)} pairs; band {self.band[0]}-{self.band[1]}): {self.verdict}"
         )
 
 

@@ -31,3 +31,34 @@ def test_the_offline_figure_is_vllm_bench_throughputs(smollm2_dir: Path, tmp_pat
     low, high = result.interval
     assert high / low < 1.12, result.line()  # narrow enough that a deviation past the band would show
     assert result.verdict != "deviates", result.line()
+
+
+def test_every_load_figure_is_vllm_bench_serves(smollm2_dir: Path, tmp_path: Path) -> None:
+    """The load client against `vllm bench serve`'s own client (vllm.benchmarks.serve.benchmark) on
+    one live vLLM server, the same 16 prompts of 32 → 32 tokens at 4 in flight, in alternating
+    pairs: TTFT, TPOT, ITL and E2E latency (mean, p50, p99), request and output throughput. None
+    may deviate from the band [0.97, 1.03]; the throughputs, the client's main figures, conform."""
+    from dataclasses import replace
+
+    from harness.config import ServingSpec
+    from harness.engines.vllm import VllmEngine
+    from harness.stages.serving import client_conformance, loadgen
+    from harness.stages.serving.server import free_port, serve
+    from harness.stages.serving.stage import build_requests
+
+    workload = WorkloadSpec(prompts=16, input_len=32, output_len=32)
+    request = EngineRequest(smollm2_dir, "bfloat16", VllmParams(max_model_len=64), detect().device, 64)
+    port = free_port()
+    launch = VllmEngine().server(request, port, slots=4)
+    launch = replace(launch, argv=[*launch.argv, "--no-enable-prefix-caching"])  # every pair sends the same prompts
+    requests, _ = build_requests(ServingSpec(), workload, smollm2_dir, False, 32)
+    with serve(launch, port, tmp_path / "server.log", 900) as server:
+        target = loadgen.Target(server.base_url, launch.model_name, launch.extra_body, 300)
+        figures = client_conformance.measure(target, requests, concurrency=4, pairs=10, tokenizer_dir=smollm2_dir)
+    lines = [f"{key}: {c.line()}" for key, c in figures.items()]
+    print("\n".join(lines))
+    assert not [line for line in lines if line.endswith("deviates")], "\n".join(lines)
+    # precise enough that a bias past the band would show (the p99s of 32 requests are too noisy here)
+    for key, found in figures.items():
+        low, high = found.interval
+        assert "p99" in key or high / low < 1.12, f"{key}: {found.line()}"
