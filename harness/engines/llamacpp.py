@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
-import time
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -22,27 +24,57 @@ class LlamaCppParams(EngineParams):
     threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores)")
 
 
+#: settings that describe the measurement, not arguments of the bindings' Llama()
+_NOT_LOAD_ARGS = ("sequences", "offline_figure")
+
 # llama.cpp's loader lists the tensor types it found: "llama_model_loader: - type q4_K:   97 tensors"
 _TENSOR_TYPES = re.compile(r"llama_model_loader: - type\s+(\w+):\s+(\d+) tensors")
 
 
 class LlamaCppSession(EngineSession):
-    def __init__(self, llm: Any) -> None:
-        self.llm = llm
+    """The bindings load the model only when asked for what only they give (greedy answers, the
+    weights' size), after the offline figure: llama-bench loads its own copy, and a second copy
+    held meanwhile would share the host's memory bandwidth with it (and, offloaded, the GPU's
+    memory)."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = settings
+        self._llm: Any = None
+
+    @property
+    def llm(self) -> Any:
+        if self._llm is None:
+            from llama_cpp import Llama
+
+            self._llm = Llama(**self.settings, verbose=True)  # verbose: the loader's tensor-type lines go to the log
+        return self._llm
+
+    def close(self) -> None:
+        if self._llm is not None:
+            self._llm.close()
 
     def generate(self, prompts: list[list[int]], max_tokens: int) -> Generation:
-        """One sequence at a time (the bindings have no batch API); exactly max_tokens each,
-        greedy, end-of-sequence ignored."""
-        start = time.perf_counter()
-        out_tokens = 0
-        for prompt in prompts:
-            self.llm.reset()
-            for count, _token in enumerate(self.llm.generate(prompt, temp=0.0, top_k=1, reset=True), start=1):
-                if count >= max_tokens:
-                    break
-            out_tokens += count
-        seconds = time.perf_counter() - start
-        return Generation(len(prompts), sum(len(p) for p in prompts), out_tokens, seconds)
+        """llama.cpp's own llama-bench on the artifact: its prompt + generation test (one
+        sequence, prefill then decode, as the bindings and llama-bench both run one at a time),
+        once per prompt, with the cell's threads, batch size, GPU layers and flash attention. The
+        figure is llama.cpp's, not a Python sampling loop's around it (that loop ran at 0.957 of
+        llama-bench on SmolLM2 Q8_0). Token contents do not change llama.cpp's speed; lengths do,
+        and are the prompts' (their mean, when they differ)."""
+        input_len = round(sum(len(p) for p in prompts) / len(prompts))
+        argv = [
+            str(llamacpp_tools.program("llama-bench")),
+            *("-m", self.settings["model_path"], "-t", str(self.settings["n_threads"])),
+            *("-b", str(self.settings["n_batch"]), "-ngl", "99" if self.settings["n_gpu_layers"] else "0"),
+            *("-fa", "on" if self.settings["flash_attn"] else "off"),
+            *("-p", "0", "-n", "0", "-pg", f"{input_len},{max_tokens}", "-r", str(len(prompts)), "-o", "json"),
+        ]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=3600, check=False)
+        sys.stderr.write(f"$ {' '.join(argv)}\n{done.stderr[-4000:]}")
+        if done.returncode != 0:
+            raise RuntimeError(f"llama-bench exited {done.returncode}: {done.stderr.strip().splitlines()[-1:]}")
+        (test,) = json.loads(done.stdout)
+        seconds = float(test["avg_ns"]) * 1e-9 * len(prompts)
+        return Generation(len(prompts), input_len * len(prompts), max_tokens * len(prompts), seconds)
 
     def greedy(self, prompts: list[list[int]], max_tokens: list[int]) -> list[list[int]] | None:
         """As llama-server answers a load request: greedy, its end-of-generation tokens masked
@@ -99,6 +131,7 @@ class LlamaCppEngine(Engine[LlamaCppParams]):
             # answers left the offline engine's within 5 tokens on 6 of 12 output checks (Q8_0)
             "flash_attn": False,
             "sequences": "one at a time",
+            "offline_figure": "llama-bench -pg (prompt + generation), once per prompt",
         }
 
     def server(self, request: EngineRequest, port: int, slots: int = 1) -> ServerLaunch:
@@ -126,19 +159,17 @@ class LlamaCppEngine(Engine[LlamaCppParams]):
         )
 
     def concurrent_sequences(self, request: EngineRequest, prompts: int) -> int:
-        return 1  # the bindings decode one sequence at a time
+        return 1  # llama-bench's prompt + generation test decodes one sequence
 
     @contextmanager
     def start(self, request: EngineRequest) -> Iterator[LlamaCppSession]:
         llamacpp_tools.require_bindings()
-        from llama_cpp import Llama
-
-        args = {k: v for k, v in self.settings(request).items() if k != "sequences"}
-        llm = Llama(**args, verbose=True)  # verbose: the loader's tensor-type lines go to the log
+        llamacpp_tools.program("llama-bench")  # the offline figure's program: missing is a start-up error
+        session = LlamaCppSession({k: v for k, v in self.settings(request).items() if k not in _NOT_LOAD_ARGS})
         try:
-            yield LlamaCppSession(llm)
+            yield session
         finally:
-            llm.close()
+            session.close()
 
     def kernels(self, log_text: str) -> list[str]:
         """The GGUF tensor types llama.cpp loaded: shows K-quant fallbacks (e.g. q5_0 where a
@@ -152,7 +183,7 @@ class LlamaCppEngine(Engine[LlamaCppParams]):
         """An lm-eval model over the bindings (engines/llamacpp_lm.py)."""
         from harness.engines.llamacpp_lm import LlamaCppLM
 
-        settings = {k: v for k, v in self.settings(request.engine_request).items() if k != "sequences"}
+        settings = {k: v for k, v in self.settings(request.engine_request).items() if k not in _NOT_LOAD_ARGS}
         return LlamaCppLM(**settings, add_bos_token=request.add_bos_token)
 
     def full_logprobs(self, model: Any, window: list[int]) -> np.ndarray:

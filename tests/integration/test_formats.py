@@ -77,6 +77,8 @@ def test_gguf_k_quant_through_llama_cpp(rows: pd.DataFrame) -> None:
     assert (Path(row["artifact_path"]) / "model.gguf").is_file()
     assert "q4_K" in row["kernels"]  # llama.cpp's own list of the tensor types it loaded
     assert row["bits_per_weight"] < rows.loc["bf16/vllm", "bits_per_weight"]
+    # the offline figure is llama.cpp's own llama-bench on the artifact, with the cell's settings
+    assert json.loads(row["engine_settings"])["offline_figure"].startswith("llama-bench -pg")
 
 
 def test_gguf_served_by_llama_cpp_server_on_the_same_client(rows: pd.DataFrame) -> None:
