@@ -21,7 +21,7 @@ from harness.engines.base import EngineRequest
 from harness.errors import HarnessError
 from harness.formats.base import QuantizeRequest
 from harness.matrix import Cell
-from harness.plan import cell_plan
+from harness.plan import cell_plan, prices
 from harness.shapes import ModelShape
 from harness.stages import bench, calibration, quantize
 from harness.stages.base import StageResult, StageStop
@@ -183,6 +183,9 @@ def run_cell(
                     ctx.model.path,
                     logs / "server.log",
                     references=offline.measurement.greedy,
+                    price=prices.price_for(cell.serving.capacity, ctx.hw, parallel.devices)
+                    if cell.serving.capacity is not None
+                    else (None, "no capacity search"),
                 )
                 if served
                 else serving.no_server_note(engine)

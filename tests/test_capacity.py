@@ -101,3 +101,24 @@ def test_the_price_is_not_part_of_the_key_the_slo_is(tmp_path: Path) -> None:
 def test_a_capacity_without_a_threshold_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(HarnessError, match=r"serving\.capacity.*set ttft_ms_p99 or tpot_ms_p99"):
         _key(tmp_path, "{start_rate: 2}")
+
+
+def test_the_price_is_the_configs_else_the_reference_table_with_its_source() -> None:
+    from harness.config import CapacitySpec
+    from harness.hardware import Hardware
+    from harness.plan.prices import CPU_CORE_PRICE, GPU_PRICES, price_for
+
+    h100 = Hardware("cuda", "NVIDIA H100 80GB HBM3", 8, 80 * 2**30, "9.0", "570", ())
+    cpu = Hardware("cpu", "AMD EPYC", 2, 24 * 2**30, None, None, ("avx512f",))
+    own = CapacitySpec(ttft_ms_p99=500, usd_per_hour=2.2, price_source="our quote, 2026-12")
+    assert price_for(own, h100, 2) == (2.2, "config: our quote, 2026-12")
+    plain = CapacitySpec(ttft_ms_p99=500)
+    usd, source = price_for(plain, h100, 2)  # two GPUs of tensor parallelism: two GPUs' price
+    assert usd == 2 * GPU_PRICES["h100-80gb"].usd_per_hour and "May 2026" in source and "https://" in source
+    usd, source = price_for(plain, cpu, 1)  # a CPU host: by its cores
+    assert usd == 2 * CPU_CORE_PRICE.usd_per_hour and "per core x 2" in source
+    l4 = Hardware("cuda", "NVIDIA L4", 1, 24 * 2**30, "8.9", "570", ())
+    assert price_for(plain, l4, 1) == (
+        None,
+        "no reference price for NVIDIA L4: set serving.capacity.usd_per_hour (and price_source)",
+    )

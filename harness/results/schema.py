@@ -174,7 +174,9 @@ SCHEMA = pa.schema(
         ("capacity_output_tok_s", pa.float64()),
         ("capacity_probes", pa.string()),  # JSON: every probe's point, with meets_slo
         ("capacity_note", pa.string()),
-        ("usd_per_million_output_tokens", pa.float64()),  # serving.capacity.usd_per_hour at capacity
+        ("usd_per_million_output_tokens", pa.float64()),  # usd_per_hour over the output tokens/hour at capacity
+        ("usd_per_hour", pa.float64()),  # the price behind it: the config's, or harness.plan.prices' reference
+        ("price_source", pa.string()),
         ("serving_slo", pa.string()),  # JSON {ttft_ms, tpot_ms, e2el_ms}
         ("serving_prompts", pa.string()),  # whether each sweep point had prompts of its own (prefix caching)
         # greedy answers under load against the offline engine's (serving.output_check): ok, and why

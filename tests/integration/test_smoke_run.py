@@ -118,6 +118,7 @@ def test_capacity_at_the_slo_and_its_cost(smoke: dict) -> None:
             continue
         assert row["capacity_rps"] == max(met)
         assert row["usd_per_million_output_tokens"] == pytest.approx(0.1 / (row["capacity_output_tok_s"] * 3600) * 1e6)
+        assert row["usd_per_hour"] == 0.1 and row["price_source"].startswith("config: ")
         for p in probes:
             assert p["completed"] == 8 or not p["meets_slo"]
         sent.append(fmt)

@@ -42,6 +42,7 @@ class ServingResult:
     peak_gpu_bytes: int | None
     capacity: Capacity | None = None
     usd_per_hour: float | None = None
+    price_source: str | None = None  # where usd_per_hour comes from (harness.plan.prices)
     energy_note: str | None = None  # why no point has an energy figure
 
     def columns(self) -> dict[str, Any]:
@@ -49,6 +50,11 @@ class ServingResult:
         return {
             **output_check.verdict([*self.points, *probes]),
             **(self.capacity.columns(self.usd_per_hour) if self.capacity is not None else {}),
+            **(
+                {"usd_per_hour": self.usd_per_hour, "price_source": self.price_source}
+                if self.capacity is not None
+                else {}
+            ),
             "serving": self.points or None,
             "serving_server": self.server,
             "serving_slo": self.slo,
@@ -188,10 +194,12 @@ def measure(
     tokenizer_dir: Path,
     log_path: Path,
     references: tuple[tuple[int, ...], ...] | None = None,
+    price: tuple[float | None, str] = (None, "no price"),
 ) -> ServingResult:
     """The online benchmark of the cell's artifact. Raises StageStop (failed) with what was
     measured before the server broke or a point got no answer. `references`: the offline
-    engine's greedy answers to output_check_requests (None: no output checks)."""
+    engine's greedy answers to output_check_requests (None: no output checks); `price`: the
+    machine's $/hour and its source (harness.plan.prices), for the cost at capacity."""
     port = spec.port or free_port()
     launch = engine.server(request, port, slots=max(spec.concurrency, default=1))
     sweep = _sweep(spec)
@@ -233,7 +241,7 @@ def measure(
                     return metered(index, requests, rate=rate)
 
                 found = capacity.search(probe, spec.capacity)
-                result = replace(result, capacity=found, usd_per_hour=spec.capacity.usd_per_hour)
+                result = replace(result, capacity=found, usd_per_hour=price[0], price_source=price[1])
             result = replace(result, peak_rss_bytes=server.peak_rss_bytes, peak_gpu_bytes=server.peak_gpu_bytes)
             if server.memory_error is not None:  # killed during the sweep: its points are not the server's
                 raise ServerError(f"{server.memory_error} (the server was killed under load)")
