@@ -132,3 +132,26 @@ def test_a_cell_whose_answers_under_load_are_not_the_engines_is_never_shipped(tm
     decision = decide(write(tmp_path, rows, {}).reset_index().to_dict("records"))
     assert decision.choice is not None and decision.choice.row["cell_key"] == "base"
     assert dict(decision.lost)["w8a8-int8/vllm/kv-auto"] == f"failed its output check under load: {note}"
+
+
+def test_without_quality_figures_a_garbled_cell_is_not_named_the_fastest() -> None:
+    """SYNTHETIC rows with no evals: the faster cell failed its output check, so the page names the
+    other as the fastest and says why the first is out."""
+
+    def row(name: str, tok_s: float, check: bool) -> dict:
+        return {
+            "cell_name": name,
+            "format": name.split("/")[0],
+            "status": "ok",
+            "engine_speed_class": "serving",
+            "output_tok_s": tok_s,
+            "output_check_ok": check,
+            "output_check_note": "degenerate output under load: ..." if not check else "12/12 ...",
+        }
+
+    decision = decide(
+        [row("gguf-q4_k_m/llamacpp/kv-auto", 300.0, False), row("gguf-q8_0/llamacpp/kv-auto", 200.0, True)]
+    )
+    assert decision.choice is None and decision.fastest_unjudged is not None
+    assert decision.fastest_unjudged.name == "gguf-q8_0/llamacpp/kv-auto"
+    assert dict(decision.lost)["gguf-q4_k_m/llamacpp/kv-auto"].startswith("failed its output check under load")

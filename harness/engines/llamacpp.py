@@ -22,6 +22,12 @@ from harness.params import EngineParams
 class LlamaCppParams(EngineParams):
     name: Literal["llamacpp"] = "llamacpp"
     threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores)")
+    server_args: list[str] = Field(
+        default_factory=list,
+        description="extra llama-server arguments, after the harness's own (a later one wins); the offline engine "
+        "does not see them, and the output checks under load show when they change the answers",
+        exclude_if=lambda value: not value,  # none: the keys of cells from before this setting
+    )
 
 
 #: settings that describe the measurement, not arguments of the bindings' Llama()
@@ -148,6 +154,7 @@ class LlamaCppEngine(Engine[LlamaCppParams]):
             *("--n-gpu-layers", str(settings["n_gpu_layers"]), "--seed", str(settings["seed"])),
             *("--flash-attn", "on" if settings["flash_attn"] else "off"),
             "--no-webui",
+            *self.own(request.spec).server_args,
         ]
         return ServerLaunch(
             argv=argv,

@@ -166,24 +166,29 @@ def decide(rows: list[dict[str, Any]], floor_pct: float = DEFAULT_FLOOR_PCT) -> 
             refused.append((name, "no output tok/s measured"))
         else:
             judged.append(judge(row, floor_pct))
-    fallback = [j for j in judged if j.label in ("equivalent", "reference") and j.row.get("kernel_expected") is False]
-    # answers under load that are not the engine's (harness.stages.serving.output_check): never shipped
-    garbled = [j for j in judged if j.row.get("output_check_ok") is False and j not in fallback]
+    # answers under load that are not the engine's (harness.stages.serving.output_check): never shipped,
+    # whatever their quality figures say
+    garbled = [j for j in judged if j.row.get("output_check_ok") is False]
+    fallback = [
+        j
+        for j in judged
+        if j.label in ("equivalent", "reference") and j.row.get("kernel_expected") is False and j not in garbled
+    ]
     passing = [j for j in judged if j.label in ("equivalent", "reference") and j not in fallback + garbled]
     rank = ranking(passing)
     eligible = sorted(passing, key=lambda j: rank.key(j.row))
     choice = eligible[0] if eligible else None
     runner_up = eligible[1] if len(eligible) > 1 else None
     lost: list[tuple[str, str]] = []  # quality losers first (what a reader weighs), then refusals
-    unjudged = [j for j in judged if j.label == "no quality"]
+    unjudged = [j for j in judged if j.label == "no quality" and j not in garbled]
     fastest_unjudged = None
-    if unjudged and len(unjudged) == len(judged):
+    if unjudged and len(unjudged) == len(judged) - len(garbled):
         fastest_unjudged = max(unjudged, key=lambda j: j.tok_s or 0.0)
     elif unjudged:
         names = ", ".join(j.name for j in unjudged[:3]) + (", ..." if len(unjudged) > 3 else "")
         lost.append((f"{len(unjudged)} serving cells", f"no quality figure against a reference ({names})"))
     for j in sorted(judged, key=lambda j: -(j.tok_s or 0.0)):
-        if j is choice or j is runner_up or j.label == "no quality":
+        if j is choice or j is runner_up or (j.label == "no quality" and j not in garbled):
             continue
         if j in garbled:
             lost.append((j.name, f"failed its output check under load: {j.row.get('output_check_note')}"))
