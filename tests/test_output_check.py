@@ -30,7 +30,7 @@ ANSWER = " The capital of France is Paris. It is known for the Eiffel Tower and 
 def test_the_same_answer_is_exact(codec) -> None:
     decode, encode = codec
     ids = encode(ANSWER)
-    found = output_check.check(ids, ANSWER, decode, encode)
+    found = output_check.check(ids, ANSWER, decode)
     assert found.exact and found.first_divergence == len(ids) and not found.degenerate
 
 
@@ -38,20 +38,23 @@ def test_a_late_flip_is_rounding_an_early_one_is_not(codec) -> None:
     decode, encode = codec
     ids = encode(ANSWER)
     late = decode(ids[:10]) + " London and more."
-    found = output_check.check(ids, late, decode, encode)
+    found = output_check.check(ids, late, decode)
     assert not found.exact and found.first_divergence == 10 and found.agrees(len(ids))
-    early = output_check.check(ids, " Berlin is a city.", decode, encode)
+    early = output_check.check(ids, " Berlin is a city.", decode)
     assert early.first_divergence == 0 and not early.agrees(len(ids))
 
 
-def test_one_token_repeated_is_degenerate_unless_the_model_did_it_offline_too(codec) -> None:
+def test_one_unit_repeated_is_degenerate_unless_the_model_did_it_offline_too(codec) -> None:
     decode, encode = codec
     ids = encode(ANSWER)
-    bangs = output_check.check(ids, "!" * 40, decode, encode)
+    bangs = output_check.check(ids, "!" * 40, decode)
     assert bangs.degenerate and not bangs.reference_degenerate
     looped = encode("\n" * 40)
-    same = output_check.check(looped, decode(looped), decode, encode)
+    same = output_check.check(looped, decode(looped), decode)
     assert same.degenerate and same.reference_degenerate and same.exact
+    # a run of one character is a few long tokens to the tokenizer: judged on the text
+    assert len(encode("!" * 24)) < 8 and output_check.degenerate("!" * 24)
+    assert output_check.degenerate(" the" * 10) and not output_check.degenerate(ANSWER)
     summary = output_check.point_summary([same], [len(looped)])
     assert summary["degenerate"] == 0 and summary["reference_degenerate"] == 1  # the model's own loop
 

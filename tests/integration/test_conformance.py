@@ -37,7 +37,7 @@ def test_every_load_figure_is_vllm_bench_serves(smollm2_dir: Path, tmp_path: Pat
     """The load client against `vllm bench serve`'s own client (vllm.benchmarks.serve.benchmark) on
     one live vLLM server, the same 16 prompts of 32 → 32 tokens at 4 in flight, in alternating
     pairs: TTFT, TPOT, ITL and E2E latency (mean, p50, p99), request and output throughput. None
-    may deviate from the band [0.97, 1.03]; the throughputs, the client's main figures, conform."""
+    may deviate from the band [0.97, 1.03]."""
     from dataclasses import replace
 
     from harness.config import ServingSpec
@@ -58,7 +58,10 @@ def test_every_load_figure_is_vllm_bench_serves(smollm2_dir: Path, tmp_path: Pat
     lines = [f"{key}: {c.line()}" for key, c in figures.items()]
     print("\n".join(lines))
     assert not [line for line in lines if line.endswith("deviates")], "\n".join(lines)
-    # precise enough that a bias past the band would show (the p99s of 32 requests are too noisy here)
+    # the robust figures (medians, throughputs) precise enough that a bias past the band would show; the
+    # means and p99s of 32 requests move with single slow requests on 2 cores (a TTFT mean's interval
+    # spanned 0.94-1.16 in one CI run), so for them only a deviation fails
     for key, found in figures.items():
         low, high = found.interval
-        assert "p99" in key or high / low < 1.12, f"{key}: {found.line()}"
+        robust = key.endswith("_p50_ms") or key in ("request_throughput", "output_tok_s")
+        assert not robust or high / low < 1.12, f"{key}: {found.line()}"

@@ -170,15 +170,12 @@ def _checks(
     def decode(ids: Sequence[int]) -> str:
         return str(tokenizer.decode(list(ids), skip_special_tokens=False))
 
-    def encode(text: str) -> list[int]:
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
     def for_point(index: int) -> Inspect:
         mine = references[index * per_point : (index + 1) * per_point]
 
         def inspect(results: list[loadgen.RequestResult]) -> dict[str, Any]:
             done = [(r, ref) for r, ref in zip(results, mine) if r.ok]  # a failed request is the point's error
-            checks = [output_check.check(ref, r.text, decode, encode) for r, ref in done]
+            checks = [output_check.check(ref, r.text, decode) for r, ref in done]
             return {"output_check": output_check.point_summary(checks, [len(ref) for _, ref in done])}
 
         return inspect
