@@ -1,7 +1,8 @@
-"""`harness pick --validate` end to end on SmolLM2 (CPU): the picker's answer (GGUF Q4_K_M) is run
-beside llama.cpp's own BF16 GGUF, misses the balanced 97 % floor on perplexity, and the walk goes
-on down the fallback chain until a format passes its gate; the answer names the rows that decided
-it and what each step cost."""
+"""`harness pick --validate` end to end on SmolLM2 (CPU): the picker's answer under the strict
+floor (GGUF Q5_K_M) is run beside llama.cpp's own BF16 GGUF, misses the 99 % floor on perplexity
+(85 % measured here), and the walk goes on to 8-bit (Q8_0, 99.5 %), which passes; the answer
+names the rows that decided it and what each step cost. (Under the balanced floor the walk is one
+step longer: Q4_K_M 89.6 %, Q5_K_M, Q8_0; the chain's order is tests/test_fallback.py's.)"""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def test_the_walk_leaves_a_first_candidate_that_misses_its_floor(tmp_path: Path,
     out = tmp_path / "validate"
     done = run_cli(
         "pick",
-        *("--hardware", "cpu", "--model", "smollm2-135m", "--workload", "chat", "--tolerance", "balanced"),
+        *("--hardware", "cpu", "--model", "smollm2-135m", "--workload", "chat", "--tolerance", "strict"),
         *("--concurrency", "4", "--context", "256", "--validate", "--validate-dir", str(out)),
         timeout=2400,
     )
@@ -30,16 +31,16 @@ def test_the_walk_leaves_a_first_candidate_that_misses_its_floor(tmp_path: Path,
     rows = pd.read_parquet(out / "results.parquet")
 
     # the first candidate is the picker's answer, and it misses the floor by its paired verdict
-    assert steps[0]["format"] == "gguf-q4_k_m" and steps[0]["why"] == "the picker's answer"
+    assert steps[0]["format"] == "gguf-q5_k_m" and steps[0]["why"] == "the picker's answer"
     assert steps[0]["verdict"] == "worse", steps[0]
-    first = rows[rows["format"] == "gguf-q4_k_m"].iloc[0]
-    assert first["perplexity_recovery_pct"] < 97.0
+    first = rows[rows["format"] == "gguf-q5_k_m"].iloc[0]
+    assert first["perplexity_recovery_pct"] < 99.0
     # the walk stopped at the first step that passed, and that is the answer
     assert [s["verdict"] == "equivalent" for s in steps] == [False] * (len(steps) - 1) + [True], steps
-    assert verdict["answer"] == steps[-1]["format"] != "gguf-q4_k_m"
-    assert [s["format"] for s in steps] == ["gguf-q4_k_m", "gguf-q5_k_m", "gguf-q8_0"][: len(steps)]
+    assert verdict["answer"] == steps[-1]["format"] != "gguf-q5_k_m"
+    assert [(s["format"], s["why"]) for s in steps] == [("gguf-q5_k_m", "the picker's answer"), ("gguf-q8_0", "8-bit")]
     answer = rows[rows["format"] == verdict["answer"]].iloc[0]
-    assert answer["perplexity_recovery_pct"] >= 97.0
+    assert answer["perplexity_recovery_pct"] >= 99.0
     # each step names the rows that decided it (the candidate, then its reference), all in the table
     for step in steps:
         named = [r.split(" @ ")[1] for r in step["rows"]]
