@@ -144,7 +144,7 @@ def run_cell(
         served = cell.serving is not None and engine.has_server
         checked = (
             serving.output_check_requests(cell.serving, cell.workload, ctx.model.path)
-            if cell.serving is not None and served
+            if served and cell.serving is not None  # (the second test narrows the type)
             else []
         )
         offline = bench.measure(

@@ -202,12 +202,17 @@ def _default_entry(fmt: str, shape: ModelShape) -> dict[str, Any]:
 # Rules
 
 
+def eight_bit_format(gpu: Gpu) -> str:
+    """The 8-bit format of a GPU: FP8 where it has FP8 tensor cores, else W8A8 INT8 (its INT8 ones)."""
+    return "fp8-dynamic" if "fp8" in gpu.native else "w8a8-int8"
+
+
 def _gpu_rules(gpu: Gpu, workload: str, tolerance: str, multi_lora: bool) -> tuple[list[str], list[str]]:
     """Candidate formats in order of preference, and why."""
     sensitive = workload in SENSITIVE_WORKLOADS
     if tolerance == "strict":
         what = f"a {workload} workload" + (" (wrong answers, not worse prose, when quality slips)" if sensitive else "")
-        if "fp8" in gpu.native:
+        if eight_bit_format(gpu) == "fp8-dynamic":
             reasons = [
                 f"rule: strict quality (floor {FLOORS['strict']:g} %) for {what} → 8-bit weights: FP8 (fp8-dynamic), "
                 f"native on {gpu.name} (SM {gpu.compute_capability}), no calibration data"

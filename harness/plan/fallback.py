@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.gpus import Gpu
+from harness.picker import eight_bit_format
 from harness.results.decide import judge
 from harness.results.read import load_results, records
 
@@ -37,7 +38,6 @@ class Step:
     format: str
     why: str  # what this step of the chain is: the picker's answer, the next candidate, 8-bit, ...
     tensor_parallel: int = 1
-    kv_cache_dtype: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def chain(first: str, gpu: Gpu | None, candidates: list[str]) -> list[Step]:
         # after `first`, only what the rule ranks below it: an answer measured rows moved to 8-bit
         # does not fall back to 4-bit
         order = [first, *candidates[candidates.index(first) + 1 :]] if first in candidates else [first]
-        eight_bit = "fp8-dynamic" if "fp8" in gpu.native else "w8a8-int8"
+        eight_bit = eight_bit_format(gpu)
     names = list(dict.fromkeys([*order, eight_bit]))
     steps = []
     for i, name in enumerate(names):
