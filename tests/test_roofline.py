@@ -205,3 +205,14 @@ def test_the_matmul_is_sized_to_its_share_of_the_budget():
     assert hardware._matmul_size(torch.float32, max_n=2048, seconds=1e-12) == 128
     assert hardware._matmul_size(torch.float32, max_n=2048, seconds=1e6) == 2048
     assert hardware._matmul_size(torch.float32, max_n=64, seconds=1e6) == 64
+
+
+def test_a_simulated_smaller_cpu_hides_its_missing_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    """scripts/avx2-host hides AVX-512 and AMX: the harness's rows, keys and bf16 decision must be
+    the AVX2 CPU's, or a simulated run would reuse (and be compared with) the real CPU's cells."""
+    monkeypatch.delenv("HARNESS_HIDE_CPU_FLAGS", raising=False)
+    _, real = hardware._cpu_model_and_flags()
+    monkeypatch.setenv("HARNESS_HIDE_CPU_FLAGS", "avx512,amx")
+    _, hidden = hardware._cpu_model_and_flags()
+    assert hidden == tuple(f for f in real if not f.startswith(("avx512", "amx")))
+    assert not hardware.bf16_is_native(hidden)

