@@ -122,3 +122,40 @@ def test_the_price_is_the_configs_else_the_reference_table_with_its_source() -> 
         None,
         "no reference price for NVIDIA L4: set serving.capacity.usd_per_hour (and price_source)",
     )
+
+
+def _alone(ttft_p99_ms: float) -> dict[str, Any]:
+    """The sweep's concurrency-1 point: 16 requests one at a time in 28 s (0.57 req/s)."""
+    return {
+        "mode": "concurrency",
+        "concurrency": 1,
+        "requests": 16,
+        "completed": 16,
+        "failed": 0,
+        "duration_s": 28.0,
+        "ttft_p99_ms": ttft_p99_ms,
+        "tpot_p99_ms": 20.0,
+    }
+
+
+def test_halving_stops_where_a_probe_would_measure_concurrency_one_again() -> None:
+    """Measured on an AVX2 host (scripts/avx2-host): TTFT p99 missed at every rate down to 1/16 of
+    the start, 507 s of probes, the last one 258 s; under a quarter of the one-at-a-time rate a
+    Poisson stream is one request at a time with gaps, which the sweep had measured."""
+    calls: list[float] = []
+    found = search(server_with_capacity(0.001, calls), CapacitySpec(ttft_ms_p99=500, max_probes=5), _alone(100.0))
+    assert calls == [1.0, 0.5, 0.25] and found.rps is None  # 0.125 < 0.57 / 4
+    assert "concurrency 1 met it at 0.571 req/s" in found.note and "outliers" in found.note
+
+
+def test_no_search_when_one_request_at_a_time_misses_the_slo() -> None:
+    calls: list[float] = []
+    found = search(server_with_capacity(3.3, calls), CapacitySpec(ttft_ms_p99=500), _alone(900.0))
+    assert calls == [] and found.rps is None and found.probes == []
+    assert found.note == "not searched: one request at a time (concurrency 1) already missed TTFT p99 <= 500 ms"
+
+
+def test_the_floor_does_not_cut_a_search_that_finds_its_rate() -> None:
+    calls: list[float] = []
+    found = search(server_with_capacity(3.3, calls), CapacitySpec(ttft_ms_p99=500, tolerance=0.1), _alone(100.0))
+    assert calls == [1.0, 2.0, 4.0, 3.0, 3.5, 3.25] and found.rps == 3.25

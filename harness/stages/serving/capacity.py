@@ -15,6 +15,11 @@ from harness.config import CapacitySpec
 
 #: the slowest rate a search halves down to, as a fraction of the start rate
 _MIN_RATE_FRACTION = 1 / 64
+#: ... and as a fraction of the rate the server completes requests one at a time (the sweep's
+#: concurrency-1 point): below it a Poisson stream keeps under this many requests in flight on
+#: average (Little's law), so a probe measures what that point measured, only slower (a probe of
+#: n requests lasts n / rate: on a slow host each halving doubled it, 258 s at 1/16 of the start)
+ALONE_FRACTION = 1 / 4
 
 
 @dataclass(frozen=True)
@@ -49,8 +54,33 @@ def meets(point: dict[str, Any], spec: CapacitySpec) -> bool:
     return True
 
 
-def search(probe: Callable[[float], dict[str, Any]], spec: CapacitySpec) -> Capacity:
-    """probe(rate) runs one load point at that Poisson rate and returns its summary."""
+def alone_rate(point: dict[str, Any] | None) -> float | None:
+    """Requests per second a concurrency-1 load point completed (one request at a time)."""
+    if not point or not point.get("completed") or not point.get("duration_s"):
+        return None
+    return float(point["completed"]) / float(point["duration_s"])
+
+
+def search(
+    probe: Callable[[float], dict[str, Any]], spec: CapacitySpec, alone: dict[str, Any] | None = None
+) -> Capacity:
+    """probe(rate) runs one load point at that Poisson rate and returns its summary. `alone`:
+    the sweep's concurrency-1 point, where there is one. If it missed the SLO no rate can meet it
+    (a Poisson stream only adds load to requests served one at a time), so nothing is probed; if
+    it met it, halving stops at ALONE_FRACTION of its request rate."""
+    thresholds = ", ".join(
+        f"{name} p99 <= {limit:g} ms"
+        for name, limit in (("TTFT", spec.ttft_ms_p99), ("TPOT", spec.tpot_ms_p99))
+        if limit is not None
+    )
+    if alone is not None and not meets(alone, spec):
+        return Capacity(
+            None, None, [], f"not searched: one request at a time (concurrency 1) already missed {thresholds}"
+        )
+    floor = spec.start_rate * _MIN_RATE_FRACTION
+    one_at_a_time = alone_rate(alone)
+    if one_at_a_time is not None:
+        floor = max(floor, one_at_a_time * ALONE_FRACTION)
     probes: list[dict[str, Any]] = []
     good: tuple[float, dict[str, Any]] | None = None
     bad: float | None = None
@@ -71,7 +101,7 @@ def search(probe: Callable[[float], dict[str, Any]], spec: CapacitySpec) -> Capa
             rate *= 2
         else:
             bad = rate
-            if rate / 2 < spec.start_rate * _MIN_RATE_FRACTION:
+            if rate / 2 < floor:
                 break
             rate /= 2
     while good is not None and bad is not None and len(probes) < spec.max_probes:
@@ -82,14 +112,14 @@ def search(probe: Callable[[float], dict[str, Any]], spec: CapacitySpec) -> Capa
             good = (middle, probes[-1])
         else:
             bad = middle
-    thresholds = ", ".join(
-        f"{name} p99 <= {limit:g} ms"
-        for name, limit in (("TTFT", spec.ttft_ms_p99), ("TPOT", spec.tpot_ms_p99))
-        if limit is not None
-    )
     if good is None:
         slowest = min(p["request_rate"] for p in probes)
         note = f"no probed rate met {thresholds} ({len(probes)} probes, down to {slowest:g}/s)"
+        if one_at_a_time is not None and slowest / 2 < floor:
+            note += (
+                f"; concurrency 1 met it at {one_at_a_time:.3g} req/s: the misses are single requests' "
+                f"outliers, not load (rates under {floor:.3g}/s would measure concurrency 1 again)"
+            )
         return Capacity(None, None, probes, note)
     bound = f"{bad:g}/s missed it" if bad is not None else "no probed rate missed it: a lower bound"
     note = f"{good[0]:g} req/s met {thresholds}; {bound} ({len(probes)} probes)"

@@ -237,7 +237,8 @@ def measure(
                     index, requests = next(unused)
                     return metered(index, requests, rate=rate)
 
-                found = capacity.search(probe, spec.capacity)
+                alone = next((p for p in points if p["mode"] == "concurrency" and p["concurrency"] == 1), None)
+                found = capacity.search(probe, spec.capacity, alone)
                 result = replace(result, capacity=found, usd_per_hour=price[0], price_source=price[1])
             result = replace(result, peak_rss_bytes=server.peak_rss_bytes, peak_gpu_bytes=server.peak_gpu_bytes)
             if server.memory_error is not None:  # killed during the sweep: its points are not the server's
