@@ -109,6 +109,9 @@ def test_capacity_at_the_slo_and_its_cost(smoke: dict) -> None:
     sent: list[str] = []
     for fmt in ("bf16", "w8a8-int8"):
         row = rows.loc[fmt]
+        if row["capacity_note"].startswith("not searched"):  # concurrency 1 already missed the SLO
+            assert row["capacity_probes"] is None and row["capacity_rps"] is None
+            continue
         probes = json.loads(row["capacity_probes"])
         assert 1 <= len(probes) <= 4 and probes[0]["request_rate"] == 2.0
         met = [p["request_rate"] for p in probes if p["meets_slo"]]
