@@ -70,8 +70,8 @@ def test_the_linters_are_the_pinned_ones() -> None:
             assert metadata.version(requirement.name) in requirement.specifier, line
 
 
-def test_the_workflow_passes_actionlint() -> None:
-    done = _lint(_tool("actionlint"), str(WORKFLOW.relative_to(ROOT)))
+def test_the_workflows_pass_actionlint() -> None:
+    done = _lint(_tool("actionlint"), str(WORKFLOW.relative_to(ROOT)), ".github/workflows/nightly-cpu.yml")
     assert done.returncode == 0 and not done.stdout.strip(), done.stdout + done.stderr
 
 
@@ -109,7 +109,7 @@ def test_hadolint_catches_a_broken_dockerfile(tmp_path: Path) -> None:
 
 
 def test_the_scripts_pass_shellcheck() -> None:
-    done = _lint(_tool("shellcheck"), "scripts/nightly", "scripts/avx2-host")
+    done = _lint(_tool("shellcheck"), "scripts/nightly", "scripts/nightly-cpu", "scripts/avx2-host")
     assert done.returncode == 0, done.stdout + done.stderr
     done = _lint(_tool("shellcheck"), "--severity=warning", "scripts/setup", ".ci/run")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -558,3 +558,57 @@ def test_nightly_fetch_downloads_and_runs_nothing(tmp_path: Path, smollm2_dir: P
     assert done.returncode == 0, done.stderr
     assert f"fetch {config}" in done.stdout and "model builtin:smollm2-135m: " in done.stderr
     assert not store.exists()
+
+
+# --- scripts/nightly-cpu: the tier CI does not run -------------------------------------------
+
+NIGHTLY_CPU = ROOT / "scripts" / "nightly-cpu"
+
+STEP_PYTHON = """#!/usr/bin/env bash
+# Stands in for the Python of each step: the honesty check misses its band, the others pass.
+echo "called: $*"
+case "$1" in scripts/honesty_check.py) echo "deviates"; exit 1;; esac
+exit 0
+"""
+
+
+def test_nightly_cpu_runs_every_step_a_failure_is_named_and_the_rest_still_run(tmp_path: Path) -> None:
+    python = tmp_path / "python"
+    python.write_text(STEP_PYTHON)
+    python.chmod(0o755)
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [str(NIGHTLY_CPU), "--out", str(out), "tests", "honesty", "calibration"],
+        env={**os.environ, "HARNESS_PYTHON": str(python)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    summary = (out / "summary.txt").read_text()
+    assert "tests: passed" in summary and "calibration: passed" in summary
+    assert "honesty: FAILED (exit 1)" in summary
+    assert "-m pytest -q -m nightly" in (out / "tests.log").read_text()
+    assert f"--repeats 5 --json {out}/calibration.json" in (out / "calibration.log").read_text()
+    assert "deviates" in (out / "honesty.log").read_text()
+
+
+def test_nightly_cpu_refuses_an_unknown_step() -> None:
+    done = subprocess.run([str(NIGHTLY_CPU), "smok"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "unknown step 'smok'" in done.stderr
+
+
+def test_the_nightly_tier_is_what_ci_leaves_out() -> None:
+    """README's test command (what .ci/run runs) leaves out the tests marked `nightly`, and
+    scripts/nightly-cpu runs exactly those."""
+    readme = (ROOT / "README.md").read_text()
+    assert '.venv/bin/python -m pytest -q -m "not nightly"' in readme
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "nightly", "-p", "no:cacheprovider"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    collected = [line for line in done.stdout.splitlines() if "::" in line]
+    assert any(line.startswith("tests/integration/test_pick_validate.py::") for line in collected), done.stdout

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from harness import workarounds
-from harness.stages.models import BUILTINS, _builtin_gguf
+from harness.stages.models import BUILTINS, builtin_gguf
 
 
 @pytest.fixture(scope="module")
 def gguf() -> Path:
-    return _builtin_gguf(BUILTINS["smollm2-135m"])[0]
+    return builtin_gguf(BUILTINS["smollm2-135m"])[0]
 
 
 def test_gguf_model_still_refuses_save_pretrained(gguf: Path) -> None:

@@ -100,7 +100,7 @@ def _resolve_hub(repo_id: str, revision: str | None) -> ResolvedModel:
     return ResolvedModel(repo_id, path, f"hub:{repo_id}@{path.name}")
 
 
-def _builtin_gguf(builtin: Builtin) -> tuple[Path, str]:
+def builtin_gguf(builtin: Builtin) -> tuple[Path, str]:
     try:
         dist = metadata.distribution(builtin.package)
     except metadata.PackageNotFoundError:
@@ -144,7 +144,7 @@ def _build_model_dir(target: Path, step: str, build: Callable[[Path], Any], time
 
 
 def _resolve_builtin(builtin: Builtin, cache_dir: Path) -> ResolvedModel:
-    gguf, version = _builtin_gguf(builtin)
+    gguf, version = builtin_gguf(builtin)
     identity = f"builtin:{builtin.name}@{builtin.package}=={version}+c{CONVERSION_VERSION}"
     target = cache_dir / "models" / f"{builtin.name}-{version}-c{CONVERSION_VERSION}"
     _build_model_dir(

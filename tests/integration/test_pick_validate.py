@@ -14,7 +14,9 @@ import pytest
 
 from tests.conftest import run_cli
 
-pytestmark = pytest.mark.integration
+# 6 min on a 2-core AVX-512 host, more where bf16 is emulated: the nightly CPU tier
+# (scripts/nightly-cpu); the chain's logic stays in every CI run (tests/test_fallback.py).
+pytestmark = [pytest.mark.integration, pytest.mark.nightly]
 
 
 def test_the_walk_leaves_a_first_candidate_that_misses_its_floor(tmp_path: Path, smollm2_dir: Path) -> None:
