@@ -4,7 +4,8 @@ quantization, vLLM) and warm (every cell finished: nothing recomputed).
 
 Targets on a 2-core machine: cold under 15 minutes, warm under 30 seconds, and per cell the
 harness's own overhead: wall time at most 1.15 x the work it accounts for (quantization, each
-engine load, offline generation, the server's start and every load point, the evaluation).
+engine load, offline generation, the greedy answers the output checks compare with, the server's
+start, its warm-up requests and every load point, the evaluation).
 Usage: .venv/bin/python scripts/bench_smoke.py [--config configs/smoke.yaml] [--keep DIR]
        .venv/bin/python scripts/bench_smoke.py --results DIR   (the overhead of a finished run)
 Exit status 1 when a target is missed.
@@ -46,7 +47,9 @@ def overhead(row: dict) -> dict:
         "quantize": 0.0 if row.get("artifact_reused") is True else _number(row.get("quantize_s")),
         "offline load": _number(row.get("load_s")),
         "generate": _number(row.get("generate_s")) * len(json.loads(_text(row.get("output_tok_s_repeats")) or "[0]")),
+        "output-check references": _number(row.get("output_check_reference_s")),
         "server start": _number(row.get("serving_startup_s")),
+        "server warm-up": _number(row.get("serving_warmup_s")),
         "load points": sum(_number(p.get("duration_s")) for p in [*points, *probes]),
         "evaluate": _number(row.get("eval_s")),
     }

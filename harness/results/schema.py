@@ -131,6 +131,7 @@ SCHEMA = pa.schema(
         # engine figures (offline throughput)
         ("load_s", pa.float64()),
         ("generate_s", pa.float64()),
+        ("output_check_reference_s", pa.float64()),  # the offline greedy answers the output checks compare with
         ("input_tokens", pa.int64()),
         ("output_tokens", pa.int64()),
         ("output_tok_s", pa.float64()),
@@ -166,6 +167,7 @@ SCHEMA = pa.schema(
         ("serving", pa.list_(SERVING_POINT)),
         ("serving_server", pa.string()),  # the server command line
         ("serving_startup_s", pa.float64()),
+        ("serving_warmup_s", pa.float64()),  # the warm-up requests before the sweep (not measured)
         ("serving_peak_rss_bytes", pa.int64()),  # the server's process tree during the sweep
         ("serving_peak_gpu_bytes", pa.int64()),
         ("serving_note", pa.string()),  # why a cell has no serving figures (e.g. a reference engine has no server)

@@ -28,11 +28,13 @@ class OfflineMeasurement:
     # greedy answers to the output checks' prompts (harness.stages.serving.output_check); None: none asked,
     # or the engine can't
     greedy: tuple[tuple[int, ...], ...] | None = None
+    greedy_s: float = 0.0  # seconds those greedy answers took (work beside the measured generation)
 
     def columns(self) -> dict[str, Any]:
         return {
             "load_s": self.load_s,
             "generate_s": self.generate_s,
+            "output_check_reference_s": self.greedy_s if self.greedy is not None else None,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "output_tok_s": self.output_tok_s,
@@ -147,7 +149,9 @@ def offline_throughput(
         load_s = time.perf_counter() - start
         session.generate(prompts[:1], 4)  # warm-up: first-call allocations are not throughput
         results = [session.generate(prompts, output_len) for _ in range(repeats)]
+        greedy_start = time.perf_counter()
         answers = session.greedy([p for p, _ in greedy], [n for _, n in greedy]) if greedy else None
+        greedy_s = time.perf_counter() - greedy_start
         weights_bytes = session.weights_bytes()
     result = results[0]
     seconds = sum(r.seconds for r in results) / len(results)
@@ -163,4 +167,5 @@ def offline_throughput(
         weights_bytes=weights_bytes,
         repeat_tok_s=tuple(r.output_tokens / r.seconds for r in results),
         greedy=None if answers is None else tuple(tuple(a) for a in answers),
+        greedy_s=greedy_s,
     )

@@ -16,10 +16,13 @@ from harness.config import CapacitySpec
 #: the slowest rate a search halves down to, as a fraction of the start rate
 _MIN_RATE_FRACTION = 1 / 64
 #: ... and as a fraction of the rate the server completes requests one at a time (the sweep's
-#: concurrency-1 point): below it a Poisson stream keeps under this many requests in flight on
-#: average (Little's law), so a probe measures what that point measured, only slower (a probe of
-#: n requests lasts n / rate: on a slow host each halving doubled it, 258 s at 1/16 of the start)
-ALONE_FRACTION = 1 / 4
+#: concurrency-1 point). At that fraction rho a Poisson stream keeps rho requests in flight on
+#: average (Little's law) and a request finds another in flight with probability 1 - e^-rho: at
+#: 1/2, 6 of a probe's 16 requests; at 1/4, 4. Either way its p99 is that of overlapping requests,
+#: so halving further measures the same thing at twice the cost (a probe of n requests lasts
+#: n / rate). Measured on a simulated AVX2 host, INT8: TPOT p99 156 ms at rho 0.64, 168 ms at 0.32
+#: against 86 ms one at a time; those two probes took 395 s of the cell's 694 s under load.
+ALONE_FRACTION = 1 / 2
 
 
 @dataclass(frozen=True)

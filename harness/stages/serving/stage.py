@@ -9,6 +9,7 @@ than the sweep needs repeats, and the row says so (`serving_prompts`)."""
 from __future__ import annotations
 
 import shlex
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -44,6 +45,7 @@ class ServingResult:
     usd_per_hour: float | None = None
     price_source: str | None = None  # where usd_per_hour comes from (harness.plan.prices)
     energy_note: str | None = None  # why no point has an energy figure
+    warmup_s: float | None = None  # the warm-up requests' wall time
 
     def columns(self) -> dict[str, Any]:
         probes = self.capacity.probes if self.capacity is not None else []
@@ -60,6 +62,7 @@ class ServingResult:
             "serving_slo": self.slo,
             "serving_prompts": self.prompts,
             "serving_startup_s": self.startup_s,
+            "serving_warmup_s": self.warmup_s,
             "serving_peak_rss_bytes": self.peak_rss_bytes,
             "serving_peak_gpu_bytes": self.peak_gpu_bytes,
             "serving_energy_note": self.energy_note,
@@ -210,7 +213,9 @@ def measure(
             result = replace(result, startup_s=server.startup_s)
             target = loadgen.Target(server.base_url, launch.model_name, launch.extra_body, spec.request_timeout_s)
             if prompts.warmup:  # not measured; a server that answers none of them is not swept
+                warm_start = time.perf_counter()
                 warm = loadgen.run_point(target, prompts.warmup, spec.slo, concurrency=1)
+                result = replace(result, warmup_s=time.perf_counter() - warm_start)
                 if not warm["completed"]:
                     raise ServerError(f"warm-up: {_no_answer(warm, spec, server.memory_error)}")
             checks = _checks(references, min(spec.output_checks, spec.requests), tokenizer_dir)
