@@ -121,7 +121,7 @@ def search(
         if one_at_a_time is not None and slowest / 2 < floor:
             note += (
                 f"; concurrency 1 met it at {one_at_a_time:.3g} req/s, and rates under {floor:.3g}/s "
-                "would measure concurrency 1 again: the SLO holds only one request at a time"
+                "would see requests overlap as these did, only more slowly: the SLO holds only one request at a time"
             )
         return Capacity(None, None, probes, note)
     bound = f"{bad:g}/s missed it" if bad is not None else "no probed rate missed it: a lower bound"
