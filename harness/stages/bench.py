@@ -28,13 +28,13 @@ class OfflineMeasurement:
     # greedy answers to the output checks' prompts (harness.stages.serving.output_check); None: none asked,
     # or the engine can't
     greedy: tuple[tuple[int, ...], ...] | None = None
-    greedy_s: float = 0.0  # seconds those greedy answers took (work beside the measured generation)
+    greedy_s: float | None = None  # seconds those greedy answers took (work beside the measured generation)
 
     def columns(self) -> dict[str, Any]:
         return {
             "load_s": self.load_s,
             "generate_s": self.generate_s,
-            "output_check_reference_s": self.greedy_s if self.greedy is not None else None,
+            "output_check_reference_s": self.greedy_s,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "output_tok_s": self.output_tok_s,
@@ -151,7 +151,7 @@ def offline_throughput(
         results = [session.generate(prompts, output_len) for _ in range(repeats)]
         greedy_start = time.perf_counter()
         answers = session.greedy([p for p, _ in greedy], [n for _, n in greedy]) if greedy else None
-        greedy_s = time.perf_counter() - greedy_start
+        greedy_s = time.perf_counter() - greedy_start if answers is not None else None
         weights_bytes = session.weights_bytes()
     result = results[0]
     seconds = sum(r.seconds for r in results) / len(results)
