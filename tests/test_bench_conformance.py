@@ -33,3 +33,26 @@ def test_noise_wider_than_the_band_is_inconclusive_not_a_pass() -> None:
     low, high = noisy.interval
     assert low < 0.98 < 1.02 < high and noisy.verdict == "inconclusive"
     assert "inconclusive" in noisy.line() and "6 pairs" in noisy.line()
+
+
+def test_the_width_is_the_intervals_high_over_low() -> None:
+    noisy = _pairs([0.92, 1.08, 0.95, 1.06, 0.97, 1.03])
+    low, high = noisy.interval
+    assert noisy.width == pytest.approx(high / low)
+
+
+def test_pairs_are_added_while_an_interval_is_too_wide_to_decide() -> None:
+    """A TTFT median's interval spanned 0.903-1.035 after the fixed 10 pairs in one CI run: too wide
+    to show a deviation, so the test failed on noise. The measurement now goes on while any interval
+    is wider than PRECISE_WIDTH, up to its limit, and ends on an even count (balanced order)."""
+    from harness.stages.bench_conformance import PRECISE_WIDTH, wants_more_pairs
+
+    precise = _pairs([1.01, 0.99] * 5)
+    wide = _pairs([0.86, 1.08, 0.84, 1.04, 0.93] * 2)
+    assert precise.width < PRECISE_WIDTH <= wide.width
+    assert wants_more_pairs([], 3, pairs=10, max_pairs=24)  # the minimum first, whatever the width
+    assert not wants_more_pairs([precise, precise], 10, pairs=10, max_pairs=24)
+    assert wants_more_pairs([precise, wide], 10, pairs=10, max_pairs=24)
+    assert wants_more_pairs([precise], 11, pairs=10, max_pairs=24)  # never stop after an odd count
+    assert not wants_more_pairs([wide], 24, pairs=10, max_pairs=24)  # the limit: then the test says "too wide"
+    assert not wants_more_pairs([wide], 10, pairs=10, max_pairs=10)  # no limit given: the fixed count

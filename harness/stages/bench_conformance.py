@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,6 +25,8 @@ from harness.engines.vllm import VllmEngine, VllmSession
 #: the band a conforming measurement stays in: harness tok/s over vLLM's benchmark's, both ways
 BAND = (0.98, 1.02)
 Verdict = Literal["conforms", "deviates", "inconclusive"]
+#: an interval no wider than this (high / low) shows a deviation past a band of ±2-3 %
+PRECISE_WIDTH = 1.12
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,12 @@ class Conformance:
         return math.exp(centre - half), math.exp(centre + half)
 
     @property
+    def width(self) -> float:
+        """High / low of the interval: how much the host's noise leaves undecided."""
+        low, high = self.interval
+        return high / low
+
+    @property
     def verdict(self) -> Verdict:
         low, high = self.interval
         if self.band[0] <= low and high <= self.band[1]:
@@ -68,6 +77,18 @@ class Conformance:
             f"harness / {self.reference} = {self.ratio:.3f} (95 % interval {low:.3f}-{high:.3f}, "
             f"{len(self.harness_tok_s)} pairs; band {self.band[0]}-{self.band[1]}): {self.verdict}"
         )
+
+
+def wants_more_pairs(figures: Iterable[Conformance], done: int, pairs: int, max_pairs: int) -> bool:
+    """The stopping rule of a sequential fixed-width interval (Chow-Robbins): at least `pairs`, then
+    more while any figure's interval is wider than PRECISE_WIDTH, up to `max_pairs`, stopping only
+    after an even count so that neither side went first more often. The rule reads the width, never
+    the verdict, so extra pairs cannot shop for a pass; they only make a deviation visible."""
+    if done < pairs:
+        return True
+    if done >= max_pairs:
+        return False
+    return done % 2 == 1 or any(figure.width >= PRECISE_WIDTH for figure in figures)
 
 
 def _vllm_bench_tok_s(llm: Any, prompts: list[list[int]], output_len: int) -> float:
@@ -85,18 +106,24 @@ def _vllm_bench_tok_s(llm: Any, prompts: list[list[int]], output_len: int) -> fl
     return tokens / elapsed
 
 
-def measure(request: EngineRequest, prompts: list[list[int]], output_len: int, pairs: int) -> Conformance:
+def measure(
+    request: EngineRequest, prompts: list[list[int]], output_len: int, pairs: int, max_pairs: int | None = None
+) -> Conformance:
+    """`pairs` alternating pairs, and more up to `max_pairs` while the interval is too wide to decide
+    (wants_more_pairs)."""
     ours: list[float] = []
     theirs: list[float] = []
     with VllmEngine().start(request) as session:
         assert isinstance(session, VllmSession)
         session.generate(prompts[:1], 4)  # the warm-up every cell's measurement does, shared
         session.generate(prompts, output_len)  # and one of the measured size: the first of a process runs slow
-        for pair in range(pairs):
+        pair = 0
+        while wants_more_pairs([Conformance(ours, theirs)] if pair >= 2 else [], pair, pairs, max_pairs or pairs):
             for side in ("ours", "theirs") if pair % 2 == 0 else ("theirs", "ours"):  # neither always goes first
                 if side == "ours":
                     done = session.generate(prompts, output_len)
                     ours.append((done.input_tokens + done.output_tokens) / done.seconds)
                 else:
                     theirs.append(_vllm_bench_tok_s(session.llm, prompts, output_len))
+            pair += 1
     return Conformance(ours, theirs)

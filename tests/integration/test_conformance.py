@@ -23,21 +23,22 @@ def test_the_offline_figure_is_vllm_bench_throughputs(smollm2_dir: Path, tmp_pat
     request = EngineRequest(smollm2_dir, "bfloat16", VllmParams(max_model_len=64), detect().device, 64)
     prompts = make_prompts(smollm2_dir, workload)
     outcome = run_isolated(
-        bench_conformance.measure, (request, prompts, workload.output_len, 16), tmp_path / "conformance.log", 900
+        bench_conformance.measure, (request, prompts, workload.output_len, 16, 32), tmp_path / "conformance.log", 900
     )
     assert outcome.ok, outcome.error
     result: bench_conformance.Conformance = outcome.value
     print(result.line())
-    low, high = result.interval
-    assert high / low < 1.12, result.line()  # narrow enough that a deviation past the band would show
+    assert result.width < bench_conformance.PRECISE_WIDTH, result.line()  # a deviation past the band would show
     assert result.verdict != "deviates", result.line()
 
 
 def test_every_load_figure_is_vllm_bench_serves(smollm2_dir: Path, tmp_path: Path) -> None:
     """The load client against `vllm bench serve`'s own client (vllm.benchmarks.serve.benchmark) on
-    one live vLLM server, the same 16 prompts of 32 → 32 tokens at 4 in flight, in alternating
-    pairs: TTFT, TPOT, ITL and E2E latency (mean, p50, p99), request and output throughput. None
-    may deviate from the band [0.97, 1.03]."""
+    one live vLLM server, the same 32 prompts of 32 tokens at 4 in flight, in alternating pairs: TTFT,
+    TPOT, ITL and E2E latency (mean, p50, p99), request and output throughput. None may deviate from
+    the band [0.97, 1.03]. Output lengths are 32 x [0.6, 1.4]: with one length for all, requests
+    finish in lockstep or staggered by chance, and a run's ITL p99 was ~32 or 50-77 ms by which (measured),
+    a noise no count of pairs averages out."""
     from dataclasses import replace
 
     from harness.config import ServingSpec
@@ -47,21 +48,24 @@ def test_every_load_figure_is_vllm_bench_serves(smollm2_dir: Path, tmp_path: Pat
     from harness.stages.serving.stage import build_requests
 
     workload = WorkloadSpec(prompts=16, input_len=32, output_len=32)
-    request = EngineRequest(smollm2_dir, "bfloat16", VllmParams(max_model_len=64), detect().device, 64)
+    request = EngineRequest(smollm2_dir, "bfloat16", VllmParams(max_model_len=80), detect().device, 80)
     port = free_port()
     launch = VllmEngine().server(request, port, slots=4)
     launch = replace(launch, argv=[*launch.argv, "--no-enable-prefix-caching"])  # every pair sends the same prompts
-    requests, _ = build_requests(ServingSpec(), workload, smollm2_dir, False, 32)
+    requests, _ = build_requests(ServingSpec(output_len_jitter=0.4), workload, smollm2_dir, False, 32)
     with serve(launch, port, tmp_path / "server.log", 900) as server:
         target = loadgen.Target(server.base_url, launch.model_name, launch.extra_body, 300)
-        figures = client_conformance.measure(target, requests, concurrency=4, pairs=10, tokenizer_dir=smollm2_dir)
+        figures = client_conformance.measure(
+            target, requests, concurrency=4, pairs=10, tokenizer_dir=smollm2_dir, max_pairs=24
+        )
     lines = [f"{key}: {c.line()}" for key, c in figures.items()]
     print("\n".join(lines))
     assert not [line for line in lines if line.endswith("deviates")], "\n".join(lines)
-    # the robust figures (medians, throughputs) precise enough that a bias past the band would show; the
-    # means and p99s of 32 requests move with single slow requests on 2 cores (a TTFT mean's interval
-    # spanned 0.94-1.16 in one CI run), so for them only a deviation fails
-    for key, found in figures.items():
-        low, high = found.interval
-        robust = key.endswith("_p50_ms") or key in ("request_throughput", "output_tok_s")
-        assert not robust or high / low < 1.12, f"{key}: {found.line()}"
+    # the robust figures (medians, throughputs) precise enough that a bias past the band would show (the
+    # measurement adds pairs until they are); the means and p99s of 32 requests move with single slow
+    # requests on 2 cores (a TTFT mean's interval spanned 0.94-1.16 in one CI run): for them only a
+    # deviation fails
+    from harness.stages.bench_conformance import PRECISE_WIDTH
+
+    for key in client_conformance.ROBUST:
+        assert figures[key].width < PRECISE_WIDTH, f"{key}: {figures[key].line()}"
