@@ -55,4 +55,4 @@ def test_pairs_are_added_while_an_interval_is_too_wide_to_decide() -> None:
     assert wants_more_pairs([precise, wide], 10, pairs=10, max_pairs=24)
     assert wants_more_pairs([precise], 11, pairs=10, max_pairs=24)  # never stop after an odd count
     assert not wants_more_pairs([wide], 24, pairs=10, max_pairs=24)  # the limit: then the test says "too wide"
-    assert not wants_more_pairs([wide], 10, pairs=10, max_pairs=10)  # no limit given: the fixed count
+    assert not wants_more_pairs([wide], 10, pairs=10, max_pairs=None)  # no limit given: the fixed count

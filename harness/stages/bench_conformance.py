@@ -79,14 +79,15 @@ class Conformance:
         )
 
 
-def wants_more_pairs(figures: Iterable[Conformance], done: int, pairs: int, max_pairs: int) -> bool:
-    """The stopping rule of a sequential fixed-width interval (Chow-Robbins): at least `pairs`, then
-    more while any figure's interval is wider than PRECISE_WIDTH, up to `max_pairs`, stopping only
-    after an even count so that neither side went first more often. The rule reads the width, never
-    the verdict, so extra pairs cannot shop for a pass; they only make a deviation visible."""
+def wants_more_pairs(figures: Iterable[Conformance], done: int, pairs: int, max_pairs: int | None) -> bool:
+    """The stopping rule of a sequential fixed-width interval (Chow-Robbins): at least `pairs` (2 or
+    more: the figures' intervals are read only past them), then more while any figure's interval is
+    wider than PRECISE_WIDTH, up to `max_pairs` (None: `pairs`), stopping only after an even count so
+    that neither side went first more often. The rule reads the width, never the verdict, so extra
+    pairs cannot shop for a pass; they only make a deviation visible."""
     if done < pairs:
         return True
-    if done >= max_pairs:
+    if done >= (max_pairs or pairs):
         return False
     return done % 2 == 1 or any(figure.width >= PRECISE_WIDTH for figure in figures)
 
@@ -118,7 +119,7 @@ def measure(
         session.generate(prompts[:1], 4)  # the warm-up every cell's measurement does, shared
         session.generate(prompts, output_len)  # and one of the measured size: the first of a process runs slow
         pair = 0
-        while wants_more_pairs([Conformance(ours, theirs)] if pair >= 2 else [], pair, pairs, max_pairs or pairs):
+        while wants_more_pairs([Conformance(ours, theirs)], pair, pairs, max_pairs):
             for side in ("ours", "theirs") if pair % 2 == 0 else ("theirs", "ours"):  # neither always goes first
                 if side == "ours":
                     done = session.generate(prompts, output_len)

@@ -65,7 +65,5 @@ def test_every_load_figure_is_vllm_bench_serves(smollm2_dir: Path, tmp_path: Pat
     # measurement adds pairs until they are); the means and p99s of 32 requests move with single slow
     # requests on 2 cores (a TTFT mean's interval spanned 0.94-1.16 in one CI run): for them only a
     # deviation fails
-    from harness.stages.bench_conformance import PRECISE_WIDTH
-
     for key in client_conformance.ROBUST:
-        assert figures[key].width < PRECISE_WIDTH, f"{key}: {figures[key].line()}"
+        assert figures[key].width < bench_conformance.PRECISE_WIDTH, f"{key}: {figures[key].line()}"

@@ -99,10 +99,7 @@ def measure(
     theirs: dict[str, list[float]] = {k: [] for k in FIGURES}
     pair = 0
     while wants_more_pairs(
-        [Conformance(ours[key], theirs[key], BAND, REFERENCE) for key in ROBUST] if pair >= 2 else [],
-        pair,
-        pairs,
-        max_pairs or pairs,
+        [Conformance(ours[key], theirs[key], BAND, REFERENCE) for key in ROBUST], pair, pairs, max_pairs
     ):
         for side in ("ours", "theirs") if pair % 2 == 0 else ("theirs", "ours"):
             if side == "ours":
