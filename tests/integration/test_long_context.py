@@ -14,7 +14,9 @@ import pytest
 from harness import report
 from tests.conftest import has_cpu_fp8_kv_cache, run_cli
 
-pytestmark = pytest.mark.integration
+# the nightly CPU tier (scripts/nightly-cpu): too long for every CI run on a 2-core AVX2 host
+# (docs/production.md, "CI time and what each tier proves")
+pytestmark = [pytest.mark.integration, pytest.mark.nightly]
 
 CONFIG = """
 name: it-long-context

@@ -16,7 +16,9 @@ from harness.stages import models
 from harness.stages.evaluate import lm_eval as evals
 from tests.conftest import ROOT, run_cli
 
-pytestmark = pytest.mark.integration
+# the nightly CPU tier (scripts/nightly-cpu): too long for every CI run on a 2-core AVX2 host
+# (docs/production.md, "CI time and what each tier proves")
+pytestmark = [pytest.mark.integration, pytest.mark.nightly]
 
 CONFIG = """
 name: it-quality

@@ -11,7 +11,9 @@ import pytest
 
 from tests.conftest import assert_w4a16_verdict, run_cli
 
-pytestmark = pytest.mark.integration
+# the nightly CPU tier (scripts/nightly-cpu): too long for every CI run on a 2-core AVX2 host
+# (docs/production.md, "CI time and what each tier proves")
+pytestmark = [pytest.mark.integration, pytest.mark.nightly]
 
 
 def test_synthetic_model_is_measured_without_quality(tmp_path: Path, smollm2_dir: Path) -> None:
