@@ -132,9 +132,13 @@ class RunProgress(Progress):
 
 
 @contextmanager
-def status(console: Console, text: str, log_path: Path | None = None) -> Iterator[Callable[[str], None]]:
+def status(
+    console: Console, text: str, log_path: Path | None = None, heartbeat_s: float = HEARTBEAT_S
+) -> Iterator[Callable[[str], None]]:
     """A spinner with `text` on a terminal, a plain line off one; yields `say`, which replaces
-    the text (or prints the next line). Every text also goes to the run log."""
+    the text (or prints the next line). Off a terminal the latest line is repeated with its
+    elapsed time every `heartbeat_s` (a cold model conversion is minutes on a slow host). Every
+    text also goes to the run log."""
 
     def log(line: str) -> None:
         if log_path is not None:
@@ -152,10 +156,32 @@ def status(console: Console, text: str, log_path: Path | None = None) -> Iterato
 
             yield update
         return
-    console.print(f"{_stamp()} {text}", markup=False, highlight=False, soft_wrap=True)
+    latest: list[tuple[str, float]] = [(text, time.monotonic())]  # the line the heartbeat repeats
+    lock = threading.Lock()
+    stop = threading.Event()
 
     def print_line(line: str) -> None:
         console.print(f"{_stamp()} {line}", markup=False, highlight=False, soft_wrap=True)
         log(line)
 
-    yield print_line
+    def say(line: str) -> None:
+        with lock:
+            latest[0] = (line, time.monotonic())
+        print_line(line)
+
+    def beat() -> None:
+        while not stop.wait(heartbeat_s):
+            with lock:
+                line, since = latest[0]
+            print_line(f"{line}: still running, {time.monotonic() - since:.0f} s so far")
+
+    console.print(f"{_stamp()} {text}", markup=False, highlight=False, soft_wrap=True)
+    heartbeat = threading.Thread(target=beat, name="status-heartbeat", daemon=True) if heartbeat_s > 0 else None
+    if heartbeat is not None:
+        heartbeat.start()
+    try:
+        yield say
+    finally:
+        stop.set()
+        if heartbeat is not None:
+            heartbeat.join(timeout=5)

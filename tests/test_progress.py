@@ -60,3 +60,19 @@ def test_a_status_off_a_terminal_prints_each_step(tmp_path: Path) -> None:
     printed = out.getvalue()
     assert "model builtin: resolving" in printed and "CPU peak: memory bandwidth" in printed
     assert "CPU peak: memory bandwidth" in (tmp_path / "run.log").read_text()
+
+
+def test_a_long_status_off_a_terminal_has_a_heartbeat(tmp_path: Path) -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=200)
+    with status(console, "model builtin: resolving", tmp_path / "run.log", heartbeat_s=0.05) as say:
+        time.sleep(0.2)
+        say("CPU peak: memory bandwidth")
+        time.sleep(0.2)
+    printed = out.getvalue()
+    assert re.search(r"model builtin: resolving: still running, \d+ s so far", printed)
+    assert re.search(r"CPU peak: memory bandwidth: still running, \d+ s so far", printed)
+    assert "resolving: still running" in (tmp_path / "run.log").read_text()
+    lines = len(printed.splitlines())
+    time.sleep(0.2)
+    assert len(out.getvalue().splitlines()) == lines  # the heartbeat stops with the status
