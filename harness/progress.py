@@ -41,6 +41,36 @@ def _plain(markup: str) -> str:
     return Text.from_markup(markup).plain
 
 
+def _still_running(description: str, since: float) -> str:
+    return f"{description}: still running, {time.monotonic() - since:.0f} s so far"
+
+
+class _Heartbeat:
+    """Calls `beat` every `every_s` seconds on a daemon thread between start() and stop(); never
+    where every_s is 0."""
+
+    def __init__(self, every_s: float, beat: Callable[[], None], name: str) -> None:
+        self.every_s, self._beat, self._name = every_s, beat, name
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self._beat()
+
+    def start(self) -> None:
+        if self.every_s > 0 and self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+
 class RunProgress(Progress):
     """rich's Progress, plus plain stage lines (off a terminal) and the run log.
 
@@ -51,12 +81,10 @@ class RunProgress(Progress):
         columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
         super().__init__(*columns, TimeElapsedColumn(), console=console, transient=False, disable=self.lines)
         self.log_path = log_path
-        self.heartbeat_s = heartbeat_s
         self._started: dict[TaskID, tuple[str, float]] = {}  # task → (its stage description, when it began)
         self._stage_tasks: set[TaskID] = set()
         self._stage_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._heartbeat: threading.Thread | None = None
+        self._heartbeat = _Heartbeat(heartbeat_s, self._beat, "progress-heartbeat")
 
     # -- lines --------------------------------------------------------------------------------
     def write_log(self, text: str) -> None:
@@ -110,24 +138,17 @@ class RunProgress(Progress):
 
     # -- heartbeat -----------------------------------------------------------------------------
     def _beat(self) -> None:
-        while not self._stop.wait(self.heartbeat_s):
-            with self._stage_lock:
-                running = [(d, time.monotonic() - t) for d, t in self._started.values()]
-            for description, elapsed in running:
-                self._line(f"{_plain(description).strip()}: still running, {elapsed:.0f} s so far")
+        with self._stage_lock:
+            running = list(self._started.values())
+        for description, since in running:
+            self._line(_still_running(_plain(description).strip(), since))
 
     def start(self) -> None:
         super().start()
-        if self.heartbeat_s > 0:
-            self._stop.clear()
-            self._heartbeat = threading.Thread(target=self._beat, name="progress-heartbeat", daemon=True)
-            self._heartbeat.start()
+        self._heartbeat.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._heartbeat is not None:
-            self._heartbeat.join(timeout=5)
-            self._heartbeat = None
+        self._heartbeat.stop()
         super().stop()
 
 
@@ -158,7 +179,6 @@ def status(
         return
     latest: list[tuple[str, float]] = [(text, time.monotonic())]  # the line the heartbeat repeats
     lock = threading.Lock()
-    stop = threading.Event()
 
     def print_line(line: str) -> None:
         console.print(f"{_stamp()} {line}", markup=False, highlight=False, soft_wrap=True)
@@ -170,18 +190,14 @@ def status(
         print_line(line)
 
     def beat() -> None:
-        while not stop.wait(heartbeat_s):
-            with lock:
-                line, since = latest[0]
-            print_line(f"{line}: still running, {time.monotonic() - since:.0f} s so far")
+        with lock:
+            line, since = latest[0]
+        print_line(_still_running(line, since))
 
     console.print(f"{_stamp()} {text}", markup=False, highlight=False, soft_wrap=True)
-    heartbeat = threading.Thread(target=beat, name="status-heartbeat", daemon=True) if heartbeat_s > 0 else None
-    if heartbeat is not None:
-        heartbeat.start()
+    heartbeat = _Heartbeat(heartbeat_s, beat, "status-heartbeat")
+    heartbeat.start()
     try:
         yield say
     finally:
-        stop.set()
-        if heartbeat is not None:
-            heartbeat.join(timeout=5)
+        heartbeat.stop()
