@@ -27,8 +27,11 @@ workload: {prompts: 4, input_len: 32, output_len: 16}
 engine: {name: vllm, max_model_len: 128, timeout_s: 600}
 serving: {formats: [bf16, w8a8-int8], concurrency: [1, 4], request_rates: [4.0], requests: 8,
           slo: {ttft_ms: 2000, tpot_ms: 200},
-          capacity: {ttft_ms_p99: 2000, tpot_ms_p99: 200, start_rate: 2.0, max_probes: 4, usd_per_hour: 0.1}}
+          capacity: {ttft_ms_p99: 6000, tpot_ms_p99: 600, start_rate: 2.0, max_probes: 4, usd_per_hour: 0.1}}
 """
+# The capacity SLO is sized for the slowest host CI runs on: on a 2-core Zen 1 (AVX2 only, bf16
+# emulated) one request alone has a TTFT p99 of 0.85 s and two overlapping a TPOT p99 near 0.3 s,
+# so 2 s / 200 ms was met at no rate there (measured) and the search had nothing to find.
 
 
 @pytest.fixture(scope="session")

@@ -112,13 +112,13 @@ def test_capacity_at_the_slo_and_its_cost(smoke: dict) -> None:
     for fmt in ("bf16", "w8a8-int8"):
         row = rows.loc[fmt]
         if row["capacity_note"].startswith("not searched"):  # concurrency 1 already missed the SLO
-            assert row["capacity_probes"] is None and row["capacity_rps"] is None
+            assert row["capacity_probes"] is None and pd.isna(row["capacity_rps"])
             continue
         probes = json.loads(row["capacity_probes"])
         assert 1 <= len(probes) <= 4 and probes[0]["request_rate"] == 2.0
         met = [p["request_rate"] for p in probes if p["meets_slo"]]
         assert row["capacity_note"], row["capacity_note"]
-        if row["capacity_rps"] is None:
+        if pd.isna(row["capacity_rps"]):  # a merged table's float column: NaN where the cell has none
             assert not met and "no probed rate met" in row["capacity_note"]
             continue
         assert row["capacity_rps"] == max(met)
@@ -127,7 +127,7 @@ def test_capacity_at_the_slo_and_its_cost(smoke: dict) -> None:
         for p in probes:
             assert p["completed"] == 8 or not p["meets_slo"]
         sent.append(fmt)
-    assert sent, "neither cell met a 2 s TTFT p99 at any probed rate"
+    assert sent, "neither cell met the capacity SLO at any probed rate"
 
 
 def test_rows_carry_planned_memory_and_a_roofline(smoke: dict) -> None:
