@@ -35,7 +35,8 @@ def test_the_offline_figure_is_vllm_bench_throughputs(smollm2_dir: Path, tmp_pat
     assert result.verdict != "deviates", result.line()
 
 
-# 20 min on a 2-core AVX2 host: the nightly CPU tier (docs/production.md); the offline check stays
+# 397 s on the simulated AVX2 host, about 3x that on a real one (an estimate, not run there): the
+# nightly CPU tier (docs/production.md); the offline check stays in every CI run
 @pytest.mark.nightly
 def test_every_load_figure_is_vllm_bench_serves(smollm2_dir: Path, tmp_path: Path) -> None:
     """The load client against `vllm bench serve`'s own client (vllm.benchmarks.serve.benchmark) on
