@@ -21,7 +21,7 @@ from harness.engines.base import EngineRequest
 from harness.errors import HarnessError
 from harness.formats.base import QuantizeRequest
 from harness.matrix import Cell
-from harness.plan import cell_plan, prices
+from harness.plan import cell_plan, memory, prices
 from harness.shapes import ModelShape
 from harness.stages import bench, calibration, quantize
 from harness.stages.base import StageResult, StageStop
@@ -136,6 +136,7 @@ def run_cell(
                 ctx.hw,
                 parallel,
                 settings,
+                request.dtype,
             )
         )
         refusal = fmt.unsupported_reason(cell.format, ctx.hw)
@@ -170,6 +171,7 @@ def run_cell(
                 cell.workload.output_len,
                 peak,
                 offline.measurement.output_tok_s,
+                request.dtype,
             )
         )
         if cell.serving is not None:
@@ -234,10 +236,15 @@ def _quantize_request(ctx: RunContext, cell: Cell) -> QuantizeRequest:
     )
 
 
+def compute_dtype(config: Config, cell: Cell) -> str:
+    """The dtype the cell's engine computes in: its format's own (a baseline's, FP4's), else model.dtype."""
+    return memory.engine_dtype(cell.format, config.model.dtype)
+
+
 def _engine_request(ctx: RunContext, cell: Cell, artifact_path: Path) -> EngineRequest:
     return EngineRequest(
         model_dir=artifact_path,
-        dtype=formats.get(cell.format.name).serving_dtype(cell.format) or ctx.config.model.dtype,
+        dtype=compute_dtype(ctx.config, cell),
         spec=cell.engine,
         device=ctx.hw.device,
         max_model_len=cell.engine.max_model_len or (cell.workload.input_len + cell.workload.output_len),
@@ -290,6 +297,7 @@ def identity_columns(ctx: RunContext, cell: Cell, key: str, started: datetime) -
         "calibration_seq_len": calib.seq_len if calib else None,
         "calibration_seed": calib.seed if calib else None,
         "kv_cache_dtype": cell.engine.kv_dtype,
+        "compute_dtype": compute_dtype(ctx.config, cell),
         "engine": cell.engine.name,
         "engine_version": engine.version(),
         "engine_speed_class": engine.speed_class,

@@ -15,20 +15,27 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from harness import engines, executors, formats
+from harness import engines, executors, formats, hardware
 from harness.errors import HarnessError, config_error
+from harness.formats.baseline import BASELINE_FOR_DTYPE
 from harness.params import HUB_ID, NAME_PATTERN, EngineParams, FormatParams, StrictModel
 from harness.results.metrics import RECOVERY_METRICS
 from harness.shapes import KNOWN_SHAPES
 
 BUILTIN_MODELS = ("smollm2-135m",)
+#: a format entry naming the unquantized model in model.dtype (bf16, fp16 or fp32)
+BASELINE = "baseline"
 BUILTIN_CALIBRATION = ("code", "prose")
 
 
 class ModelSpec(StrictModel):
     source: str = Field(min_length=1, description="builtin:NAME, a hub id (org/name) or a local directory")
     revision: str | None = None
-    dtype: Literal["bfloat16", "float16"] = "bfloat16"
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "bfloat16",
+        description="what the engine computes in; auto: bfloat16 on GPUs and CPUs with bf16 instructions, float32 on "
+        "CPUs without (bf16 is emulated there). A `baseline` format entry is the unquantized model in this dtype",
+    )
 
 
 class CalibrationSpec(StrictModel):
@@ -353,19 +360,26 @@ def load_config(path: str | Path, output: str | Path | None = None) -> Config:
         raw = RawConfig.model_validate(data)
     except ValidationError as exc:
         raise _first_error(path, exc, RawConfig) from None
-    formats = tuple(_parse_format(path, i, entry) for i, entry in enumerate(raw.formats))
+    model = _resolve_dtype(raw.model)
+    baseline = BASELINE_FOR_DTYPE[model.dtype]
+    formats = tuple(_parse_format(path, i, entry, baseline) for i, entry in enumerate(raw.formats))
+    serving = raw.serving
+    if serving is not None and serving.formats:
+        serving = serving.model_copy(
+            update={"formats": [baseline if fid == BASELINE else fid for fid in serving.formats]}
+        )
     specs = _parse_engines(path, raw)
     config = Config(
         path=path,
         name=raw.name,
-        model=raw.model,
+        model=model,
         formats=formats,
         calibration=tuple(raw.calibration),
         workload=raw.workload,
         engines=_expand_engines(specs),
         quantize=raw.quantize,
         evals=raw.evals,
-        serving=raw.serving,
+        serving=serving,
         gate=raw.gate,
         executor=raw.executor,
         ray=raw.ray or RaySpec(),
@@ -374,6 +388,14 @@ def load_config(path: str | Path, output: str | Path | None = None) -> Config:
     )
     _check_semantics(config)
     return config
+
+
+def _resolve_dtype(model: ModelSpec) -> ModelSpec:
+    """model.dtype: auto made this host's (harness.hardware.compute_dtype): rows, cell keys and
+    the engines see the dtype that ran."""
+    if model.dtype != "auto":
+        return model
+    return model.model_copy(update={"dtype": hardware.compute_dtype(hardware.detect())})
 
 
 def _expand_engines(specs: list[EngineParams]) -> tuple[EngineParams, ...]:
@@ -452,8 +474,11 @@ def _first_error(path: Path, exc: ValidationError, model: type[BaseModel], prefi
     return config_error(path, key, f"{err['msg']} (got {shown})")
 
 
-def _parse_format(path: Path, index: int, entry: Any) -> FormatParams:
+def _parse_format(path: Path, index: int, entry: Any, baseline: str) -> FormatParams:
+    """One `formats:` entry; `baseline` names the baseline format of model.dtype (what an entry
+    named `baseline` becomes)."""
     REGISTRY = formats.REGISTRY
+    known = ", ".join([BASELINE, *REGISTRY])
     key = f"formats[{index}]"
     if isinstance(entry, str):
         entry = {"name": entry}
@@ -461,9 +486,11 @@ def _parse_format(path: Path, index: int, entry: Any) -> FormatParams:
         raise config_error(path, key, f"a format is a name or a mapping with a name (got {type(entry).__name__})")
     name = entry.get("name")
     if name is None:
-        raise config_error(path, f"{key}.name", "required key is missing; formats: " + ", ".join(REGISTRY))
+        raise config_error(path, f"{key}.name", "required key is missing; formats: " + known)
+    if name == BASELINE:
+        entry, name = {**entry, "name": baseline}, baseline
     if name not in REGISTRY:
-        raise config_error(path, f"{key}.name", f"unknown format {name!r}; formats: {', '.join(REGISTRY)}")
+        raise config_error(path, f"{key}.name", f"unknown format {name!r}; formats: {known}")
     params_model = REGISTRY[name].params_model
     try:
         return params_model.model_validate(entry)

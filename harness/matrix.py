@@ -72,14 +72,18 @@ class Cell:
         quantize_versions: dict[str, str],
         engine_version: str,
         eval_inputs: str | None = None,
+        compute_dtype: str = "bfloat16",
     ) -> str:
-        """eval_inputs: harness.stages.evaluate.inputs.identity(), for cells with evals."""
+        """eval_inputs: harness.stages.evaluate.inputs.identity(), for cells with evals;
+        compute_dtype: what the engine computes in (harness.cell.compute_dtype)."""
         payload = {
             "artifact": self.artifact_key(model_identity, quantize_versions),
             "engine": engine_key_fields(self.engine),
             "engine_version": engine_version,
             "workload": self.workload.model_dump(exclude={"repeats"} if self.workload.repeats == 1 else None),
         }
+        if compute_dtype != "bfloat16":  # absent for bf16, so cells from before this field keep their keys
+            payload["compute_dtype"] = compute_dtype
         if self.evals is not None:  # absent, not None: configs without evals keep their keys
             # settings added later enter only where they apply, so finished cells keep their keys
             evals = self.evals.model_dump(exclude={"timeout_s": True, "passkey": True, "kld": {"full_vocabulary"}})

@@ -19,7 +19,7 @@ from typing import Any
 from rich.console import Console
 
 from harness import engines, executors, formats, hardware, matrix, provenance
-from harness.cell import RunContext, device_peak, now
+from harness.cell import RunContext, compute_dtype, device_peak, now
 from harness.config import Config
 from harness.matrix import Cell
 from harness.plan import cell_plan
@@ -92,6 +92,7 @@ def run(config: Config, console: Console | None = None) -> RunSummary:
                 ctx.quantize_versions,
                 engines.get(cell.engine.name).version(),
                 eval_inputs.current(),
+                compute_dtype(config, cell),
             ),
         )
         for cell in matrix.expand(config)

@@ -211,3 +211,49 @@ def test_shipped_configs_are_valid(cli) -> None:
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         result = cli("validate", str(path))
         assert result.returncode == 0, f"{path}: {result.stderr}"
+
+
+def _host(monkeypatch: pytest.MonkeyPatch, device: str, flags: tuple[str, ...]) -> None:
+    from harness import hardware
+
+    found = hardware.Hardware(device, "test host", 2, 24 * 2**30, None, None, flags)
+    monkeypatch.setattr(hardware, "detect", lambda: found)
+
+
+@pytest.mark.parametrize(
+    ("device", "flags", "dtype", "baseline"),
+    [
+        ("cpu", ("avx2",), "float32", "fp32"),  # bf16 emulated: 6x slower prefill measured on a Zen 1
+        ("cpu", ("avx2", "avx512f", "avx512_bf16"), "bfloat16", "bf16"),
+        ("cpu", ("avx2", "amx_bf16"), "bfloat16", "bf16"),
+        ("cuda", (), "bfloat16", "bf16"),
+    ],
+)
+def test_dtype_auto_is_the_hosts_and_baseline_is_the_unquantized_model_in_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device: str, flags: tuple[str, ...], dtype: str, baseline: str
+) -> None:
+    _host(monkeypatch, device, flags)
+    text = (
+        GOOD.replace("{source: builtin:smollm2-135m}", "{source: builtin:smollm2-135m, dtype: auto}")
+        .replace("  - bf16\n", "  - baseline\n")
+        .replace(
+            "engine: {name: vllm, max_model_len: 64}",
+            "engine: {name: vllm, max_model_len: 64}\nserving: {concurrency: [1], formats: [baseline]}",
+        )
+    )
+    config = load_config(write(tmp_path, text))
+    assert config.model.dtype == dtype
+    assert [f.id for f in config.formats] == [baseline, "w4a16-gptq"]
+    assert config.serving is not None and config.serving.formats == [baseline]
+
+
+def test_an_explicit_dtype_is_kept_on_any_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _host(monkeypatch, "cpu", ("avx2",))
+    text = GOOD.replace("{source: builtin:smollm2-135m}", "{source: builtin:smollm2-135m, dtype: bfloat16}")
+    config = load_config(write(tmp_path, text.replace("  - bf16\n", "  - baseline\n")))
+    assert config.model.dtype == "bfloat16" and config.formats[0].id == "bf16"
+
+
+def test_an_unknown_format_lists_baseline_among_the_choices(tmp_path: Path) -> None:
+    with pytest.raises(HarnessError, match=r"formats\[0\]\.name.*unknown format 'bf17'; formats: baseline, bf16"):
+        load_config(write(tmp_path, GOOD.replace("  - bf16\n", "  - bf17\n")))

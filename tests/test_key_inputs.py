@@ -186,3 +186,12 @@ def test_a_prequantized_checkpoint_is_keyed_by_what_is_in_it(tmp_path: Path) -> 
     assert cell.artifact_key("m", VERSIONS) != before
     # formats that build their artifact carry no checkpoint identity: their keys are as before
     assert formats.get("bf16").checkpoint_identity(cell.format) is None
+
+
+def test_the_compute_dtype_enters_the_cell_key_and_bf16_keeps_the_old_one(tmp_path: Path) -> None:
+    # a results directory run in bfloat16 and then with dtype: float32 must not take the bf16
+    # rows as finished; cells that computed in bf16 keep the keys they had before the field
+    cell = _cells(tmp_path)["w4a16-gptq/code/vllm/kv-auto"]
+    args = ("model", VERSIONS, "0.32.0")
+    assert cell.key(*args, compute_dtype="bfloat16") == cell.key(*args)
+    assert cell.key(*args, compute_dtype="float32") != cell.key(*args)

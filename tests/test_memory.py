@@ -253,3 +253,30 @@ def test_cli_memory_answers_the_70b_question(cli) -> None:
 def test_cli_memory_unknown_gpu_is_exit_2(cli) -> None:
     done = cli("memory", "--model", "llama-3.1-70b", "--gpu", "h1000")
     assert done.returncode == 2 and "h100-80gb" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_float32_compute_plans_the_unquantized_tensors_kv_and_activations_in_4_bytes() -> None:
+    # vLLM upcasts to the dtype it computes in: an fp32 baseline holds 4 bytes a weight, and an
+    # INT8 checkpoint served in float32 keeps int8 projections but fp32 embeddings and norms
+    shape = shapes.load_shape("smollm2-135m")
+    assert memory.weights(shape, "fp32", "float32").total == 4 * shape.parameter_count
+    assert memory.weights(shape, "bf16").total == 2 * shape.parameter_count
+    bf16, fp32 = memory.weights(shape, "w8a8-int8"), memory.weights(shape, "w8a8-int8", "float32")
+    assert fp32.linear_bytes == bf16.linear_bytes and fp32.embedding_bytes == 2 * bf16.embedding_bytes
+    assert memory.kv_bytes_per_token(shape, "auto", compute_dtype="float32") == 2 * memory.kv_bytes_per_token(shape)
+    assert memory.kv_bytes_per_token(shape, "fp8", compute_dtype="float32") == memory.kv_bytes_per_token(shape, "fp8")
+    logits = 4 * 8 * shape.vocab
+    assert memory.activation_bytes(shape, 8, 256, compute_dtype="float32") - logits == 2 * (
+        memory.activation_bytes(shape, 8, 256) - logits
+    )
+    # llama.cpp computes from its file's own types, whatever model.dtype says
+    assert memory.weights(shape, "gguf-q8_0", "float32") == memory.weights(shape, "gguf-q8_0")
+
+
+def test_the_fp32_baseline_is_planned_in_4_bytes_whatever_dtype_is_asked() -> None:
+    # the format's own dtype wins (as the engine request takes it): fp32 computes in float32, bf16 in bfloat16
+    fp32 = memory.plan("smollm2-135m", "fp32", "auto", 8, 256, "h100-80gb")
+    bf16 = memory.plan("smollm2-135m", "bf16", "auto", 8, 256, "h100-80gb")
+    assert fp32.weights_bytes == 2 * bf16.weights_bytes and fp32.kv_bytes == 2 * bf16.kv_bytes
+    shape = shapes.load_shape("smollm2-135m")
+    assert memory.weights(shape, "bf16", "float32") == memory.weights(shape, "bf16")

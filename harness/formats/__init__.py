@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from harness.formats.base import Format
-from harness.formats.baseline import Bf16, Fp16
+from harness.formats.baseline import Bf16, Fp16, Fp32
 from harness.formats.gguf import gguf_formats
 from harness.formats.llmcompressor import (
     Fp8Dynamic,
@@ -26,6 +26,7 @@ from harness.params import FormatParams
 _FORMATS: tuple[Format[Any], ...] = (
     Bf16(),
     Fp16(),
+    Fp32(),
     Fp8Dynamic(),
     W4A16Gptq(),
     W8A8Int8(),

@@ -3,8 +3,9 @@
 
 Two kinds: an `Encoding` (one rule for every decoder Linear: value bits plus scales and zero
 points per group, as compressed-tensors stores them) and a `GgufLayout` (llama.cpp's per-tensor
-type choice, as its quantize tool makes it). Embeddings and lm_head stay 16-bit in the
-compressed-tensors formats (llm-compressor leaves them unquantized).
+type choice, as its quantize tool makes it). Embeddings and lm_head stay unquantized in the
+compressed-tensors formats (llm-compressor leaves them so): 16-bit, or the engine's compute dtype
+(float32 upcasts them).
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ class WeightLayout(Protocol):
     @property
     def label(self) -> str: ...
 
-    def weights(self, shape: ModelShape) -> Weights:
-        """Bytes of every weight of `shape` in this layout."""
+    def weights(self, shape: ModelShape, dense_bytes: int = 2) -> Weights:
+        """Bytes of every weight of `shape` in this layout; dense_bytes: per element of the
+        unquantized tensors an engine holds in its compute dtype (4 in float32)."""
         ...
 
     @property
@@ -71,13 +73,13 @@ class Encoding:
         per_group = self.scale_bits + self.zero_bits
         return self.value_bits * lin.params + lin.out_features * groups_per_row * per_group + self.tensor_bits
 
-    def weights(self, shape: ModelShape) -> Weights:
+    def weights(self, shape: ModelShape, dense_bytes: int = 2) -> Weights:
         linear_bits = shape.layers * sum(self.bits(lin) for lin in shape.block_linears())
         return Weights(
             linear_bytes=math.ceil(linear_bits / 8),
-            embedding_bytes=2 * shape.embedding_params,
-            lm_head_bytes=2 * shape.lm_head_params,
-            other_bytes=2 * (shape.norm_params + shape.bias_params),
+            embedding_bytes=dense_bytes * shape.embedding_params,
+            lm_head_bytes=dense_bytes * shape.lm_head_params,
+            other_bytes=dense_bytes * (shape.norm_params + shape.bias_params),
         )
 
     @property
@@ -219,7 +221,8 @@ class GgufLayout:
     def bits_per_weight(self) -> float:
         return GGML_TYPES[_GGUF_BASE[self.ftype]].bits_per_weight
 
-    def weights(self, shape: ModelShape) -> Weights:
+    def weights(self, shape: ModelShape, dense_bytes: int = 2) -> Weights:
+        del dense_bytes  # llama.cpp computes from its file's own tensor types, whatever the dtype
         linear = 0
         for block in range(shape.layers):
             for lin in shape.block_linears():

@@ -45,9 +45,11 @@ def planned_columns(
     hw: Hardware,
     parallel: Parallelism,
     settings: dict[str, Any],
+    compute_dtype: str = "bfloat16",
 ) -> dict[str, Any]:
     """planned_* columns: weights + KV cache for `batch` sequences of `context` tokens +
-    activations, and the capacity the engine may fill (GPU memory x utilization, or host memory)."""
+    activations, and the capacity the engine may fill (GPU memory x utilization, or host memory);
+    unquantized tensors, an "auto" KV cache and activations in the engine's compute dtype."""
     columns: dict[str, Any] = {"planned_batch": batch, "planned_context": context}
     if isinstance(shape, str):
         return {**columns, "planned_note": shape}
@@ -55,11 +57,13 @@ def planned_columns(
     pipeline_parallel = parallel.pipeline  # stages split the layers: weights and KV / stages
     tokens = int(settings.get("max_num_batched_tokens") or memory.default_batched_tokens(gpu_of(hw)))
     try:
-        weights = math.ceil(memory.weights(shape, params).per_gpu(tensor_parallel) / pipeline_parallel)
-        kv = math.ceil(memory.kv_bytes(shape, kv_dtype, batch, context, tensor_parallel) / pipeline_parallel)
+        weights = math.ceil(memory.weights(shape, params, compute_dtype).per_gpu(tensor_parallel) / pipeline_parallel)
+        kv = math.ceil(
+            memory.kv_bytes(shape, kv_dtype, batch, context, tensor_parallel, compute_dtype) / pipeline_parallel
+        )
     except HarnessError as exc:
         return {**columns, "planned_note": f"no plan: {exc}"}
-    activations = memory.activation_bytes(shape, batch, tokens, tensor_parallel)
+    activations = memory.activation_bytes(shape, batch, tokens, tensor_parallel, compute_dtype)
     if hw.device == "cuda":
         capacity = int(hw.memory_bytes * float(settings.get("gpu_memory_utilization", 0.9)))
     else:
@@ -83,6 +87,7 @@ def roofline_columns(
     output_len: int,
     peak: Peak | str,
     measured_tok_s: float | None,
+    compute_dtype: str = "bfloat16",
 ) -> dict[str, Any]:
     """roofline_* columns for an offline throughput figure; `peak` is the device's (a str: why
     there is none). A row without a fraction says why in roofline_note."""
@@ -96,7 +101,7 @@ def roofline_columns(
     if isinstance(shape, str):
         return {**columns, "roofline_note": shape}
     try:
-        limit = roofline.cell_roofline(shape, params, kv_dtype, batch, input_len, output_len, peak)
+        limit = roofline.cell_roofline(shape, params, kv_dtype, batch, input_len, output_len, peak, compute_dtype)
     except HarnessError as exc:
         return {**columns, "roofline_note": f"no roofline: {exc}"}
     columns.update(
@@ -158,6 +163,7 @@ def _computed_plan(row: dict[str, Any], shape: ModelShape | None) -> RowPlan | N
     gpu = gpu_of_row(row)
     tokens = settings.get("max_num_batched_tokens") or memory.default_batched_tokens(gpu)
     kv = str(row.get("kv_cache_dtype") or "auto")
+    dtype = str(row.get("compute_dtype") or "bfloat16")  # older rows: every engine computed in bf16
     try:
         params = formats.params_from_entry(format_entry(row))
         if gpu is not None:
@@ -174,9 +180,9 @@ def _computed_plan(row: dict[str, Any], shape: ModelShape | None) -> RowPlan | N
             )
             return RowPlan(p.weights_bytes, p.kv_bytes, p.activation_bytes, p.capacity_bytes)
         return RowPlan(
-            memory.weights(shape, params).total,
-            memory.kv_bytes(shape, kv, batch, context),
-            memory.activation_bytes(shape, batch, int(tokens)),
+            memory.weights(shape, params, dtype).total,
+            memory.kv_bytes(shape, kv, batch, context, compute_dtype=dtype),
+            memory.activation_bytes(shape, batch, int(tokens), compute_dtype=dtype),
             None,
         )
     except (HarnessError, KeyError, ValueError, TypeError):

@@ -7,7 +7,8 @@ RMSNorms per block, no MoE. What each term counts, and leaves out:
 
   weights      the decoder blocks' Linear weights in the format's own layout, scales and zero
                points included; embeddings and lm_head in 16 bits (llm-compressor's formats
-               leave them unquantized), norms and biases in 16 bits. GGUF is planned as
+               leave them unquantized), norms and biases in 16 bits; in 32 where the engine
+               computes in float32 (model.dtype), which upcasts them. GGUF is planned as
                llama.cpp's quantize tool writes it: its per-tensor type rules (attn_v/ffn_down
                upgrades, output.weight in Q6_K, token_embd in the base type), norms in F32.
   kv cache     2 (K and V) x layers x KV heads x head_dim x bytes per element, per token, for
@@ -65,9 +66,20 @@ def layout(fmt: str | FormatParams) -> WeightLayout:
     return found
 
 
-def weights(shape: ModelShape, fmt: str | FormatParams) -> Weights:
-    """Bytes of every weight of `shape` stored in `fmt`."""
-    return layout(fmt).weights(shape)
+#: bytes per element of the dtypes an engine computes in (model.dtype)
+DTYPE_BYTES: dict[str, int] = {"bfloat16": 2, "float16": 2, "float32": 4}
+
+
+def engine_dtype(fmt: str | FormatParams, compute_dtype: str = "bfloat16") -> str:
+    """What the engine computes `fmt` in: the format's own dtype (a baseline's, FP4's), else compute_dtype."""
+    spec, params = _resolve(fmt)
+    return spec.serving_dtype(params) or compute_dtype
+
+
+def weights(shape: ModelShape, fmt: str | FormatParams, compute_dtype: str = "bfloat16") -> Weights:
+    """Bytes of every weight of `shape` stored in `fmt`, the unquantized ones held in the dtype
+    the engine computes in (engine_dtype)."""
+    return layout(fmt).weights(shape, DTYPE_BYTES[engine_dtype(fmt, compute_dtype)])
 
 
 def bits_per_weight(fmt: str | FormatParams, shape: ModelShape | None = None) -> float:
@@ -84,7 +96,7 @@ def bits_per_weight(fmt: str | FormatParams, shape: ModelShape | None = None) ->
 # ---------------------------------------------------------------------------------------------
 # KV cache and activations
 
-#: bytes per KV-cache element; "auto" is the serving dtype, 16-bit (bf16/fp16) in this harness
+#: bytes per KV-cache element; "auto" is the compute dtype's (DTYPE_BYTES), 16-bit unless float32
 KV_BYTES: dict[str, int] = {"auto": 2, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1}
 
 
@@ -93,16 +105,26 @@ def _kv_heads_per_gpu(shape: ModelShape, tensor_parallel: int) -> int:
     return max(1, shape.kv_heads // tensor_parallel)
 
 
-def kv_bytes_per_token(shape: ModelShape, kv_dtype: str = "auto", tensor_parallel: int = 1) -> int:
+def kv_bytes_per_token(
+    shape: ModelShape, kv_dtype: str = "auto", tensor_parallel: int = 1, compute_dtype: str = "bfloat16"
+) -> int:
     """2 (K and V) x layers x KV heads x head_dim x bytes per element (per GPU under tensor parallel)."""
     if kv_dtype not in KV_BYTES:
         raise HarnessError(f"unknown KV-cache dtype {kv_dtype!r} (known: {', '.join(KV_BYTES)})")
-    return 2 * shape.layers * _kv_heads_per_gpu(shape, tensor_parallel) * shape.head_dim * KV_BYTES[kv_dtype]
+    element = DTYPE_BYTES[compute_dtype] if kv_dtype == "auto" else KV_BYTES[kv_dtype]
+    return 2 * shape.layers * _kv_heads_per_gpu(shape, tensor_parallel) * shape.head_dim * element
 
 
-def kv_bytes(shape: ModelShape, kv_dtype: str, batch: int, context: int, tensor_parallel: int = 1) -> int:
+def kv_bytes(
+    shape: ModelShape,
+    kv_dtype: str,
+    batch: int,
+    context: int,
+    tensor_parallel: int = 1,
+    compute_dtype: str = "bfloat16",
+) -> int:
     """KV cache of `batch` sequences each holding `context` tokens."""
-    return batch * context * kv_bytes_per_token(shape, kv_dtype, tensor_parallel)
+    return batch * context * kv_bytes_per_token(shape, kv_dtype, tensor_parallel, compute_dtype)
 
 
 def default_batched_tokens(gpu: Gpu | None) -> int:
@@ -114,13 +136,19 @@ def default_batched_tokens(gpu: Gpu | None) -> int:
     return 16384 if gpu.visible_bytes >= 70 * GIB and "a100" not in gpu.name else 8192
 
 
-def activation_bytes(shape: ModelShape, batch: int, max_num_batched_tokens: int, tensor_parallel: int = 1) -> int:
+def activation_bytes(
+    shape: ModelShape,
+    batch: int,
+    max_num_batched_tokens: int,
+    tensor_parallel: int = 1,
+    compute_dtype: str = "bfloat16",
+) -> int:
     """vLLM's profile-run peak, estimated: at the MLP of a block, for every batched token, 4 hidden-
     size tensors (residual, normed input, attention and MLP outputs) and 3 intermediate-size ones
-    (gate_up's two halves, the activation's output; split across ranks) in 16 bits; then fp32
-    logits for `batch` sequences (gathered whole on a rank)."""
+    (gate_up's two halves, the activation's output; split across ranks) in the compute dtype; then
+    fp32 logits for `batch` sequences (gathered whole on a rank)."""
     per_token = 4 * shape.hidden + 3 * math.ceil(shape.intermediate / tensor_parallel)
-    return max_num_batched_tokens * per_token * 2 + batch * shape.vocab * 4
+    return max_num_batched_tokens * per_token * DTYPE_BYTES[compute_dtype] + batch * shape.vocab * 4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,6 +269,7 @@ def plan(
             f"{', '.join(sorted(allowed))} (got {kv_dtype!r})"
         )
     tokens = max_num_batched_tokens if max_num_batched_tokens is not None else default_batched_tokens(gpu)
+    dtype = engine_dtype(params)
     return MemoryPlan(
         model=shape.name,
         format=params.id,
@@ -253,10 +282,10 @@ def plan(
         max_num_batched_tokens=tokens,
         bits_per_weight=bits_per_weight(params, shape),
         weights_bytes=weights(shape, params).per_gpu(tensor_parallel),
-        kv_bytes=kv_bytes(shape, kv_dtype, batch, context, tensor_parallel),
-        activation_bytes=activation_bytes(shape, batch, tokens, tensor_parallel),
+        kv_bytes=kv_bytes(shape, kv_dtype, batch, context, tensor_parallel, dtype),
+        activation_bytes=activation_bytes(shape, batch, tokens, tensor_parallel, dtype),
         capacity_bytes=int(gpu.visible_bytes * utilization),
-        kv_bytes_per_sequence=context * kv_bytes_per_token(shape, kv_dtype, tensor_parallel),
+        kv_bytes_per_sequence=context * kv_bytes_per_token(shape, kv_dtype, tensor_parallel, dtype),
         note=spec.unsupported_reason(params, _hardware(gpu, tensor_parallel)),
     )
 

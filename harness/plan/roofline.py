@@ -141,11 +141,11 @@ def prefill_seconds(
     return max(weight_bytes / bandwidth, work / flops)
 
 
-def weight_bytes_per_step(shape: ModelShape, fmt: str | FormatParams) -> int:
+def weight_bytes_per_step(shape: ModelShape, fmt: str | FormatParams, compute_dtype: str = "bfloat16") -> int:
     """Bytes of weights one decode step reads: all of them in the format's layout (GGUF as
     llama.cpp lays it out) except an untied input embedding table. Raises HarnessError for a
     format without a known layout (prequantized)."""
-    w = memory.weights(shape, fmt)
+    w = memory.weights(shape, fmt, compute_dtype)
     return w.total - (w.embedding_bytes if not shape.tied_embeddings else 0)
 
 
@@ -176,12 +176,14 @@ def cell_roofline(
     input_len: int,
     output_len: int,
     peak: Peak,
+    compute_dtype: str = "bfloat16",
 ) -> RooflineResult:
     """The roofline of one cell: `batch` concurrent sequences of input_len + output_len tokens,
     weights in `fmt` (a name or FormatParams; GGUF included), KV cache in `kv_dtype` ("auto",
-    "fp8", ...; "auto" = 16 bits, also llama.cpp's f16 cache). shape: a ModelShape or anything
-    harness.shapes.load_shape takes. Raises HarnessError when a figure cannot be had (prequantized
-    format, unknown KV dtype): its message is the row's reason."""
+    "fp8", ...; "auto" = the compute dtype's, 16 bits unless float32; also llama.cpp's f16
+    cache). shape: a ModelShape or anything harness.shapes.load_shape takes. Raises HarnessError
+    when a figure cannot be had (prequantized format, unknown KV dtype): its message is the row's
+    reason."""
     shape = shape if isinstance(shape, ModelShape) else load_shape(shape)
     if input_len < 0 or output_len < 1:
         raise HarnessError(
@@ -189,12 +191,12 @@ def cell_roofline(
         )
     name = fmt if isinstance(fmt, str) else fmt.name
     precision = formats.REGISTRY[name].compute_precision if name in formats.REGISTRY else "bf16"
-    weight_bytes = weight_bytes_per_step(shape, fmt)
+    weight_bytes = weight_bytes_per_step(shape, fmt, compute_dtype)
     decode = roofline_tok_s(
         batch=batch,
         context=mean_decode_context(input_len, output_len),
         weight_bytes=weight_bytes,
-        kv_bytes_per_token=memory.kv_bytes_per_token(shape, kv_dtype),
+        kv_bytes_per_token=memory.kv_bytes_per_token(shape, kv_dtype, compute_dtype=compute_dtype),
         matmul_params=matmul_params(shape),
         layers=shape.layers,
         attention_width=shape.q_dim,

@@ -99,6 +99,7 @@ SCHEMA = pa.schema(
         ("calibration_seq_len", pa.int32()),
         ("calibration_seed", pa.int32()),
         ("kv_cache_dtype", pa.string()),
+        ("compute_dtype", pa.string()),  # what the engine computed in (model.dtype, or the format's own)
         ("engine", pa.string()),
         ("engine_version", pa.string()),
         (

@@ -14,6 +14,7 @@ import pytest
 
 from harness.engines.vllm import VllmEngine
 from tests.conftest import ROOT
+from tests.integration.conftest import BASELINE
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +43,7 @@ def test_w4a16_on_an_avx2_host_is_unsupported_with_vllms_reason(smoke: dict) -> 
 
 def test_fp8_kv_cache_on_an_avx2_host_is_unsupported_with_vllms_reason(smoke: dict) -> None:
     rows = pd.read_parquet(smoke["out"] / "results.parquet").set_index("format_id")
-    reason = _serve_on_an_avx2_host(rows.loc["bf16", "artifact_path"], "fp8")
+    reason = _serve_on_an_avx2_host(rows.loc[BASELINE, "artifact_path"], "fp8")
     assert reason is not None and "AVX-512" in reason
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import assert_w4a16_verdict
+from tests.integration.conftest import BASELINE, DTYPE
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +30,7 @@ def test_killed_run_lost_nothing_and_resumed(smoke: dict) -> None:
 
 def test_rows_carry_measured_figures(smoke: dict) -> None:
     rows = _rows(smoke["out"])
-    for fmt in ("bf16", "fp8-dynamic", "w8a8-int8"):
+    for fmt in (BASELINE, "fp8-dynamic", "w8a8-int8"):
         row = rows.loc[fmt]
         assert row["status"] == "ok", row["reason"]
         assert row["output_tokens"] == 4 * 16
@@ -40,7 +41,7 @@ def test_rows_carry_measured_figures(smoke: dict) -> None:
     assert "CPUInt8ScaledMMLinearKernel" in rows.loc["w8a8-int8", "kernels"]
     assert "FP8" in rows.loc["fp8-dynamic", "kernels"]
     assert (
-        rows.loc["bf16", "bits_per_weight"]
+        rows.loc[BASELINE, "bits_per_weight"]
         > rows.loc["w8a8-int8", "bits_per_weight"]
         > rows.loc["w4a16-gptq", "bits_per_weight"]
     )
@@ -63,10 +64,10 @@ def test_second_run_recomputes_nothing(smoke: dict) -> None:
 
 
 def test_serving_sweep_measured_over_loopback_http(smoke: dict) -> None:
-    """bf16 and INT8 behind vLLM's OpenAI server: a point per concurrency and per Poisson rate,
+    """The baseline and INT8 behind vLLM's OpenAI server: a point per concurrency and per Poisson rate,
     every request streamed to the end, percentiles in order."""
     rows = _rows(smoke["out"])
-    for fmt in ("bf16", "w8a8-int8"):
+    for fmt in (BASELINE, "w8a8-int8"):
         row = rows.loc[fmt]
         assert "vllm.entrypoints.openai.api_server --host 127.0.0.1" in row["serving_server"]
         assert row["serving_startup_s"] > 0 and row["serving_peak_rss_bytes"] > 200 * 2**20
@@ -93,7 +94,7 @@ def test_greedy_answers_under_load_are_the_offline_engines(smoke: dict) -> None:
     """The output checks on healthy cells: the first 4 requests of every point, answered by the
     server under load, against vLLM's offline greedy answers to the same token ids."""
     rows = _rows(smoke["out"])
-    for fmt in ("bf16", "w8a8-int8"):
+    for fmt in (BASELINE, "w8a8-int8"):
         row = rows.loc[fmt]
         assert row["output_check_ok"], row["output_check_note"]
         for p in row["serving"]:
@@ -109,7 +110,7 @@ def test_capacity_at_the_slo_and_its_cost(smoke: dict) -> None:
     prompts of its own; the cost per million output tokens at the configured price there."""
     rows = _rows(smoke["out"])
     sent: list[str] = []
-    for fmt in ("bf16", "w8a8-int8"):
+    for fmt in (BASELINE, "w8a8-int8"):
         row = rows.loc[fmt]
         if row["capacity_note"].startswith("not searched"):  # concurrency 1 already missed the SLO
             assert row["capacity_probes"] is None and pd.isna(row["capacity_rps"])
@@ -139,10 +140,20 @@ def test_rows_carry_planned_memory_and_a_roofline(smoke: dict) -> None:
             == row["planned_weights_bytes"] + row["planned_kv_cache_bytes"] + row["planned_activation_bytes"]
         )
         # served cells: a Poisson point may hold every one of its 8 requests; others: the 4 prompts
-        assert row["planned_batch"] == (8 if fmt in ("bf16", "w8a8-int8") else 4)
+        assert row["planned_batch"] == (8 if fmt in (BASELINE, "w8a8-int8") else 4)
         if row["status"] == "ok":
             assert row["engine_kv_cache_bytes"] == 2**30  # VLLM_CPU_KVCACHE_SPACE=1, as vLLM logged it
             assert row["engine_kv_cache_tokens"] > 0
             assert row["hw_bandwidth_bytes_s"] > 1e9 and row["hw_flops"] > 1e9
             assert 0 < row["roofline_fraction"] < 1.0 and row["roofline_bound"] in ("memory", "compute")
-    assert rows.loc["w8a8-int8", "planned_weights_bytes"] < rows.loc["bf16", "planned_weights_bytes"]
+    assert rows.loc["w8a8-int8", "planned_weights_bytes"] < rows.loc[BASELINE, "planned_weights_bytes"]
+
+
+def test_every_engine_computed_in_the_hosts_dtype_and_the_plan_holds_its_weights(smoke: dict) -> None:
+    """dtype auto: every vLLM cell's engine ran in this host's dtype (the row says which), and the
+    planned weights, unquantized tensors in that dtype, agree with vLLM's own "Model loading took"."""
+    rows = _rows(smoke["out"])
+    assert set(rows["compute_dtype"]) == {DTYPE}
+    for fmt in (BASELINE, "fp8-dynamic", "w8a8-int8"):
+        row = rows.loc[fmt]
+        assert row["planned_weights_bytes"] == pytest.approx(row["engine_weights_bytes"], rel=0.05), fmt
