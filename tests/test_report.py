@@ -452,7 +452,7 @@ def test_the_kv_cache_trap_is_a_table_of_its_own(tmp_path: Path) -> None:
     assert lines[("vllm", "bf16")][3].startswith("ppl 100.0 %")
     assert kv_only < 99 and both < weights_only < 99
     page = report.build_report([DATA / "formats-cpu-serving.parquet"], tmp_path).markdown.read_text()
-    assert "### KV cache and weights, each against bf16 + KV auto" in page
+    assert "### KV cache and weights, each against the baseline + KV auto" in page
 
 
 def test_point_labels_never_overlap_and_the_first_given_are_kept() -> None:

@@ -51,9 +51,10 @@ def answer_lines(decision: Decision) -> tuple[str, list[str], list[str]]:
     return decision.headline(), runner, lost
 
 
-KV_TRAP_TITLE = "KV cache and weights, each against bf16 + KV auto"
+KV_TRAP_TITLE = "KV cache and weights, each against the baseline + KV auto"
 KV_TRAP_NOTE = (
-    "bf16 under a quantized KV cache is the KV-only effect; a format under KV auto the weights-only effect; "
+    "The baseline (bf16, or fp32 where a CPU emulates bf16) under a quantized KV cache is the KV-only effect; "
+    "a format under KV auto the weights-only effect; "
     "a format under a quantized KV cache both. Perplexity recovery and mean KLD with 95 % intervals."
 )
 
