@@ -10,7 +10,7 @@ import pytest
 from harness.config import WorkloadSpec
 from harness.engines.base import EngineRequest
 from harness.engines.vllm import VllmParams
-from harness.hardware import detect
+from harness.hardware import compute_dtype, detect
 from harness.isolation import run_isolated
 from harness.stages import bench_conformance
 from harness.stages.workload import make_prompts
@@ -20,10 +20,11 @@ pytestmark = pytest.mark.integration
 
 def test_the_offline_figure_is_vllm_bench_throughputs(smollm2_dir: Path, tmp_path: Path) -> None:
     workload = WorkloadSpec(prompts=16, input_len=32, output_len=32)
-    # float32: the comparison is of two request loops on one engine, whatever its dtype; where bf16 is
-    # emulated (a 2-core Zen 1) a run took 30 s in bf16 and 7.5 s in float32, and the bf16 test ran
-    # out of its 900 s there (measured)
-    request = EngineRequest(smollm2_dir, "float32", VllmParams(max_model_len=64), detect().device, 64)
+    # the host's compute dtype, as `model.dtype: auto` picks it: the comparison is of two request loops
+    # on one engine, whatever its dtype; where bf16 is emulated (a 2-core Zen 1) a run took 30 s in
+    # bf16 and 7.5 s in float32, and the bf16 test ran out of its 900 s there (measured)
+    hw = detect()
+    request = EngineRequest(smollm2_dir, compute_dtype(hw), VllmParams(max_model_len=64), hw.device, 64)
     prompts = make_prompts(smollm2_dir, workload)
     outcome = run_isolated(
         bench_conformance.measure, (request, prompts, workload.output_len, 16, 32), tmp_path / "conformance.log", 900
