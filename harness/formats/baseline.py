@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from harness.formats.base import Format, QuantizeRequest
-from harness.formats.layout import Encoding
+from harness.formats.layout import DTYPE_BYTES, Encoding
 from harness.params import FormatParams
 
 
@@ -18,7 +18,6 @@ class _Baseline(Format[FormatParams]):
     weight_bits = 16
     hardware = "any GPU; on CPU bf16 is slow without AVX-512 BF16"
     dtype: ClassVar[str]
-    in_memory_bits: ClassVar[int] = 16  # what the engine holds per weight once loaded
 
     def serving_dtype(self, params: FormatParams) -> str | None:
         return self.dtype
@@ -27,7 +26,7 @@ class _Baseline(Format[FormatParams]):
         return model_dir
 
     def layout(self, params: FormatParams) -> Encoding:
-        return Encoding(self.name, self.in_memory_bits, None)
+        return Encoding(self.name, 8 * DTYPE_BYTES[self.dtype], None)  # as the engine holds it once loaded
 
     def quantize(self, request: QuantizeRequest) -> None:
         raise NotImplementedError("a baseline serves the source model directory; it has no quantize step")
@@ -50,7 +49,6 @@ class Fp32(_Baseline):
     summary = "FP32 compute of the 16-bit checkpoint (upcast exactly; no quantization)"
     dtype = "float32"
     activation_bits = 32
-    in_memory_bits = 32
     hardware = "CPUs without bf16 instructions (AVX2, AVX-512 without BF16); twice bf16's memory"
 
 

@@ -16,6 +16,9 @@ from typing import Protocol
 
 from harness.shapes import Linear, ModelShape
 
+#: bytes per element of the dtypes an engine computes in (model.dtype)
+DTYPE_BYTES: dict[str, int] = {"bfloat16": 2, "float16": 2, "float32": 4}
+
 
 @dataclass(frozen=True)
 class Weights:

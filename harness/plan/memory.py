@@ -33,7 +33,7 @@ from harness import engines as engine_registry
 from harness import formats as format_registry
 from harness.errors import HarnessError
 from harness.formats.base import Format
-from harness.formats.layout import WeightLayout, Weights
+from harness.formats.layout import DTYPE_BYTES, WeightLayout, Weights
 from harness.gpus import Gpu
 from harness.gpus import get as get_gpu
 from harness.hardware import Hardware
@@ -64,10 +64,6 @@ def layout(fmt: str | FormatParams) -> WeightLayout:
             f"{spec.name}: no memory layout is known for this format (a prequantized checkpoint decides its own)"
         )
     return found
-
-
-#: bytes per element of the dtypes an engine computes in (model.dtype)
-DTYPE_BYTES: dict[str, int] = {"bfloat16": 2, "float16": 2, "float32": 4}
 
 
 def engine_dtype(fmt: str | FormatParams, compute_dtype: str = "bfloat16") -> str:
