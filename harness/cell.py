@@ -105,6 +105,9 @@ def run_cell(
     engine = engines.get(cell.engine.name)
     logs = ctx.out_dir / "logs" / key
     try:
+        refusal = engine.refusal(fmt.expected_kernels(cell.format, engine.name, ctx.hw), ctx.hw.device)
+        if refusal is not None:  # known before minutes of calibration that the engine would refuse
+            raise StageStop("unsupported", f"{engine.name} on {ctx.hw.device}: {refusal}", "serve")
         artifact = quantize.obtain(
             fmt,
             _quantize_request(ctx, cell),

@@ -178,6 +178,11 @@ class Engine(ABC, Generic[EP]):
         """The engine's own words when it refused the format on this hardware, else None."""
         return None
 
+    def refusal(self, kernels: tuple[str, ...], device: str) -> str | None:
+        """Why the engine cannot run a format whose kernels (on this device) are `kernels`,
+        known before anything is calibrated or built; None: let it try."""
+        return None
+
 
 def top_k(logprobs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Each row's k largest log-probabilities, largest first: (ids int64, values float32)."""

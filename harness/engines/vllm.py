@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import Field
 
 from harness import hardware, workarounds
+from harness.engines import vllm_cpu_ops
 from harness.engines.base import (
     Engine,
     EngineRequest,
@@ -273,6 +274,9 @@ class VllmEngine(Engine[VllmParams]):
                 if entry not in found:
                     found.append(entry)
         return found
+
+    def refusal(self, kernels: tuple[str, ...], device: str) -> str | None:
+        return vllm_cpu_ops.refusal(kernels) if device == "cpu" else None
 
     def unsupported_reason(self, error: str, log_text: str) -> str | None:
         raised = [line.strip() for line in log_text.splitlines() if _EXCEPTION_LINE.match(line.strip())]

