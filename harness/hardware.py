@@ -102,24 +102,25 @@ class Peak:
     known the faster low-precision tensor-core peaks: FP8, INT8, FP4)."""
 
     bandwidth_bytes_s: float
-    flops: float  # dense BF16
+    flops: float  # dense BF16 (a GPU's datasheet), or the CPU's best measured dtype
     source: str  # where the figures come from, written into each row
     low_precision_flops: tuple[tuple[str, float], ...] = ()  # (precision, dense FLOP/s)
+    flops_precision: str = "bf16"  # what `flops` is the peak of: fp32 on a CPU without bf16 instructions
 
     def times(self, n: int) -> "Peak":
         """The aggregate of n such devices (tensor parallelism over n GPUs, communication ignored)."""
         if n == 1:
             return self
         low = tuple((name, flops * n) for name, flops in self.low_precision_flops)
-        return Peak(self.bandwidth_bytes_s * n, self.flops * n, f"{n} x {self.source}", low)
+        return Peak(self.bandwidth_bytes_s * n, self.flops * n, f"{n} x {self.source}", low, self.flops_precision)
 
     def flops_for(self, precision: str) -> tuple[float, str]:
         """The compute peak of matmuls in `precision` (bf16, fp8, int8, fp4), and which peak that is:
-        BF16's where the device has no faster one known (a CPU: only BF16/FP32 is measured)."""
+        `flops` where the device has no faster one known (a CPU: its best of FP32 and BF16)."""
         known = dict(self.low_precision_flops)
         if precision in known:
             return known[precision], precision
-        return self.flops, "bf16"
+        return self.flops, self.flops_precision
 
 
 def gpu_spec(hw: Hardware) -> Gpu:
@@ -199,7 +200,12 @@ def cpu_peak(
         f"{float(figures['bandwidth_bytes_s']) / 1e9:.1f} GB/s numpy copy/add, "
         f"{float(figures['flops']) / 1e9:.1f} GFLOP/s torch {figures.get('flops_dtype', '?')} matmul"
         + (f" ({figures['flops_note']})" if figures.get("flops_note") else ""),
+        flops_precision=_SHORT_DTYPE.get(str(figures.get("flops_dtype")), "bf16"),
     )
+
+
+#: torch's dtype names as the roofline's precision column writes them
+_SHORT_DTYPE = {"float32": "fp32", "bfloat16": "bf16"}
 
 
 def _l3_bytes() -> int:

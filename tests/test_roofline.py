@@ -199,6 +199,20 @@ def test_bf16_is_not_measured_where_the_cpu_emulates_it():
     assert hardware.bf16_is_native(("avx2", "avx512_bf16")) and not hardware.bf16_is_native(("avx2", "avx512f"))
 
 
+def test_a_cpus_compute_peak_is_labelled_with_the_dtype_measured(tmp_path):
+    """Where bf16 is emulated the CPU's peak is float32's: the roofline row said "bf16"."""
+    cpu = Hardware("cpu", "Test CPU @ 1 GHz", 2, 2**30, None, None, ())
+    cache = hardware.cpu_peak_cache_file(cpu, tmp_path)
+    cache.parent.mkdir(parents=True)
+    for measured, label in (("float32", "fp32"), ("bfloat16", "bf16")):
+        cache.write_text(json.dumps({"bandwidth_bytes_s": 1e10, "flops": 4e10, "flops_dtype": measured}))
+        peak = hardware.peak_for(cpu, tmp_path)
+        assert peak.flops_for("bf16") == (4e10, label) and peak.flops_for("int8") == (4e10, label)
+        assert peak.times(2).flops_for("fp8") == (8e10, label)
+    h100 = hardware.peak_for(Hardware("cuda", "NVIDIA H100 80GB HBM3", 1, 0, "9.0", None, ()), None)
+    assert h100.flops_for("bf16")[1] == "bf16" and h100.flops_for("fp8")[1] == "fp8"
+
+
 def test_the_matmul_is_sized_to_its_share_of_the_budget():
     import torch
 
