@@ -15,7 +15,6 @@ import numpy as np
 from pydantic import Field
 
 from harness import hardware, workarounds
-from harness.engines import vllm_cpu_ops
 from harness.engines.base import (
     Engine,
     EngineRequest,
@@ -26,6 +25,7 @@ from harness.engines.base import (
     Parallelism,
     ServerLaunch,
 )
+from harness.engines.vllm_cpu_ops import refusal as cpu_ops_refusal
 from harness.params import EngineParams
 
 GIB = 2**30
@@ -276,7 +276,7 @@ class VllmEngine(Engine[VllmParams]):
         return found
 
     def refusal(self, kernels: tuple[str, ...], device: str) -> str | None:
-        return vllm_cpu_ops.refusal(kernels) if device == "cpu" else None
+        return cpu_ops_refusal(kernels) if device == "cpu" else None
 
     def unsupported_reason(self, error: str, log_text: str) -> str | None:
         raised = [line.strip() for line in log_text.splitlines() if _EXCEPTION_LINE.match(line.strip())]
