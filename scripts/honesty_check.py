@@ -6,7 +6,7 @@ the ratio harness / vLLM (the geometric mean of the pairs), its 95 % interval an
 against the two-sided band [0.98, 1.02]. Exit 1 when the interval is outside the band
 (deviates); 0 when inside (conforms) or across an edge (inconclusive: add pairs).
 
-  .venv/bin/python scripts/honesty_check.py [--model builtin:smollm2-135m] [--prompts 32]
+  .venv/bin/python scripts/honesty_check.py [--model builtin:smollm2-135m] [--dtype auto] [--prompts 32]
       [--input-len 64] [--output-len 64] [--pairs 40] [--json OUT.json]
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 from harness.config import WorkloadSpec
 from harness.engines.base import EngineRequest
 from harness.engines.vllm import VllmParams
-from harness.hardware import detect
+from harness.hardware import compute_dtype, detect
 from harness.isolation import run_isolated
 from harness.stages import bench_conformance, models
 from harness.stages.workload import make_prompts
@@ -30,7 +30,7 @@ from harness.stages.workload import make_prompts
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="builtin:smollm2-135m")
-    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--dtype", default="auto", help="the engine's dtype; auto: the host's, as model.dtype: auto")
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--input-len", type=int, default=64)
     parser.add_argument("--output-len", type=int, default=64)
@@ -38,6 +38,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--log", type=Path, default=Path("results/honesty/conformance.log"))
     args = parser.parse_args()
+    if args.dtype == "auto":  # bf16 is emulated on CPUs without bf16 instructions: 6x slower there
+        args.dtype = compute_dtype(detect())
 
     model = models.resolve(args.model, None, models.default_cache_dir(), dtype=args.dtype)
     max_len = args.input_len + args.output_len
@@ -56,6 +58,7 @@ def main() -> int:
         summary = {
             "model": model.identity,
             "device": detect().name,
+            "dtype": args.dtype,
             "prompts": args.prompts,
             "input_len": args.input_len,
             "output_len": args.output_len,

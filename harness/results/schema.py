@@ -157,10 +157,7 @@ SCHEMA = pa.schema(
         ("output_tok_s_repeats", pa.string()),  # JSON [tok/s of each repeat] (workload.repeats > 1)
         ("roofline_tok_s", pa.float64()),  # the ceiling with prefill: what output_tok_s is compared with
         ("roofline_decode_tok_s", pa.float64()),  # decode alone
-        (
-            "roofline_compute_precision",
-            pa.string(),
-        ),  # the compute peak used: bf16, fp8, int8, fp4 (fp32: a CPU without bf16)
+        ("roofline_compute_precision", pa.string()),  # the compute peak used: bf16, fp8, int8, fp4; fp32 (CPU)
         ("roofline_fraction", pa.float64()),  # output_tok_s / roofline_tok_s
         ("roofline_bound", pa.string()),  # "memory" or "compute"
         ("roofline_note", pa.string()),  # the reason a row has no roofline fraction
